@@ -1,0 +1,1 @@
+"""Benchmarks and the workspace generator; each prints the figures it measured."""

@@ -1,0 +1,1 @@
+"""The command line: a thin typer shell that parses, calls one library function, renders, exits."""

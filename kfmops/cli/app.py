@@ -1,0 +1,257 @@
+"""kfmops commands. Each one parses its arguments, calls one library function and renders the result."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from kfmops import __version__
+from kfmops.cli import views
+from kfmops.cli.errors import run, stderr
+from kfmops.engine.engine import Engine
+from kfmops.engine.history import History
+from kfmops.engine.planner import PlanRequest, load_desired
+from kfmops.engine.state import StateStore
+from kfmops.errors import ExitCode, KfmopsError
+from kfmops.plans import planfile
+from kfmops.workspace import Workspace, load_workspace
+
+app = typer.Typer(
+    name="kfmops",
+    help="Plan and apply reference state (STAC links, graph edges, search aliases, cache pointers) from git.\n\n"
+    "Example: kfmops plan --out plan.json && kfmops apply plan.json",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+    rich_markup_mode=None,
+)
+state_app = typer.Typer(
+    help="Inspect kfmops' record of managed references.\n\nExample: kfmops state list --json", no_args_is_help=True
+)
+lock_app = typer.Typer(
+    help="Inspect or clear the workspace lock.\n\nExample: kfmops lock status --json", no_args_is_help=True
+)
+app.add_typer(state_app, name="state")
+app.add_typer(lock_app, name="lock")
+stdout = Console(highlight=False, soft_wrap=True)
+
+
+class Context:
+    directory: Path = Path(".")
+
+    @classmethod
+    def workspace(cls) -> Workspace:
+        return load_workspace(cls.directory)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"kfmops {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    directory: Annotated[Path, typer.Option("-C", "--directory", help="Run as if started in DIR.")] = Path("."),
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    Context.directory = directory
+
+
+Format = typer.Option("--format", "-f", help="text, json or markdown.")
+LockTimeout = typer.Option("--lock-timeout", help="Seconds to wait for the workspace lock (0: fail at once).")
+
+
+@app.command()
+def init() -> None:
+    """Create a workspace here (kfmops.yaml and desired/) or prepare an existing one's state and local backend.
+
+    Example: kfmops -C my-workspace init
+    """
+    views.init_workspace(Context.directory)
+
+
+@app.command()
+def validate(
+    git_ref: Annotated[str | None, typer.Option("--git-ref", help="Validate the desired state at REF.")] = None,
+) -> None:
+    """Check every desired-state document (schema, names, versions, backends) without touching a backend.
+
+    Example: kfmops validate
+    """
+    workspace = Context.workspace()
+    desired = load_desired(workspace, git_ref)
+    stdout.print(f"Valid: {len(desired.documents)} documents, {len(desired.references)} references.")
+
+
+@app.command()
+def plan(
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Plan file to write (default plans/<id>.json).")
+    ] = None,
+    output_format: Annotated[str, Format] = "text",
+    detailed_exitcode: Annotated[
+        bool, typer.Option("--detailed-exitcode", help="Exit 2 when there are changes.")
+    ] = False,
+    target: Annotated[list[str], typer.Option("--target", help="Only this address (repeatable).")] = [],  # noqa: B006
+    exclude: Annotated[list[str], typer.Option("--exclude", help="Skip this address (repeatable).")] = [],  # noqa: B006
+    refresh_only: Annotated[bool, typer.Option("--refresh-only", help="Only report live drift.")] = False,
+    git_ref: Annotated[str | None, typer.Option("--git-ref", help="Plan the desired state at REF.")] = None,
+) -> int:
+    """Compare desired state with the live backends and write a plan file.
+
+    Example: kfmops plan --out plan.json --format markdown --detailed-exitcode
+    """
+    workspace = Context.workspace()
+    with Engine(workspace) as engine:
+        result = engine.plan(PlanRequest(list(target), list(exclude), git_ref))
+    path = out or workspace.plans_dir / f"{result.plan_id}.json"
+    planfile.write(result, path)
+    views.print_plan(result, output_format, stdout)
+    if output_format == "text":
+        stderr.print(f"Saved plan to {path}. Apply it with: kfmops apply {path}")
+    if detailed_exitcode and result.has_changes():
+        return int(ExitCode.CHANGES)
+    return 0
+
+
+@app.command()
+def show(
+    plan_file: Annotated[Path, typer.Argument(help="A plan file written by 'kfmops plan'.")],
+    output_format: Annotated[str, Format] = "text",
+) -> None:
+    """Show a saved plan file (verified against its digest).
+
+    Example: kfmops show plans/plan-20261126T120000Z-ab12cd.json --format json
+    """
+    views.print_plan(planfile.read(plan_file), output_format, stdout)
+
+
+@app.command()
+def apply(
+    plan_file: Annotated[Path | None, typer.Argument(help="Plan file to apply; omit to plan and apply.")] = None,
+    auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Do not ask before applying.")] = False,
+    lock_timeout: Annotated[float, LockTimeout] = 0,
+) -> int:
+    """Apply a saved plan (or plan and apply) under the lock, with a WAL and compare-and-swap.
+
+    Example: kfmops apply plans/plan-20261126T120000Z-ab12cd.json
+    """
+    workspace = Context.workspace()
+    with Engine(workspace, progress=views.progress_printer()) as engine:
+        if plan_file is None:
+            chosen = engine.plan(PlanRequest())
+            views.print_plan(chosen, "text", stdout)
+            if not chosen.has_changes():
+                stdout.print("Nothing to apply.")
+            if chosen.has_changes() and not auto_approve and not views.confirm("Apply these changes?"):
+                stderr.print("Apply cancelled; nothing was changed.")
+                return int(ExitCode.ERROR)
+        else:
+            chosen = planfile.read(plan_file)
+        result = engine.apply(chosen, lock_timeout=lock_timeout)
+    views.print_apply(result, stdout)
+    return 0
+
+
+@app.command()
+def rollback(
+    apply_id: Annotated[str | None, typer.Argument(help="The apply to undo (see 'kfmops history').")] = None,
+    last: Annotated[bool, typer.Option("--last", help="Undo the most recent committed apply.")] = False,
+    lock_timeout: Annotated[float, LockTimeout] = 0,
+) -> int:
+    """Undo an apply exactly, from the before values it observed; refuses if live values moved since.
+
+    Example: kfmops rollback --last
+    """
+    if bool(apply_id) == last:
+        raise KfmopsError("give exactly one of APPLY_ID or --last")
+    with Engine(Context.workspace(), progress=views.progress_printer()) as engine:
+        result = engine.rollback(apply_id, lock_timeout=lock_timeout)
+    views.print_apply(result, stdout)
+    return 0
+
+
+@app.command()
+def recover(
+    forward: Annotated[
+        bool, typer.Option("--forward", help="Finish the interrupted plan instead of undoing it.")
+    ] = False,
+    lock_timeout: Annotated[float, LockTimeout] = 0,
+) -> int:
+    """Resolve an interrupted apply: undo it (default) or finish it (--forward) when preconditions hold.
+
+    Example: kfmops recover --forward
+    """
+    with Engine(Context.workspace(), progress=views.progress_printer()) as engine:
+        result = engine.recover(forward=forward, lock_timeout=lock_timeout)
+    views.print_recover(result, stdout)
+    return 0
+
+
+@app.command()
+def history(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """List applies, rollbacks, hotfixes and recoveries, newest last.
+
+    Example: kfmops history --json
+    """
+    workspace = Context.workspace()
+    views.print_history(History(workspace.state_dir).entries(), as_json, stdout)
+
+
+@state_app.command("list")
+def state_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """List managed addresses with their last applied values.
+
+    Example: kfmops state list --json
+    """
+    views.print_state_list(StateStore(Context.workspace().state_dir).load(), as_json, stdout)
+
+
+@state_app.command("show")
+def state_show(address: str, as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Show one managed reference: where it lives and its last applied value.
+
+    Example: kfmops state show dataset.landcover.search --json
+    """
+    views.print_state_entry(StateStore(Context.workspace().state_dir).load(), address, as_json, stdout)
+
+
+@lock_app.command("status")
+def lock_status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Say who holds the workspace lock, or that it is free (or stale).
+
+    Example: kfmops lock status --json
+    """
+    with Engine(Context.workspace()) as engine:
+        status = engine.lock.status()
+    if as_json:
+        stdout.print_json(json.dumps(status.to_dict()))
+    else:
+        views.print_lock(status, stdout)
+
+
+@lock_app.command("force-unlock")
+def force_unlock(lock_id: Annotated[str, typer.Argument(help="The exact lock id from 'kfmops lock status'.")]) -> None:
+    """Remove a lock whose holder is gone. Needs the exact id.
+
+    Example: kfmops lock force-unlock 5f0c2d1e-...
+    """
+    with Engine(Context.workspace()) as engine:
+        info = engine.lock.force_unlock(lock_id)
+    stdout.print(f"Removed lock {info.id} ({info.who}, pid {info.pid}, {info.operation}).")
+
+
+def main() -> None:
+    run(typer.main.get_command(app))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

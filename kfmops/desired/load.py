@@ -1,0 +1,100 @@
+"""Read desired-state files into validated Documents, collecting every problem with file and line."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kfmops.addresses import DOCUMENT_TYPES
+from kfmops.errors import Diagnostic, InputError
+from kfmops.schemas import check
+from kfmops.yamlio import LineDict, line_of, load_documents
+
+SCHEMA_OF_KIND = {
+    "Dataset": "dataset",
+    "StacLink": "stac-link",
+    "GraphRelationship": "graph-relationship",
+    "SearchAlias": "search-alias",
+    "CacheKey": "cache-key",
+}
+
+
+@dataclass(frozen=True)
+class Document:
+    """One schema-valid desired-state document and where it came from."""
+
+    kind: str
+    name: str
+    spec: LineDict
+    file: str
+    line: int
+
+    @property
+    def address(self) -> str:
+        return f"{DOCUMENT_TYPES[self.kind]}.{self.name}"
+
+    def line_of(self, *path: Any) -> int:
+        return line_of(self.spec, path) or self.line
+
+
+def load_documents_from(folder: Path, root: Path) -> list[Document]:
+    """Every document in the YAML files under `folder`, in path order; raises InputError on problems."""
+    if not folder.is_dir():
+        raise InputError(
+            [Diagnostic(f"desired-state folder {folder} does not exist", "check 'desired:' in kfmops.yaml")]
+        )
+    files = sorted(p for p in folder.rglob("*") if p.suffix in {".yaml", ".yml"} and p.is_file())
+    sources = []
+    for path in files:
+        try:
+            shown = str(path.resolve().relative_to(root))
+        except ValueError:
+            shown = str(path)
+        sources.append((shown, path.read_text(encoding="utf-8")))
+    return parse_documents(sources)
+
+
+def parse_documents(sources: Iterable[tuple[str, str]]) -> list[Document]:
+    """Documents from (file name, text) pairs; every problem in every file is collected first."""
+    documents: list[Document] = []
+    problems: list[Diagnostic] = []
+    for file, text in sources:
+        try:
+            nodes = list(load_documents(text, file))
+        except InputError as error:
+            problems.extend(error.diagnostics)
+            continue
+        for node in nodes:
+            if node is None:
+                continue
+            document, found = _document(node, file)
+            problems.extend(found)
+            if document:
+                documents.append(document)
+    if problems:
+        raise InputError(problems)
+    return documents
+
+
+def _document(node: Any, file: str) -> tuple[Document | None, list[Diagnostic]]:
+    if not isinstance(node, LineDict):
+        line = getattr(node, "line", None)
+        return None, [
+            Diagnostic("a document must be a mapping with apiVersion, kind, metadata, spec", file=file, line=line)
+        ]
+    kind = node.get("kind")
+    if kind not in SCHEMA_OF_KIND:
+        return None, [
+            Diagnostic(
+                f"unknown kind {kind!r}",
+                f"use one of {', '.join(SCHEMA_OF_KIND)}",
+                file=file,
+                line=line_of(node, ["kind"]) or node.line,
+            )
+        ]
+    problems = check(node, SCHEMA_OF_KIND[kind], file)
+    if problems:
+        return None, problems
+    return Document(kind, node["metadata"]["name"], node["spec"], file, node.line), []

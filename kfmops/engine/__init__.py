@@ -1,0 +1,1 @@
+"""The engine: refresh, apply, rollback, recover and hotfix, with the WAL, the lock and state persistence."""

@@ -1,0 +1,101 @@
+"""Make a plan: load desired state (from the work tree or a git ref), read live values, diff."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from kfmops.addresses import Address, select
+from kfmops.desired import DesiredState, expand, load_documents_from, parse_documents
+from kfmops.engine.refresh import missing_targets, read_live
+from kfmops.engine.state import StateStore
+from kfmops.errors import Diagnostic, InputError
+from kfmops.gitops import repo
+from kfmops.plans.diff import diff
+from kfmops.plans.model import Plan, StateRef
+from kfmops.providers.registry import Providers
+from kfmops.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    targets: list[str] = field(default_factory=list)
+    excludes: list[str] = field(default_factory=list)
+    git_ref: str | None = None
+
+
+def new_id(prefix: str) -> str:
+    """A sortable, unique id such as `plan-20261126T153000Z-3f9a1c`."""
+    return f"{prefix}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def load_desired(workspace: Workspace, git_ref: str | None = None) -> DesiredState:
+    """Validated, expanded desired state from the work tree, or from `git_ref` without a checkout."""
+    if git_ref:
+        documents = parse_documents(repo.files_at(workspace.desired_dir, git_ref))
+    else:
+        documents = load_documents_from(workspace.desired_dir, workspace.root)
+    return expand(documents, workspace.conventions, workspace.routes, set(workspace.backends))
+
+
+def make_plan(workspace: Workspace, providers: Providers, request: PlanRequest) -> Plan:
+    desired = load_desired(workspace, request.git_ref)
+    state = StateStore(workspace.state_dir).load()
+    managed = state.managed()
+    _check_selectors(request.targets + request.excludes, [*desired.references, *managed])
+    chosen = set(select(sorted(set(desired.references) | set(managed)), request.targets, request.excludes))
+    wanted = {a: r for a, r in desired.references.items() if a in chosen}
+    kept = {a: m for a, m in managed.items() if a in chosen and a not in wanted}
+    references = [r.reference for r in wanted.values()] + [m[0] for m in kept.values()]
+    live = read_live(providers, references, workspace.batch_size)
+    missing = missing_targets(providers, [(r.reference, r.value) for r in wanted.values()], workspace.batch_size)
+    if missing:
+        raise InputError([_missing_target(address, message, desired) for address, message in missing])
+    changes = diff(wanted, live, kept, workspace.apply_order)
+    git = repo.describe(workspace.desired_dir)
+    if request.git_ref:
+        git = {"commit": repo.commit_of(workspace.desired_dir, request.git_ref), "ref": request.git_ref, "dirty": False}
+    touched = {c.reference.dataset for c in changes}
+    datasets = {name: record for name, record in desired.datasets.items() if name in touched}
+    return Plan(
+        plan_id=new_id("plan"),
+        created_at=now(),
+        operation="apply",
+        workspace=str(workspace.root),
+        state=StateRef(state.lineage, state.serial),
+        changes=tuple(changes),
+        desired_digest=desired.digest(),
+        git=git,
+        datasets=datasets,
+        origin={"targets": request.targets, "excludes": request.excludes, "git_ref": request.git_ref},
+    )
+
+
+def _check_selectors(selectors: list[str], known: list[str]) -> None:
+    parsed = [Address.parse(address) for address in known]
+    for selector in selectors:
+        try:
+            wanted = Address.parse(selector)
+        except ValueError as exc:
+            raise InputError([Diagnostic(str(exc))]) from None
+        if not any(wanted.covers(address) for address in parsed):
+            raise InputError(
+                [Diagnostic(f"unknown address {selector!r}", "see 'kfmops state list' or 'kfmops validate'")]
+            )
+
+
+def _missing_target(address: str, message: str, desired: DesiredState) -> Diagnostic:
+    """A missing target, reported at the document that declares the reference."""
+    source = desired.references[address].source if address in desired.references else ""
+    file, _, line = source.rpartition(":")
+    return Diagnostic(
+        f"{address} points at a target that does not exist: {message}",
+        "publish the version first, or point at an existing one",
+        file=file or None,
+        line=int(line) if line.isdigit() else None,
+    )

@@ -1,0 +1,1 @@
+"""GitOps: what git says about the desired state, and PR-comment rendering and splitting."""

@@ -1,0 +1,63 @@
+"""git access through gitpython: which commit the desired state is at, and reading it at any commit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import git
+
+from kfmops.errors import Diagnostic, InputError
+
+
+def _repository(path: Path) -> git.Repo | None:
+    try:
+        return git.Repo(path, search_parent_directories=True)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        return None
+
+
+def describe(path: Path) -> dict[str, Any]:
+    """{commit, branch, dirty} of the repository holding `path`; empty outside a repository.
+
+    `dirty` is about `path` only: changes elsewhere in the repository do not make a plan dirty.
+    """
+    repo = _repository(path)
+    if repo is None:
+        return {}
+    try:
+        commit = repo.head.commit.hexsha
+    except ValueError:
+        commit = None
+    branch = None if repo.head.is_detached else repo.active_branch.name
+    relative = str(path.resolve().relative_to(Path(repo.working_tree_dir).resolve())) or "."
+    dirty = repo.is_dirty(untracked_files=True, path=relative)
+    return {"commit": commit, "branch": branch, "dirty": dirty}
+
+
+def files_at(path: Path, ref: str) -> list[tuple[str, str]]:
+    """(path, text) of every YAML file under `path` as it was at git `ref`, without a checkout."""
+    repo = _repository(path)
+    if repo is None:
+        raise InputError([Diagnostic(f"{path} is not inside a git repository", "--git-ref needs one")])
+    try:
+        commit = repo.commit(ref)
+    except (git.BadName, ValueError):
+        raise InputError([Diagnostic(f"git ref {ref!r} does not exist", "use a branch, tag or commit")]) from None
+    top = Path(repo.working_tree_dir).resolve()
+    prefix = str(path.resolve().relative_to(top))
+    try:
+        tree = commit.tree / prefix if prefix != "." else commit.tree
+    except KeyError:
+        raise InputError([Diagnostic(f"{prefix} does not exist at {ref}")]) from None
+    return sorted(
+        (f"{ref}:{blob.path}", blob.data_stream.read().decode("utf-8"))
+        for blob in tree.traverse()
+        if blob.type == "blob" and blob.path.endswith((".yaml", ".yml"))
+    )
+
+
+def commit_of(path: Path, ref: str) -> str:
+    repo = _repository(path)
+    assert repo is not None
+    return repo.commit(ref).hexsha

@@ -1,0 +1,64 @@
+"""Compare desired references with live values and kfmops' state: the pure heart of `plan`.
+
+Rules: a desired reference is created, updated or left alone; a reference kfmops manages (recorded in
+state) that is no longer desired is deleted; a live reference kfmops never managed is never touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from kfmops.desired.expand import DesiredReference
+from kfmops.plans.model import Action, Change
+from kfmops.references import Reference
+
+
+def diff(
+    desired: Mapping[str, DesiredReference],
+    live: Mapping[str, Any],
+    managed: Mapping[str, tuple[Reference, Any]],
+    order: tuple[str, ...],
+) -> list[Change]:
+    """Changes for every address in `desired` or `managed`, ordered by apply order then address.
+
+    `live` holds the value read for each of those addresses (None = absent); `managed` maps each
+    address recorded in state to its reference and last applied value.
+    """
+    changes = []
+    for address, wanted in desired.items():
+        current = live.get(address)
+        last = managed.get(address)
+        changes.append(_desired_change(wanted, current, None if last is None else last[1]))
+    for address, (reference, last_applied) in managed.items():
+        if address in desired:
+            continue
+        current = live.get(address)
+        if current is None:
+            reason = "removed from desired state; already absent, kfmops stops managing it"
+            changes.append(Change(reference, Action.NOOP, None, None, reason))
+        else:
+            reason = "removed from desired state"
+            if current != last_applied:
+                reason += "; live value had drifted from the last applied value"
+            changes.append(Change(reference, Action.DELETE, current, None, reason))
+    rank = {kind: i for i, kind in enumerate(order)}
+    return sorted(changes, key=lambda c: (rank[c.reference.kind], c.address))
+
+
+def _desired_change(wanted: DesiredReference, current: Any, last_applied: Any) -> Change:
+    reference, after, source = wanted.reference, wanted.value, wanted.source
+    if current == after:
+        return Change(reference, Action.NOOP, current, after, "up to date", source)
+    if current is None:
+        reason = "absent; desired state adds it"
+        if last_applied is not None:
+            reason = "deleted outside kfmops since the last apply; desired state restores it"
+        return Change(reference, Action.CREATE, None, after, reason, source)
+    if last_applied is None:
+        reason = "exists but is not managed yet; kfmops adopts it with the desired value"
+    elif last_applied == current:
+        reason = "desired value changed"
+    else:
+        reason = "live value drifted from the last applied value"
+    return Change(reference, Action.UPDATE, current, after, reason, source)

@@ -1,0 +1,51 @@
+"""The provider interface every backend implements, and the conformance rules it must keep.
+
+- read(references) -> {address: value}: batched; an absent reference reads as None, never raises.
+- write(items): sets each reference to its value (None deletes it); idempotent; batched; it may
+  only touch the references it is given (and, for cache pointers, the keys they invalidate).
+- missing_targets(items): the immutable targets (version documents, nodes, indices) that values
+  point at but that do not exist; kfmops refuses to plan or apply a pointer at nothing.
+- is_retryable(error): transient (timeout, connection reset, 429/503) vs permanent.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from kfmops.references import Reference
+
+Write = tuple[Reference, Any]
+
+
+class Provider(ABC):
+    """A backend that holds references of some kinds. Instances own their connections."""
+
+    kinds: frozenset[str] = frozenset()
+
+    def __init__(self, name: str):
+        self.name = name
+        self.round_trips = 0
+
+    @abstractmethod
+    def read(self, references: Sequence[Reference]) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def write(self, items: Sequence[Write]) -> None: ...
+
+    @abstractmethod
+    def missing_targets(self, items: Sequence[Write]) -> list[tuple[str, str]]:
+        """(address, message) for each value that points at an immutable target that is absent."""
+        ...
+
+    def is_retryable(self, error: Exception) -> bool:
+        return isinstance(error, (TimeoutError, ConnectionError))
+
+    def close(self) -> None:  # noqa: B027 - most providers hold nothing to release
+        """Release connections; safe to call twice."""
+
+
+def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,210 @@
+"""The embedded `local` backend: all four reference kinds with no server.
+
+Graph relationships, search aliases and cache keys live in one SQLite file (one transaction per
+write batch); STAC links live in a real catalog folder. Immutable targets (version documents, nodes,
+indices) are seeded once from the workspace's data folder: its STAC catalog is copied, and every
+collection or item carrying `kfm:dataset` and `version` registers its dataset node, version node and
+index by the workspace's conventions; an optional `targets.yaml` there adds other nodes and indices.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kfmops.errors import BackendError
+from kfmops.providers.base import Provider, Write, chunks
+from kfmops.providers.stac import StacCatalog
+from kfmops.references import Reference, normalize
+from kfmops.workspace import BackendConfig, Conventions, Workspace
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS nodes (label TEXT, key TEXT, id TEXT, PRIMARY KEY (label, key, id));
+CREATE TABLE IF NOT EXISTS indices (name TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS relationships (
+  from_label TEXT, from_key TEXT, from_id TEXT, type TEXT, to_label TEXT, to_key TEXT, to_id TEXT,
+  PRIMARY KEY (from_label, from_key, from_id, type, to_label));
+CREATE TABLE IF NOT EXISTS aliases (alias TEXT, index_name TEXT, is_write_index INTEGER,
+  PRIMARY KEY (alias, index_name));
+CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT);
+"""
+BATCH = 400
+
+
+class LocalProvider(Provider):
+    kinds = frozenset({"stac", "graph", "search", "cache"})
+
+    def __init__(self, config: BackendConfig, workspace: Workspace):
+        super().__init__(config.name)
+        settings = config.settings
+        self.path = workspace.root / settings["path"] if "path" in settings else workspace.state_dir / "local"
+        durable = workspace.section("apply").get("fsync", True)
+        self.catalog = StacCatalog(self.path / "stac", config.name, durable=durable)
+        database = self.path / "references.sqlite"
+        fresh = not database.exists()
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(database, isolation_level=None)
+        self.db.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
+        self.db.execute("PRAGMA journal_mode=WAL")
+        if fresh:
+            seed = workspace.root / settings["seed"] if "seed" in settings else None
+            self._seed(seed, workspace.conventions)
+
+    def _seed(self, seed: Path | None, conventions: Conventions) -> None:
+        nodes: set[tuple[str, str, str]] = set()
+        indices: set[str] = set()
+        if seed is not None and (seed / "catalog").is_dir():
+            shutil.copytree(seed / "catalog", self.catalog.root, dirs_exist_ok=True)
+            for file in sorted(self.catalog.root.rglob("*.json")):
+                data = json.loads(file.read_text(encoding="utf-8"))
+                fields = data.get("properties", data) if data.get("type") == "Feature" else data
+                dataset, version = fields.get("kfm:dataset"), fields.get("version")
+                if dataset and version:
+                    fill = lambda t, d=dataset, v=version: t.replace("{dataset}", d).replace("{version}", v)  # noqa: E731
+                    key = conventions.graph_key
+                    nodes.add((conventions.graph_dataset_label, key, fill(conventions.graph_dataset_id)))
+                    nodes.add((conventions.graph_version_label, key, fill(conventions.graph_version_id)))
+                    indices.add(fill(conventions.search_index))
+        if seed is not None and (seed / "targets.yaml").is_file():
+            extra = yaml.load((seed / "targets.yaml").read_text(encoding="utf-8"), Loader=yaml.CSafeLoader) or {}
+            nodes.update((n["label"], n.get("key", "id"), n["id"]) for n in extra.get("nodes", []))
+            indices.update(extra.get("indices", []))
+        with self.db:
+            self.db.executescript(SCHEMA)
+            self.db.executemany("INSERT OR IGNORE INTO nodes VALUES (?, ?, ?)", sorted(nodes))
+            self.db.executemany("INSERT OR IGNORE INTO indices VALUES (?)", [(i,) for i in sorted(indices)])
+
+    # reads ---------------------------------------------------------------------------------------
+
+    def read(self, references: Sequence[Reference]) -> dict[str, Any]:
+        by_kind: dict[str, list[Reference]] = {}
+        for reference in references:
+            by_kind.setdefault(reference.kind, []).append(reference)
+        values: dict[str, Any] = {}
+        for kind, group in by_kind.items():
+            self.round_trips += 1
+            values.update(self._readers[kind](self, group))
+        return values
+
+    def _read_stac(self, references: list[Reference]) -> dict[str, Any]:
+        return self.catalog.read(references)
+
+    def _read_graph(self, references: list[Reference]) -> dict[str, Any]:
+        found: dict[tuple, str] = {}
+        for batch in chunks(references, BATCH):
+            keys = [_graph_key(r) for r in batch]
+            rows = self.db.execute(
+                "SELECT from_label, from_key, from_id, type, to_label, to_id FROM relationships "
+                f"WHERE (from_label, from_key, from_id, type, to_label) IN (VALUES {_marks(5, len(keys))})",
+                [part for key in keys for part in key],
+            )
+            found.update({tuple(row[:5]): row[5] for row in rows})
+        return {r.address: found.get(_graph_key(r)) for r in references}
+
+    def _read_search(self, references: list[Reference]) -> dict[str, Any]:
+        aliases: dict[str, dict[str, Any]] = {}
+        for batch in chunks(references, BATCH):
+            names = [r.locator["alias"] for r in batch]
+            rows = self.db.execute(
+                f"SELECT alias, index_name, is_write_index FROM aliases WHERE alias IN ({_marks(1, len(names))})", names
+            )
+            for alias, index, is_write in rows:
+                entry = aliases.setdefault(alias, {"indices": [], "write_index": None})
+                entry["indices"].append(index)
+                if is_write:
+                    entry["write_index"] = index
+        return {r.address: normalize("search", aliases.get(r.locator["alias"])) for r in references}
+
+    def _read_cache(self, references: list[Reference]) -> dict[str, Any]:
+        found: dict[str, str] = {}
+        for batch in chunks(references, BATCH):
+            keys = [r.locator["key"] for r in batch]
+            found.update(self.db.execute(f"SELECT key, value FROM kv WHERE key IN ({_marks(1, len(keys))})", keys))
+        return {r.address: found.get(r.locator["key"]) for r in references}
+
+    _readers = {"stac": _read_stac, "graph": _read_graph, "search": _read_search, "cache": _read_cache}
+
+    # writes --------------------------------------------------------------------------------------
+
+    def write(self, items: Sequence[Write]) -> None:
+        stac = [item for item in items if item[0].kind == "stac"]
+        rows = [item for item in items if item[0].kind != "stac"]
+        if stac:
+            self.round_trips += 1
+            self.catalog.write(stac)
+        if rows:
+            self.round_trips += 1
+            try:
+                with self.db:
+                    self.db.execute("BEGIN IMMEDIATE")
+                    for reference, value in rows:
+                        self._writers[reference.kind](self, reference, value)
+            except sqlite3.Error as exc:
+                raise BackendError(self.name, f"SQLite write failed: {exc}", retryable="locked" in str(exc)) from exc
+
+    def _write_graph(self, reference: Reference, value: Any) -> None:
+        key = _graph_key(reference)
+        self.db.execute(
+            "DELETE FROM relationships WHERE from_label=? AND from_key=? AND from_id=? AND type=? AND to_label=?", key
+        )
+        if value is not None:
+            self.db.execute(
+                "INSERT INTO relationships VALUES (?, ?, ?, ?, ?, ?, ?)", (*key, reference.locator["to"]["key"], value)
+            )
+
+    def _write_search(self, reference: Reference, value: Any) -> None:
+        alias = reference.locator["alias"]
+        self.db.execute("DELETE FROM aliases WHERE alias=?", (alias,))
+        for index in (value or {}).get("indices", []):
+            self.db.execute("INSERT INTO aliases VALUES (?, ?, ?)", (alias, index, int(index == value["write_index"])))
+
+    def _write_cache(self, reference: Reference, value: Any) -> None:
+        if value is None:
+            self.db.execute("DELETE FROM kv WHERE key=?", (reference.locator["key"],))
+        else:
+            self.db.execute("INSERT OR REPLACE INTO kv VALUES (?, ?)", (reference.locator["key"], value))
+        for pattern in reference.locator.get("invalidate", []):
+            self.db.execute("DELETE FROM kv WHERE key GLOB ?", (pattern,))
+
+    _writers = {"graph": _write_graph, "search": _write_search, "cache": _write_cache}
+
+    # targets -------------------------------------------------------------------------------------
+
+    def missing_targets(self, items: Sequence[Write]) -> list[tuple[str, str]]:
+        missing = self.catalog.missing_targets([i for i in items if i[0].kind == "stac"])
+        for reference, value in items:
+            if reference.kind == "graph":
+                locator = reference.locator
+                ends = [(locator["from"]["label"], locator["from"]["key"], locator["from"]["id"])]
+                if value is not None:
+                    ends.append((locator["to"]["label"], locator["to"]["key"], value))
+                for label, key, node_id in ends:
+                    if not self.db.execute(
+                        "SELECT 1 FROM nodes WHERE label=? AND key=? AND id=?", (label, key, node_id)
+                    ).fetchone():
+                        missing.append((reference.address, f"node (:{label} {{{key}: {node_id!r}}}) does not exist"))
+            elif reference.kind == "search" and value is not None:
+                for index in value["indices"]:
+                    if not self.db.execute("SELECT 1 FROM indices WHERE name=?", (index,)).fetchone():
+                        missing.append((reference.address, f"index {index!r} does not exist"))
+        return missing
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def _graph_key(reference: Reference) -> tuple[str, str, str, str, str]:
+    locator = reference.locator
+    source = locator["from"]
+    return (source["label"], source["key"], source["id"], locator["type"], locator["to"]["label"])
+
+
+def _marks(width: int, rows: int) -> str:
+    row = "(" + ", ".join("?" * width) + ")" if width > 1 else "?"
+    return ", ".join([row] * rows)

@@ -1,0 +1,201 @@
+"""STAC catalog on disk: reads and writes link arrays and the `deprecated` flag, nothing else.
+
+Every other field, the key order and the indentation of each JSON document are preserved. Paths in
+reference values are relative to the catalog root; hrefs written into documents are relative to the
+document. A path that would escape the catalog root is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from kfmops.desired.identifiers import stac_path_problem
+from kfmops.engine.files import write_atomic
+from kfmops.errors import BackendError
+from kfmops.providers.base import Provider, Write
+from kfmops.references import Reference, normalize
+from kfmops.workspace import BackendConfig, Workspace
+
+DEPRECATED = "deprecated"
+LINK_TYPE = "application/json"
+
+
+class StacDocument:
+    """One parsed STAC JSON file with the formatting needed to write it back the same way."""
+
+    def __init__(self, path: str, text: str):
+        self.path = path
+        self.data: dict[str, Any] = json.loads(text)
+        match = re.search(r"\n([ \t]+)\S", text)
+        self.indent: str | int | None = match.group(1) if match else None
+        self.trailing_newline = text.endswith("\n")
+        self.ascii = text.isascii() and "\\u" in text
+        self.changed = False
+
+    def serialize(self) -> bytes:
+        text = json.dumps(self.data, indent=self.indent, ensure_ascii=self.ascii)
+        return (text + ("\n" if self.trailing_newline else "")).encode("utf-8")
+
+    def resolve(self, href: str) -> str | None:
+        """Root-relative path of a relative href; None for absolute URLs and paths outside the root."""
+        if "://" in href or href.startswith("/"):
+            return None
+        target = posixpath.normpath(posixpath.join(posixpath.dirname(self.path), href))
+        return None if target.startswith("..") else target
+
+    def href_to(self, target: str) -> str:
+        relative = posixpath.relpath(target, posixpath.dirname(self.path) or ".")
+        return relative if relative.startswith("..") else f"./{relative}"
+
+    def links_of(self, rel: str, scope: set[str] | None) -> list[str]:
+        found = []
+        for link in self.data.get("links", []):
+            target = self.resolve(link.get("href", "")) if link.get("rel") == rel else None
+            if target is not None and (scope is None or target in scope):
+                found.append(target)
+        return found
+
+    def set_links(self, rel: str, scope: set[str] | None, targets: list[str]) -> None:
+        links = self.data.setdefault("links", [])
+        wanted = set(targets)
+        kept, present, last_index = [], set(), None
+        for link in links:
+            target = self.resolve(link.get("href", "")) if link.get("rel") == rel else None
+            managed = target is not None and (scope is None or target in scope)
+            if managed and (target not in wanted or target in present):
+                self.changed = True
+                continue
+            if managed:
+                present.add(target)
+            kept.append(link)
+            if link.get("rel") == rel:
+                last_index = len(kept)
+        insert_at = last_index if last_index is not None else len(kept)
+        new = [{"rel": rel, "href": self.href_to(t), "type": LINK_TYPE} for t in sorted(wanted - present)]
+        if new:
+            kept[insert_at:insert_at] = new
+            self.changed = True
+        self.data["links"] = kept
+
+    def _flag_holder(self) -> dict[str, Any]:
+        if self.data.get("type") == "Feature":
+            return self.data.setdefault("properties", {})
+        return self.data
+
+    def deprecated(self) -> bool | None:
+        return self._flag_holder().get(DEPRECATED)
+
+    def set_deprecated(self, value: bool | None) -> None:
+        holder = self._flag_holder()
+        if holder.get(DEPRECATED) == value and (value is not None or DEPRECATED not in holder):
+            return
+        if value is None:
+            holder.pop(DEPRECATED, None)
+        else:
+            holder[DEPRECATED] = value
+        self.changed = True
+
+
+class StacCatalog:
+    """A static STAC catalog rooted at a folder; loads each document once per batch."""
+
+    def __init__(self, root: Path, backend: str, *, durable: bool = True):
+        self.root = root
+        self.backend = backend
+        self.durable = durable
+
+    def _file(self, path: str) -> Path:
+        if problem := stac_path_problem(path):
+            raise BackendError(self.backend, problem)
+        return self.root / path
+
+    def _load(self, paths: set[str]) -> dict[str, StacDocument]:
+        documents = {}
+        for path in paths:
+            file = self._file(path)
+            if file.is_file():
+                try:
+                    documents[path] = StacDocument(path, file.read_text(encoding="utf-8"))
+                except json.JSONDecodeError as exc:
+                    raise BackendError(self.backend, f"{file} is not valid JSON: {exc}") from None
+        return documents
+
+    def read(self, references: Sequence[Reference]) -> dict[str, Any]:
+        paths = {slot["document"] for r in references for slot in r.locator["slots"]}
+        documents = self._load(paths)
+        values = {}
+        for reference in references:
+            value: dict[str, dict[str, Any]] = {}
+            for slot in reference.locator["slots"]:
+                document = documents.get(slot["document"])
+                if document is None:
+                    continue
+                fields = value.setdefault(slot["document"], {})
+                if slot["field"] == DEPRECATED:
+                    fields[DEPRECATED] = document.deprecated()
+                else:
+                    scope = set(slot["scope"]) if slot["scope"] is not None else None
+                    fields[slot["field"]] = document.links_of(slot["field"], scope)
+            values[reference.address] = normalize("stac", value)
+        return values
+
+    def write(self, items: Sequence[Write]) -> None:
+        paths = {slot["document"] for reference, _ in items for slot in reference.locator["slots"]}
+        documents = self._load(paths)
+        for reference, value in items:
+            value = value or {}
+            for slot in reference.locator["slots"]:
+                document = documents.get(slot["document"])
+                wanted = value.get(slot["document"], {}).get(slot["field"])
+                if document is None:
+                    if wanted not in (None, []):
+                        raise BackendError(self.backend, f"STAC document {slot['document']} does not exist")
+                    continue
+                if slot["field"] == DEPRECATED:
+                    document.set_deprecated(wanted)
+                else:
+                    scope = set(slot["scope"]) if slot["scope"] is not None else None
+                    document.set_links(slot["field"], scope, wanted or [])
+        for path, document in sorted(documents.items()):
+            if document.changed:
+                write_atomic(self._file(path), document.serialize(), durable=self.durable)
+
+    def missing_targets(self, items: Sequence[Write]) -> list[tuple[str, str]]:
+        missing = []
+        for reference, value in items:
+            wanted = {slot["document"] for slot in reference.locator["slots"]}
+            for fields in (value or {}).values():
+                wanted.update(p for content in fields.values() if isinstance(content, list) for p in content)
+            for path in sorted(wanted):
+                if problem := stac_path_problem(path):
+                    missing.append((reference.address, problem))
+                elif not (self.root / path).is_file():
+                    missing.append((reference.address, f"STAC document {path} is not in the catalog"))
+        return missing
+
+
+class StacProvider(Provider):
+    """The `stac` backend type: a static catalog folder given by `root` in kfmops.yaml."""
+
+    kinds = frozenset({"stac"})
+
+    def __init__(self, config: BackendConfig, workspace: Workspace):
+        super().__init__(config.name)
+        root = workspace.root / config.settings.get("root", "catalog")
+        self.catalog = StacCatalog(root, config.name, durable=workspace.section("apply").get("fsync", True))
+
+    def read(self, references: Sequence[Reference]) -> dict[str, Any]:
+        self.round_trips += 1
+        return self.catalog.read(references)
+
+    def write(self, items: Sequence[Write]) -> None:
+        self.round_trips += 1
+        self.catalog.write(items)
+
+    def missing_targets(self, items: Sequence[Write]) -> list[tuple[str, str]]:
+        return self.catalog.missing_targets(items)

@@ -1,0 +1,1 @@
+"""Views of plans and results: text (rich), Markdown (PR comments) and JSON (the plan file)."""

@@ -1,0 +1,42 @@
+"""Flatten a before/after pair into the fields that differ, for every view."""
+
+from __future__ import annotations
+
+from typing import Any
+
+MISSING = object()
+
+
+def field_changes(before: Any, after: Any, path: str = "") -> list[tuple[str, Any, Any]]:
+    """(path, before, after) for each leaf that differs; absent sides are MISSING."""
+    if isinstance(before, dict) or isinstance(after, dict):
+        b = before if isinstance(before, dict) else {}
+        a = after if isinstance(after, dict) else {}
+        found = []
+        for key in sorted(set(b) | set(a), key=str):
+            sub = f"{path}.{key}" if path else str(key)
+            found.extend(field_changes(b.get(key, MISSING), a.get(key, MISSING), sub))
+        return found
+    if before == after:
+        return []
+    return [(path or "value", before, after)]
+
+
+def show(value: Any) -> str:
+    if value is MISSING or value is None:
+        return "(absent)"
+    if isinstance(value, list):
+        return "[" + ", ".join(str(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def headline(action: str, address: str, reason: str) -> str:
+    verb = {
+        "create": "will be created",
+        "update": "will be updated",
+        "delete": "will be deleted",
+        "no-op": "is unchanged",
+    }[action]
+    return f"{address} {verb} ({reason})"

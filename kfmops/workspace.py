@@ -1,0 +1,168 @@
+"""The workspace: `kfmops.yaml` read, validated and resolved into paths, backends and conventions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kfmops.addresses import REFERENCE_KINDS
+from kfmops.errors import Diagnostic, InputError
+from kfmops.schemas import check
+from kfmops.yamlio import line_of, load_documents, plain
+
+CONFIG_NAME = "kfmops.yaml"
+LOCAL_BACKEND = "local"
+
+
+@dataclass(frozen=True)
+class Conventions:
+    """How a Dataset's version pointer expands into references; `{dataset}`/`{version}` substituted."""
+
+    stac_catalog: str = "catalog.json"
+    stac_collection: str = "{dataset}/{version}/collection.json"
+    graph_dataset_label: str = "Dataset"
+    graph_version_label: str = "DatasetVersion"
+    graph_key: str = "id"
+    graph_relationship: str = "CURRENT_VERSION"
+    graph_dataset_id: str = "{dataset}"
+    graph_version_id: str = "{dataset}@{version}"
+    search_alias: str = "kfm-{dataset}"
+    search_index: str = "kfm-{dataset}-{version}"
+    cache_key: str = "kfm:dataset:{dataset}:current"
+    cache_invalidate: tuple[str, ...] = ("kfm:cache:{dataset}:*",)
+
+    @classmethod
+    def from_config(cls, raw: dict[str, Any]) -> Conventions:
+        values: dict[str, Any] = {}
+        for section, settings in raw.items():
+            for key, value in settings.items():
+                values[f"{section}_{key}"] = tuple(value) if isinstance(value, list) else value
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """A named backend: its type and its settings (secrets only as environment-variable names)."""
+
+    name: str
+    type: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+    config_file: Path
+    desired_dir: Path
+    plans_dir: Path
+    state_dir: Path
+    backends: dict[str, BackendConfig]
+    routes: dict[str, str]
+    apply_order: tuple[str, ...]
+    batch_size: int
+    conventions: Conventions
+    raw: dict[str, Any]
+
+    def section(self, name: str) -> dict[str, Any]:
+        """A free-form config section (policy, telemetry, ...) as plain data; empty when absent."""
+        return dict(self.raw.get(name) or {})
+
+    def relative(self, path: Path) -> str:
+        """`path` as the user would write it from the workspace root (for messages)."""
+        try:
+            return str(path.resolve().relative_to(self.root))
+        except ValueError:
+            return str(path)
+
+
+def find_root(start: Path) -> Path:
+    """The nearest folder at or above `start` holding kfmops.yaml."""
+    start = start.resolve()
+    for folder in (start, *start.parents):
+        if (folder / CONFIG_NAME).is_file():
+            return folder
+    raise InputError([Diagnostic(f"no {CONFIG_NAME} in {start} or its parents", "run 'kfmops init' or pass -C DIR")])
+
+
+def load_workspace(start: Path) -> Workspace:
+    """Read and validate kfmops.yaml; every problem is reported with its line."""
+    root = find_root(start)
+    config_file = root / CONFIG_NAME
+    name = CONFIG_NAME
+    documents = list(load_documents(config_file.read_text(encoding="utf-8"), name))
+    if len(documents) != 1 or not isinstance(documents[0], dict):
+        raise InputError([Diagnostic("expected exactly one YAML mapping", file=name, line=1)])
+    node = documents[0]
+    problems = check(node, "workspace", name)
+    if problems:
+        raise InputError(problems)
+
+    backends_node = node.get("backends") or {}
+    backends = {
+        backend: BackendConfig(backend, spec["type"], plain(spec), line_of(backends_node, [backend]))
+        for backend, spec in backends_node.items()
+    }
+    backends.setdefault(LOCAL_BACKEND, BackendConfig(LOCAL_BACKEND, "local", {"type": "local"}))
+    routes = {kind: LOCAL_BACKEND for kind in REFERENCE_KINDS} | dict(node.get("routes") or {})
+    unknown = [
+        Diagnostic(
+            f"routes.{kind}: unknown backend {backend!r}",
+            f"define it under 'backends:' (known: {', '.join(sorted(backends))})",
+            file=name,
+            line=line_of(node, ["routes", kind]),
+        )
+        for kind, backend in routes.items()
+        if backend not in backends
+    ]
+    if unknown:
+        raise InputError(unknown)
+
+    apply_section = node.get("apply") or {}
+    return Workspace(
+        root=root,
+        config_file=config_file,
+        desired_dir=root / node.get("desired", "desired"),
+        plans_dir=root / node.get("plans", "plans"),
+        state_dir=root / node.get("state", "state"),
+        backends=backends,
+        routes=routes,
+        apply_order=_complete_order(apply_section.get("order", [])),
+        batch_size=int(apply_section.get("batch_size", 500)),
+        conventions=Conventions.from_config(plain(node.get("datasets") or {})),
+        raw=plain(node),
+    )
+
+
+def _complete_order(given: list[str]) -> tuple[str, ...]:
+    """The configured apply order, with kinds it does not name appended in the default order."""
+    return (*given, *(kind for kind in REFERENCE_KINDS if kind not in given))
+
+
+SKELETON = """\
+# yaml-language-server: $schema=https://kfmops.dev/schemas/workspace.schema.json
+apiVersion: kfmops/v1
+kind: Workspace
+desired: desired
+plans: plans
+state: state
+backends:
+  local:
+    type: local
+    seed: data
+"""
+
+
+def scaffold(directory: Path) -> list[str]:
+    """Create kfmops.yaml and the desired/ and data/ folders where missing; returns what was created."""
+    created = []
+    directory.mkdir(parents=True, exist_ok=True)
+    if not (directory / CONFIG_NAME).exists():
+        (directory / CONFIG_NAME).write_text(SKELETON, encoding="utf-8")
+        created.append(CONFIG_NAME)
+    for folder in ("desired", "data"):
+        if not (directory / folder).exists():
+            (directory / folder).mkdir()
+            created.append(f"{folder}/")
+    return created
