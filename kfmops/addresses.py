@@ -16,7 +16,7 @@ REFERENCE_KINDS = ("stac", "graph", "search", "cache")
 NAME_PATTERN = r"[a-z0-9][a-z0-9_-]{0,127}"
 _ADDRESS = re.compile(
     rf"^(?P<type>{'|'.join(DOCUMENT_TYPES.values())})\.(?P<name>{NAME_PATTERN})"
-    rf"(?:\.(?P<part>{'|'.join(REFERENCE_KINDS)}))?$"
+    rf"(?:\.(?P<part>{'|'.join(REFERENCE_KINDS)}))?"
 )
 
 
@@ -30,8 +30,8 @@ class Address:
 
     @classmethod
     def parse(cls, text: str) -> Address:
-        match = _ADDRESS.match(text)
-        if not match:
+        match = _ADDRESS.fullmatch(text)
+        if not match or (match["part"] and match["type"] != "dataset"):
             raise ValueError(
                 f"{text!r} is not an address; expected e.g. 'dataset.landcover', "
                 "'dataset.landcover.graph' or 'search_alias.kfm-roads'"

@@ -35,6 +35,10 @@ def check(node: Any, name: str, file: str) -> list[Diagnostic]:
         error = best_match([error, *error.context]) if error.context else error
         path = list(error.absolute_path)
         where = ".".join(str(p) for p in path) or "document"
+        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+            # The mapping that holds an unexpected key is rarely where the typo is: point at the key.
+            known = error.schema.get("properties", {})
+            path += [key for key in error.instance if key not in known][:1]
         problems.append(
             Diagnostic(
                 f"{where}: {error.message}",

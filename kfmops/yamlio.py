@@ -24,6 +24,9 @@ class LineList(list):
     lines: list[int]
 
 
+MAX_VALUES = 100_000  # per document, aliases expanded: a few nested aliases must not multiply into billions
+
+
 class _Loader(yaml.CSafeLoader):
     """CSafeLoader whose mappings and sequences keep their positions; still safe (no tags)."""
 
@@ -35,6 +38,9 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> LineDict:
     result.lines = {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
+        if isinstance(key, dict | list):
+            mark = key_node.start_mark
+            raise yaml.constructor.ConstructorError(None, None, "a mapping key must be a plain value", mark)
         if key in result:
             raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
         result[key] = loader.construct_object(value_node, deep=True)
@@ -56,7 +62,12 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _constr
 def load_documents(text: str, file: str) -> Iterator[Any]:
     """Every YAML document in `text`; a syntax error becomes an InputError naming file and line."""
     try:
-        yield from yaml.load_all(text, Loader=_Loader)
+        for document in yaml.load_all(text, Loader=_Loader):
+            if _expanded_size(document, MAX_VALUES) > MAX_VALUES:
+                summary = f"the document holds more than {MAX_VALUES} values once its YAML aliases are expanded"
+                line = getattr(document, "line", None)
+                raise InputError([Diagnostic(summary, "use fewer or shallower aliases", file=file, line=line)])
+            yield document
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
@@ -64,6 +75,19 @@ def load_documents(text: str, file: str) -> Iterator[Any]:
         raise InputError([Diagnostic(f"YAML syntax error: {problem}", file=file, line=line)]) from None
     except yaml.YAMLError as exc:
         raise InputError([Diagnostic(f"YAML error: {exc}", file=file)]) from None
+
+
+def _expanded_size(node: Any, limit: int) -> int:
+    """How many values `node` holds with shared (aliased) parts counted each time; stops past `limit`."""
+    count, pending = 0, [node]
+    while pending and count <= limit:
+        item = pending.pop()
+        count += 1
+        if isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return count
 
 
 def line_of(node: Any, path: Iterable[Any]) -> int | None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -38,15 +40,17 @@ lock_app = typer.Typer(
 )
 app.add_typer(state_app, name="state")
 app.add_typer(lock_app, name="lock")
-stdout = Console(highlight=False, soft_wrap=True)
+stdout = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 
 
-class Context:
-    directory: Path = Path(".")
+class OutputFormat(StrEnum):
+    text = "text"
+    json = "json"
+    markdown = "markdown"
 
-    @classmethod
-    def workspace(cls) -> Workspace:
-        return load_workspace(cls.directory)
+
+def current_workspace() -> Workspace:
+    return load_workspace(Path.cwd())
 
 
 def _version(value: bool) -> None:
@@ -62,7 +66,10 @@ def main_options(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
 ) -> None:
-    Context.directory = directory
+    try:
+        os.chdir(directory)  # like `terraform -chdir`: every relative path is then relative to DIR
+    except OSError as exc:
+        raise KfmopsError(f"cannot change to directory {directory}: {exc.strerror}") from None
 
 
 Format = typer.Option("--format", "-f", help="text, json or markdown.")
@@ -73,9 +80,9 @@ LockTimeout = typer.Option("--lock-timeout", help="Seconds to wait for the works
 def init() -> None:
     """Create a workspace here (kfmops.yaml and desired/) or prepare an existing one's state and local backend.
 
-    Example: kfmops -C my-workspace init
+    Example: mkdir my-workspace && kfmops -C my-workspace init
     """
-    views.init_workspace(Context.directory)
+    views.init_workspace(Path.cwd())
 
 
 @app.command()
@@ -86,7 +93,7 @@ def validate(
 
     Example: kfmops validate
     """
-    workspace = Context.workspace()
+    workspace = current_workspace()
     desired = load_desired(workspace, git_ref)
     stdout.print(f"Valid: {len(desired.documents)} documents, {len(desired.references)} references.")
 
@@ -96,7 +103,7 @@ def plan(
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Plan file to write (default plans/<id>.json).")
     ] = None,
-    output_format: Annotated[str, Format] = "text",
+    output_format: Annotated[OutputFormat, Format] = OutputFormat.text,
     detailed_exitcode: Annotated[
         bool, typer.Option("--detailed-exitcode", help="Exit 2 when there are changes.")
     ] = False,
@@ -109,7 +116,7 @@ def plan(
 
     Example: kfmops plan --out plan.json --format markdown --detailed-exitcode
     """
-    workspace = Context.workspace()
+    workspace = current_workspace()
     with Engine(workspace) as engine:
         result = engine.plan(PlanRequest(list(target), list(exclude), git_ref))
     path = out or workspace.plans_dir / f"{result.plan_id}.json"
@@ -125,7 +132,7 @@ def plan(
 @app.command()
 def show(
     plan_file: Annotated[Path, typer.Argument(help="A plan file written by 'kfmops plan'.")],
-    output_format: Annotated[str, Format] = "text",
+    output_format: Annotated[OutputFormat, Format] = OutputFormat.text,
 ) -> None:
     """Show a saved plan file (verified against its digest).
 
@@ -144,7 +151,7 @@ def apply(
 
     Example: kfmops apply plans/plan-20261126T120000Z-ab12cd.json
     """
-    workspace = Context.workspace()
+    workspace = current_workspace()
     with Engine(workspace, progress=views.progress_printer()) as engine:
         if plan_file is None:
             chosen = engine.plan(PlanRequest())
@@ -173,7 +180,7 @@ def rollback(
     """
     if bool(apply_id) == last:
         raise KfmopsError("give exactly one of APPLY_ID or --last")
-    with Engine(Context.workspace(), progress=views.progress_printer()) as engine:
+    with Engine(current_workspace(), progress=views.progress_printer()) as engine:
         result = engine.rollback(apply_id, lock_timeout=lock_timeout)
     views.print_apply(result, stdout)
     return 0
@@ -190,7 +197,7 @@ def recover(
 
     Example: kfmops recover --forward
     """
-    with Engine(Context.workspace(), progress=views.progress_printer()) as engine:
+    with Engine(current_workspace(), progress=views.progress_printer()) as engine:
         result = engine.recover(forward=forward, lock_timeout=lock_timeout)
     views.print_recover(result, stdout)
     return 0
@@ -202,7 +209,7 @@ def history(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
     Example: kfmops history --json
     """
-    workspace = Context.workspace()
+    workspace = current_workspace()
     views.print_history(History(workspace.state_dir).entries(), as_json, stdout)
 
 
@@ -212,7 +219,7 @@ def state_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.
 
     Example: kfmops state list --json
     """
-    views.print_state_list(StateStore(Context.workspace().state_dir).load(), as_json, stdout)
+    views.print_state_list(StateStore(current_workspace().state_dir).load(), as_json, stdout)
 
 
 @state_app.command("show")
@@ -221,7 +228,7 @@ def state_show(address: str, as_json: Annotated[bool, typer.Option("--json", hel
 
     Example: kfmops state show dataset.landcover.search --json
     """
-    views.print_state_entry(StateStore(Context.workspace().state_dir).load(), address, as_json, stdout)
+    views.print_state_entry(StateStore(current_workspace().state_dir).load(), address, as_json, stdout)
 
 
 @lock_app.command("status")
@@ -230,7 +237,7 @@ def lock_status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON
 
     Example: kfmops lock status --json
     """
-    with Engine(Context.workspace()) as engine:
+    with Engine(current_workspace()) as engine:
         status = engine.lock.status()
     if as_json:
         stdout.print_json(json.dumps(status.to_dict()))
@@ -244,7 +251,7 @@ def force_unlock(lock_id: Annotated[str, typer.Argument(help="The exact lock id 
 
     Example: kfmops lock force-unlock 5f0c2d1e-...
     """
-    with Engine(Context.workspace()) as engine:
+    with Engine(current_workspace()) as engine:
         info = engine.lock.force_unlock(lock_id)
     stdout.print(f"Removed lock {info.id} ({info.who}, pid {info.pid}, {info.operation}).")
 

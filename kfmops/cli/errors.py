@@ -7,9 +7,11 @@ import tempfile
 import traceback
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-import click
+import typer
 from rich.console import Console
+from rich.markup import escape
 
 from kfmops.errors import ExitCode, InputError, KfmopsError
 
@@ -20,10 +22,10 @@ def report(error: BaseException) -> int:
     """Print `error` for a user and return the exit code."""
     if isinstance(error, InputError):
         for diagnostic in error.diagnostics:
-            stderr.print(f"[bold red]Error:[/] {_escape(str(diagnostic))}")
+            stderr.print(f"[bold red]Error:[/] {escape(str(diagnostic))}")
         return int(error.exit_code)
     if isinstance(error, KfmopsError):
-        stderr.print(f"[bold red]Error:[/] {_escape(str(error))}")
+        stderr.print(f"[bold red]Error:[/] {escape(str(error))}")
         return int(error.exit_code)
     log = Path(tempfile.gettempdir()) / f"kfmops-debug-{datetime.now(UTC):%Y%m%dT%H%M%S}.log"
     log.write_text("".join(traceback.format_exception(error)), encoding="utf-8")
@@ -31,19 +33,20 @@ def report(error: BaseException) -> int:
     return int(ExitCode.ERROR)
 
 
-def _escape(text: str) -> str:
-    from rich.markup import escape
+try:  # newer typer runs on its own vendored copy of click
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover - older typer uses click itself
+    from click.exceptions import ClickException
 
-    return escape(text)
 
-
-def run(app: click.Command) -> None:
+def run(app: Any) -> None:
+    """Run the click command of the typer app and exit with the code of whatever happened."""
     try:
         code = app(standalone_mode=False)
-    except click.exceptions.Abort:
+    except typer.Abort:
         stderr.print("Aborted.")
         code = ExitCode.ERROR
-    except click.ClickException as usage:
+    except ClickException as usage:
         usage.show()
         code = ExitCode.ERROR
     except KeyboardInterrupt:

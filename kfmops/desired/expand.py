@@ -21,7 +21,7 @@ from kfmops.yamlio import plain
 
 @dataclass(frozen=True)
 class DesiredReference:
-    """A reference and the value git wants it to hold; `source` is `file:line` of its document."""
+    """A reference and the value git wants it to hold; `source` is `file:line` of the field giving the value."""
 
     reference: Reference
     value: Any
@@ -50,6 +50,7 @@ class _Collector:
         self.problems: list[Diagnostic] = []
         self.references: dict[str, DesiredReference] = {}
         self.owners: dict[str, str] = {}
+        self.stac_slots: dict[tuple[str, str], list[tuple[set[str] | None, str]]] = {}
 
     def problem(self, document: Document, message: str, *path: Any, detail: str = "") -> None:
         self.problems.append(Diagnostic(message, detail, file=document.file, line=document.line_of(*path)))
@@ -66,22 +67,44 @@ class _Collector:
             return None
         return backend
 
-    def add(self, document: Document, reference: Reference, value: Any) -> None:
-        source = f"{document.file}:{document.line}"
+    def named(self, document: Document, message: str, detail: str = "") -> None:
+        """A problem with the document as a whole, reported at its metadata.name."""
+        self.problems.append(Diagnostic(message, detail, file=document.file, line=document.name_line or document.line))
+
+    def add(self, document: Document, reference: Reference, value: Any, *path: Any) -> None:
+        """Record `reference`; `path` (inside spec) is the field its value comes from, shown as its source."""
+        source = f"{document.file}:{document.line_of(*path) if path else document.line}"
         if reference.address in self.references:
             first = self.references[reference.address].source
-            self.problem(document, f"duplicate address {reference.address}", detail=f"first defined at {first}")
+            self.named(document, f"duplicate address {reference.address}", detail=f"first defined at {first}")
             return
-        for identity in reference.identities():
-            if identity in self.owners:
-                self.problem(
-                    document,
-                    f"{reference.address} manages the same {reference.kind} reference as {self.owners[identity]}",
-                    detail="one live reference may have only one owner",
-                )
-                return
+        owner = self.owner_of(reference)
+        if owner is not None:
+            self.named(
+                document,
+                f"{reference.address} manages the same {reference.kind} reference as {owner}",
+                detail="one live reference may have only one owner",
+            )
+            return
         self.owners.update(dict.fromkeys(reference.identities(), reference.address))
+        if reference.kind == "stac":
+            for slot in reference.locator["slots"]:
+                scope = None if slot["scope"] is None else set(slot["scope"])
+                self.stac_slots.setdefault((slot["document"], slot["field"]), []).append((scope, reference.address))
         self.references[reference.address] = DesiredReference(reference, normalize(reference.kind, value), source)
+
+    def owner_of(self, reference: Reference) -> str | None:
+        """The address that already owns a live pointer `reference` would manage, if any."""
+        owned = [self.owners[identity] for identity in reference.identities() if identity in self.owners]
+        if owned or reference.kind != "stac":
+            return owned[0] if owned else None
+        for slot in reference.locator["slots"]:
+            scope = None if slot["scope"] is None else set(slot["scope"])
+            for other, address in self.stac_slots.get((slot["document"], slot["field"]), []):
+                # A slot without scope owns every link of its rel in the document, so it overlaps any other.
+                if scope is None or other is None or scope & other:
+                    return address
+        return None
 
 
 def expand(
@@ -91,6 +114,11 @@ def expand(
     datasets: dict[str, dict[str, Any]] = {}
     files: dict[str, str] = {}
     for document in documents:
+        if document.address in files:
+            # One message per document, not one per reference a Dataset would fan out to.
+            first = files[document.address]
+            collector.named(document, f"duplicate address {document.address}", f"first defined at {first}")
+            continue
         files[document.address] = f"{document.file}:{document.line}"
         if document.kind == "Dataset":
             record = _expand_dataset(collector, document, conventions)
@@ -133,7 +161,7 @@ def _expand_dataset(c: _Collector, doc: Document, conv: Conventions) -> dict[str
         address = f"dataset.{name}.{kind}"
         locator, value = _DATASET_PARTS[kind](c, doc, conv, name, versions, current)
         if locator is not None:
-            c.add(doc, Reference(address, kind, backend, locator, dataset=name), value)
+            c.add(doc, Reference(address, kind, backend, locator, dataset=name), value, "version")
     return {
         "address": f"dataset.{name}",
         "source": f"{doc.file}:{doc.line}",
@@ -204,6 +232,9 @@ def _raw_stac(c: _Collector, doc: Document) -> None:
     spec = doc.spec
     problems = [(p, "document") for p in [ids.stac_path_problem(spec["document"])] if p]
     problems += [(p, "targets", i) for i, t in enumerate(spec["targets"]) if (p := ids.stac_path_problem(t))]
+    normal = [posixpath.normpath(t) for t in spec["targets"]]
+    # `a.json` and `./a.json` are one link: listing both would never match what the catalog holds.
+    problems += [(f"targets list {t!r} twice", "targets", i) for i, t in enumerate(normal) if t in normal[:i]]
     for problem, *path in problems:
         c.problem(doc, problem, *path)
     backend = c.backend_for(doc, "stac", spec.get("backend"), "backend")
@@ -211,8 +242,8 @@ def _raw_stac(c: _Collector, doc: Document) -> None:
         return
     document = posixpath.normpath(spec["document"])
     locator = {"slots": [{"document": document, "field": spec["rel"], "scope": None}]}
-    value = {document: {spec["rel"]: [posixpath.normpath(t) for t in spec["targets"]]}}
-    c.add(doc, Reference(doc.address, "stac", backend, locator), value)
+    value = {document: {spec["rel"]: normal}}
+    c.add(doc, Reference(doc.address, "stac", backend, locator), value, "targets")
 
 
 def _raw_graph(c: _Collector, doc: Document) -> None:
@@ -244,7 +275,7 @@ def _raw_graph(c: _Collector, doc: Document) -> None:
         "type": spec["type"],
         "to": {"label": spec["to"]["label"], "key": spec["to"].get("key", "id")},
     }
-    c.add(doc, Reference(doc.address, "graph", backend, locator), spec["to"]["id"])
+    c.add(doc, Reference(doc.address, "graph", backend, locator), spec["to"]["id"], "to", "id")
 
 
 def _raw_search(c: _Collector, doc: Document) -> None:
@@ -264,7 +295,7 @@ def _raw_search(c: _Collector, doc: Document) -> None:
     if found or backend is None:
         return
     value = {"indices": list(spec["indices"]), "write_index": write_index}
-    c.add(doc, Reference(doc.address, "search", backend, {"alias": spec["alias"]}), value)
+    c.add(doc, Reference(doc.address, "search", backend, {"alias": spec["alias"]}), value, "indices")
 
 
 def _raw_cache(c: _Collector, doc: Document) -> None:
@@ -279,7 +310,8 @@ def _raw_cache(c: _Collector, doc: Document) -> None:
     backend = c.backend_for(doc, "cache", spec.get("backend"), "backend")
     if problems or backend is None:
         return
-    c.add(doc, Reference(doc.address, "cache", backend, {"key": spec["key"], "invalidate": invalidate}), spec["value"])
+    locator = {"key": spec["key"], "invalidate": invalidate}
+    c.add(doc, Reference(doc.address, "cache", backend, locator), spec["value"], "value")
 
 
 _RAW = {"StacLink": _raw_stac, "GraphRelationship": _raw_graph, "SearchAlias": _raw_search, "CacheKey": _raw_cache}

@@ -23,13 +23,14 @@ SCHEMA_OF_KIND = {
 
 @dataclass(frozen=True)
 class Document:
-    """One schema-valid desired-state document and where it came from."""
+    """One schema-valid desired-state document and where it came from (`name_line`: its metadata.name)."""
 
     kind: str
     name: str
     spec: LineDict
     file: str
     line: int
+    name_line: int | None = None
 
     @property
     def address(self) -> str:
@@ -47,13 +48,24 @@ def load_documents_from(folder: Path, root: Path) -> list[Document]:
         )
     files = sorted(p for p in folder.rglob("*") if p.suffix in {".yaml", ".yml"} and p.is_file())
     sources = []
+    unreadable = []
     for path in files:
         try:
             shown = str(path.resolve().relative_to(root))
         except ValueError:
             shown = str(path)
-        sources.append((shown, path.read_text(encoding="utf-8")))
-    return parse_documents(sources)
+        try:
+            sources.append((shown, path.read_text(encoding="utf-8")))
+        except UnicodeDecodeError as exc:
+            line = exc.object[: exc.start].count(b"\n") + 1
+            unreadable.append(Diagnostic("the file is not UTF-8 text", "save it as UTF-8", file=shown, line=line))
+    try:
+        documents = parse_documents(sources)
+    except InputError as error:
+        raise InputError([*unreadable, *error.diagnostics]) from None
+    if unreadable:
+        raise InputError(unreadable)
+    return documents
 
 
 def parse_documents(sources: Iterable[tuple[str, str]]) -> list[Document]:
@@ -97,4 +109,5 @@ def _document(node: Any, file: str) -> tuple[Document | None, list[Diagnostic]]:
     problems = check(node, SCHEMA_OF_KIND[kind], file)
     if problems:
         return None, problems
-    return Document(kind, node["metadata"]["name"], node["spec"], file, node.line), []
+    name_line = line_of(node, ["metadata", "name"])
+    return Document(kind, node["metadata"]["name"], node["spec"], file, node.line, name_line), []

@@ -128,10 +128,17 @@ def inverse_of(change: Change, observed_before: Any) -> Change:
 class Applier:
     """Runs one plan's batches against the providers, logging each step to the WAL."""
 
-    def __init__(self, providers: Any, log: wal.WalWriter, progress: Progress | None = None):
+    def __init__(
+        self,
+        providers: Any,
+        log: wal.WalWriter,
+        progress: Progress | None = None,
+        guard: Callable[[], None] | None = None,
+    ):
         self.providers = providers
         self.log = log
         self.progress = progress or (lambda _stage, _n: None)
+        self.guard = guard or (lambda: None)
 
     def _provider(self, batch: Batch) -> Provider:
         return self.providers.get(batch.backend)
@@ -155,6 +162,7 @@ class Applier:
         with `self.started` holding the batches whose INTENT was logged."""
         self.started: dict[int, dict[str, Any]] = {}
         for batch in batches:
+            self.guard()
             provider = self._provider(batch)
             live = provider.read(batch.references)
             conflicts = check_preconditions(batch.changes, live)

@@ -28,7 +28,7 @@ from kfmops.engine.apply import (
     settle,
 )
 from kfmops.engine.history import History
-from kfmops.engine.lock import FileLockBackend, Lock
+from kfmops.engine.lock import FileLockBackend, Lock, RedisLockBackend
 from kfmops.engine.planner import PlanRequest, make_plan, new_id, now
 from kfmops.engine.refresh import missing_targets, read_live
 from kfmops.engine.state import State, StateStore
@@ -52,6 +52,27 @@ class RecoverResult:
     message: str = ""
 
 
+def open_lock(workspace: Workspace, store: StateStore) -> Lock:
+    """The workspace's lock: a file lock, or with `apply.lock: redis` a lease in the named redis backend."""
+    settings = workspace.section("apply")
+    if settings.get("lock", "file") != "redis":
+        return FileLockBackend(workspace.state_dir)
+    name = settings.get("lock_backend")
+    config = workspace.backends.get(name or "")
+    if config is None or config.type != "redis":
+        raise InputError(
+            [
+                Diagnostic(
+                    "apply.lock is redis but apply.lock_backend does not name a redis backend",
+                    file=workspace.relative(workspace.config_file),
+                )
+            ]
+        )
+    from kfmops.providers.redis import connect
+
+    return RedisLockBackend(connect(config), store.load().lineage, float(settings.get("lock_lease", 30)))
+
+
 class Engine:
     def __init__(self, workspace: Workspace, *, progress: Progress | None = None, lock: Lock | None = None):
         self.workspace = workspace
@@ -60,7 +81,7 @@ class Engine:
         self.store = StateStore(workspace.state_dir, durable=self.durable)
         self.history = History(workspace.state_dir, durable=self.durable)
         self.wal_dir = workspace.state_dir / "wal"
-        self.lock = lock or FileLockBackend(workspace.state_dir)
+        self.lock = lock or open_lock(workspace, self.store)
         self.progress = progress
 
     def close(self) -> None:
@@ -136,7 +157,7 @@ class Engine:
             begin = begin_fields(plan, operation, lock_info, reason, rolls_back)
             log.append(wal.BEGIN, **begin)
             batches = plan_batches(plan.changes, self.workspace.apply_order, batch_size)
-            applier = Applier(self.providers, log, self.progress)
+            applier = Applier(self.providers, log, self.progress, guard=self.lock.check)
             try:
                 observed_by_batch = applier.run(batches)
             except BaseException as exc:
@@ -242,22 +263,26 @@ class Engine:
             )
 
     def _settle_finished(self) -> None:
-        """Finish bookkeeping for WALs that reached COMMIT/ABORTED but whose process died before it."""
+        """Finish bookkeeping for WALs that reached COMMIT or ABORTED but whose process died before it.
+
+        Idempotent: a committed plan already recorded in state is only archived.
+        """
         if not self.wal_dir.is_dir():
             return
         for path in sorted(self.wal_dir.glob("*.jsonl")):
             records = wal.read_wal(path)
             if not wal.is_finished(records):
                 continue
-            begin = records[0].fields
+            begin, last = records[0].fields, records[-1]
             state = self.store.load()
-            outcome = "committed" if records[-1].type == wal.COMMIT else "aborted"
-            if outcome == "committed" and begin["plan_id"] in state.applied_plans:
-                state = None
+            committed = last.type == wal.COMMIT
+            recorded = committed and begin["plan_id"] in state.applied_plans
             observed = {a: v for r in records if r.type == wal.INTENT for a, v in r.fields["observed"].items()}
-            compensated = records[-1].fields.get("compensated", [])
-            record = settle(state or State(""), begin, observed, begin["apply_id"], now(), outcome, compensated)
-            self._save(state if outcome == "committed" else None, record, path)
+            outcome = "committed" if committed else "aborted"
+            record = settle(
+                state, begin, observed, begin["apply_id"], now(), outcome, last.fields.get("compensated", [])
+            )
+            self._save(state if committed and not recorded else None, record, path)
 
     # rollback -----------------------------------------------------------------------------------
 
@@ -410,7 +435,8 @@ class Engine:
             for b in plan_batches(remaining, self.workspace.apply_order, self.workspace.batch_size)
         ]
         observed = {a: v for f in intents.values() for a, v in f["observed"].items()}
-        observed.update(applier.run(rest) and {a: v for values in applier.started.values() for a, v in values.items()})
+        for values in applier.run(rest).values():
+            observed.update(values)
         completed.extend(c.address for b in rest for c in b.changes)
         log.append(wal.COMMIT, recovered=True)
         log.close()

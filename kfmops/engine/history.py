@@ -44,6 +44,9 @@ class History:
         self.durable = durable
 
     def save(self, record: ApplyRecord) -> None:
+        """Write the record and index it once (saving the same apply again changes nothing)."""
+        if (self.folder / f"{record.apply_id}.json").exists():
+            return
         write_atomic(
             self.folder / f"{record.apply_id}.json",
             json.dumps(record.__dict__, indent=1).encode(),

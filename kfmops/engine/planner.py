@@ -50,8 +50,8 @@ def make_plan(workspace: Workspace, providers: Providers, request: PlanRequest) 
     _check_selectors(request.targets + request.excludes, [*desired.references, *managed])
     chosen = set(select(sorted(set(desired.references) | set(managed)), request.targets, request.excludes))
     wanted = {a: r for a, r in desired.references.items() if a in chosen}
-    kept = {a: m for a, m in managed.items() if a in chosen and a not in wanted}
-    references = [r.reference for r in wanted.values()] + [m[0] for m in kept.values()]
+    kept = {a: m for a, m in managed.items() if a in chosen}
+    references = [r.reference for r in wanted.values()] + [m[0] for a, m in kept.items() if a not in wanted]
     live = read_live(providers, references, workspace.batch_size)
     missing = missing_targets(providers, [(r.reference, r.value) for r in wanted.values()], workspace.batch_size)
     if missing:

@@ -1,7 +1,9 @@
 """Compare desired references with live values and kfmops' state: the pure heart of `plan`.
 
 Rules: a desired reference is created, updated or left alone; a reference kfmops manages (recorded in
-state) that is no longer desired is deleted; a live reference kfmops never managed is never touched.
+state) that is no longer desired is deleted, unless a desired reference now owns the same live pointer
+(it moved to another address), in which case kfmops only forgets the old address; a live reference
+kfmops never managed is never touched.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ def diff(
     address recorded in state to its reference and last applied value.
     """
     changes = []
+    owners = {identity: address for address, wanted in desired.items() for identity in wanted.reference.identities()}
     for address, wanted in desired.items():
         current = live.get(address)
         last = managed.get(address)
@@ -34,7 +37,12 @@ def diff(
         if address in desired:
             continue
         current = live.get(address)
-        if current is None:
+        successor = next((owners[i] for i in reference.identities() if i in owners), None)
+        if successor is not None:
+            # Deleting it would delete what `successor` wants to exist; before/after are None as for a forget.
+            reason = f"moved to {successor}, which manages the same live reference; kfmops stops managing it here"
+            changes.append(Change(reference, Action.NOOP, None, None, reason))
+        elif current is None:
             reason = "removed from desired state; already absent, kfmops stops managing it"
             changes.append(Change(reference, Action.NOOP, None, None, reason))
         else:

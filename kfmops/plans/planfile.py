@@ -117,7 +117,9 @@ def from_dict(body: dict[str, Any], name: str = "plan") -> Plan:
 
 def write(plan: Plan, path: Path) -> dict[str, Any]:
     body = to_dict(plan)
-    write_atomic(path, (json.dumps(body, indent=2, ensure_ascii=False) + "\n").encode())
+    # Compact JSON: the C encoder is an order of magnitude faster on plans of 10,000s of changes;
+    # `kfmops show FILE --format json` prints it indented.
+    write_atomic(path, (json.dumps(body, ensure_ascii=False, separators=(",", ":")) + "\n").encode())
     return body
 
 

@@ -10,10 +10,12 @@
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from kfmops.errors import BackendError
 from kfmops.references import Reference
 
 Write = tuple[Reference, Any]
@@ -49,3 +51,16 @@ class Provider(ABC):
 def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def from_environment(backend: str, settings: dict[str, Any], key: str, *, required: bool = True) -> str | None:
+    """The value of the environment variable that setting `<key>_env` names (secrets never live in config)."""
+    variable = settings.get(f"{key}_env")
+    if variable is None:
+        if required:
+            raise BackendError(backend, f"setting '{key}_env' (the name of an environment variable) is missing")
+        return None
+    value = os.environ.get(variable)
+    if value is None and required:
+        raise BackendError(backend, f"environment variable {variable} (its {key}) is not set")
+    return value

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import posixpath
 import re
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,12 +31,14 @@ class StacDocument:
 
     def __init__(self, path: str, text: str):
         self.path = path
+        self.folder = posixpath.dirname(path)
         self.data: dict[str, Any] = json.loads(text)
         match = re.search(r"\n([ \t]+)\S", text)
         self.indent: str | int | None = match.group(1) if match else None
         self.trailing_newline = text.endswith("\n")
         self.ascii = text.isascii() and "\\u" in text
         self.changed = False
+        self._targets: dict[str, Counter[str]] | None = None
 
     def serialize(self) -> bytes:
         text = json.dumps(self.data, indent=self.indent, ensure_ascii=self.ascii)
@@ -45,29 +48,36 @@ class StacDocument:
         """Root-relative path of a relative href; None for absolute URLs and paths outside the root."""
         if "://" in href or href.startswith("/"):
             return None
-        target = posixpath.normpath(posixpath.join(posixpath.dirname(self.path), href))
+        target = posixpath.normpath(posixpath.join(self.folder, href))
         return None if target.startswith("..") else target
 
     def href_to(self, target: str) -> str:
-        relative = posixpath.relpath(target, posixpath.dirname(self.path) or ".")
+        relative = posixpath.relpath(target, self.folder or ".")
         return relative if relative.startswith("..") else f"./{relative}"
 
     def links_of(self, rel: str, scope: set[str] | None) -> list[str]:
-        found = []
-        for link in self.data.get("links", []):
-            target = self.resolve(link.get("href", "")) if link.get("rel") == rel else None
-            if target is not None and (scope is None or target in scope):
-                found.append(target)
-        return found
+        """Root-relative targets of this document's `rel` links (only those in `scope` when given)."""
+        if self._targets is None:
+            self._targets = {}
+            for link in self.data.get("links", []):
+                target = self.resolve(link.get("href", ""))
+                if target is not None:
+                    self._targets.setdefault(link.get("rel"), Counter())[target] += 1
+        found = self._targets.get(rel, Counter())
+        return list((found if scope is None else Counter({t: found[t] for t in scope if t in found})).elements())
 
-    def set_links(self, rel: str, scope: set[str] | None, targets: list[str]) -> None:
+    def set_links(self, rel: str, scope: set[str] | None, targets: set[str]) -> None:
+        """Make the `rel` links within `scope` (all when None) exactly `targets`; other links stay as they are.
+
+        One pass over the links, whatever the number of targets: callers merge the slots of one
+        document and rel before calling.
+        """
         links = self.data.setdefault("links", [])
-        wanted = set(targets)
         kept, present, last_index = [], set(), None
         for link in links:
             target = self.resolve(link.get("href", "")) if link.get("rel") == rel else None
             managed = target is not None and (scope is None or target in scope)
-            if managed and (target not in wanted or target in present):
+            if managed and (target not in targets or target in present):
                 self.changed = True
                 continue
             if managed:
@@ -76,11 +86,12 @@ class StacDocument:
             if link.get("rel") == rel:
                 last_index = len(kept)
         insert_at = last_index if last_index is not None else len(kept)
-        new = [{"rel": rel, "href": self.href_to(t), "type": LINK_TYPE} for t in sorted(wanted - present)]
+        new = [{"rel": rel, "href": self.href_to(t), "type": LINK_TYPE} for t in sorted(targets - present)]
         if new:
             kept[insert_at:insert_at] = new
             self.changed = True
         self.data["links"] = kept
+        self._targets = None
 
     def _flag_holder(self) -> dict[str, Any]:
         if self.data.get("type") == "Feature":
@@ -145,22 +156,32 @@ class StacCatalog:
         return values
 
     def write(self, items: Sequence[Write]) -> None:
+        """Set every slot of every item, loading and writing each document once.
+
+        Link slots of one document and rel are merged (their scopes are disjoint: two addresses may
+        not own the same link), so a catalog with N children is rewritten in one pass per batch.
+        """
         paths = {slot["document"] for reference, _ in items for slot in reference.locator["slots"]}
         documents = self._load(paths)
+        merged: dict[tuple[str, str], tuple[set[str] | None, set[str]]] = {}
         for reference, value in items:
             value = value or {}
             for slot in reference.locator["slots"]:
-                document = documents.get(slot["document"])
-                wanted = value.get(slot["document"], {}).get(slot["field"])
+                path, name = slot["document"], slot["field"]
+                wanted = value.get(path, {}).get(name)
+                document = documents.get(path)
                 if document is None:
                     if wanted not in (None, []):
-                        raise BackendError(self.backend, f"STAC document {slot['document']} does not exist")
+                        raise BackendError(self.backend, f"STAC document {path} does not exist")
                     continue
-                if slot["field"] == DEPRECATED:
+                if name == DEPRECATED:
                     document.set_deprecated(wanted)
-                else:
-                    scope = set(slot["scope"]) if slot["scope"] is not None else None
-                    document.set_links(slot["field"], scope, wanted or [])
+                    continue
+                scope, targets = merged.get((path, name), (set(), set()))
+                scope = None if scope is None or slot["scope"] is None else scope | set(slot["scope"])
+                merged[(path, name)] = (scope, targets | set(wanted or []))
+        for (path, rel), (scope, targets) in merged.items():
+            documents[path].set_links(rel, scope, targets)
         for path, document in sorted(documents.items()):
             if document.changed:
                 write_atomic(self._file(path), document.serialize(), durable=self.durable)

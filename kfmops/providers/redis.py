@@ -1,0 +1,120 @@
+"""Redis: pointer keys read with MGET, written in one MULTI/EXEC per batch, caches invalidated by SCAN.
+
+Only keys under the configured prefixes are ever read, written or deleted; KEYS is never used.
+Settings: url_env (e.g. redis://127.0.0.1:6379/0), password_env, prefixes, timeout, tls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+
+from kfmops.errors import BackendError
+from kfmops.providers.base import Provider, Write, chunks, from_environment
+from kfmops.references import Reference
+from kfmops.workspace import BackendConfig, Workspace
+
+DEFAULT_PREFIXES = ("kfm:",)
+SCAN_COUNT = 1000
+
+
+def connect(config: BackendConfig) -> redis.Redis:
+    """A client for a `redis` backend from its settings; credentials come from the environment only."""
+    settings = config.settings
+    url = from_environment(config.name, settings, "url")
+    password = from_environment(config.name, settings, "password", required=False)
+    tls = settings.get("tls") or {}
+    options: dict[str, Any] = {
+        "socket_timeout": settings.get("timeout", 5.0),
+        "socket_connect_timeout": settings.get("timeout", 5.0),
+        "decode_responses": True,
+    }
+    if password is not None:
+        options["password"] = password
+    if tls:
+        options.update(ssl_ca_certs=tls.get("ca_file"), ssl_cert_reqs="required" if tls.get("verify", True) else "none")
+    try:
+        return redis.Redis.from_url(url, **options)
+    except ValueError as exc:
+        raise BackendError(config.name, f"invalid Redis URL in {settings.get('url_env')}: {exc}") from None
+
+
+class RedisProvider(Provider):
+    kinds = frozenset({"cache"})
+
+    def __init__(self, config: BackendConfig, workspace: Workspace):
+        super().__init__(config.name)
+        self.client = connect(config)
+        self.prefixes = tuple(config.settings.get("prefixes", DEFAULT_PREFIXES))
+        self.batch = int(config.settings.get("batch_size", 1000))
+
+    def _guard(self, key: str) -> str:
+        if not key.startswith(self.prefixes):
+            raise BackendError(self.name, f"key {key!r} is outside the configured prefixes {list(self.prefixes)}")
+        return key
+
+    def read(self, references: Sequence[Reference]) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for batch in chunks(references, self.batch):
+            keys = [self._guard(r.locator["key"]) for r in batch]
+            self.round_trips += 1
+            found = self._call(lambda keys=keys: self.client.mget(keys))
+            values.update({r.address: v for r, v in zip(batch, found, strict=True)})
+        return values
+
+    def write(self, items: Sequence[Write]) -> None:
+        for batch in chunks(items, self.batch):
+            patterns = set()
+            pipeline = self.client.pipeline(transaction=True)
+            for reference, value in batch:
+                key = self._guard(reference.locator["key"])
+                if value is None:
+                    pipeline.delete(key)
+                else:
+                    pipeline.set(key, value)
+                patterns.update(self._guard(p) for p in reference.locator.get("invalidate", []))
+            self.round_trips += 1
+            self._call(pipeline.execute)
+            for pattern in sorted(patterns):
+                self._invalidate(pattern)
+
+    def _invalidate(self, pattern: str) -> None:
+        """Delete keys matching `pattern` with SCAN (never KEYS), one UNLINK per page."""
+        cursor = 0
+        while True:
+            self.round_trips += 1
+            cursor, keys = self._call(lambda c=cursor: self.client.scan(c, match=pattern, count=SCAN_COUNT))
+            keys = [k for k in keys if k.startswith(self.prefixes)]
+            if keys:
+                self.round_trips += 1
+                self._call(lambda k=keys: self.client.unlink(*k))
+            if cursor == 0:
+                return
+
+    def missing_targets(self, items: Sequence[Write]) -> list[tuple[str, str]]:
+        return [
+            (r.address, f"key {r.locator['key']!r} is outside the configured prefixes {list(self.prefixes)}")
+            for r, _ in items
+            if not r.locator["key"].startswith(self.prefixes)
+        ]
+
+    def is_retryable(self, error: Exception) -> bool:
+        if isinstance(error, BackendError):
+            return error.retryable
+        if isinstance(error, redis.exceptions.ResponseError):
+            message = str(error)
+            return message.startswith(("LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN"))
+        return isinstance(error, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError | TimeoutError)
+
+    def _call(self, operation: Any) -> Any:
+        try:
+            return operation()
+        except redis.exceptions.AuthenticationError as exc:
+            raise BackendError(self.name, f"authentication failed: {exc}") from exc
+        except redis.exceptions.RedisError as exc:
+            raise BackendError(self.name, f"{type(exc).__name__}: {exc}", retryable=self.is_retryable(exc)) from exc
+
+    def close(self) -> None:
+        self.client.close()
