@@ -21,6 +21,7 @@ from kfmops.engine.planner import PlanRequest, load_desired
 from kfmops.engine.state import StateStore
 from kfmops.errors import ExitCode, KfmopsError
 from kfmops.plans import planfile
+from kfmops.providers.stac_check import check_catalog
 from kfmops.workspace import Workspace, load_workspace
 
 app = typer.Typer(
@@ -38,6 +39,11 @@ state_app = typer.Typer(
 lock_app = typer.Typer(
     help="Inspect or clear the workspace lock.\n\nExample: kfmops lock status --json", no_args_is_help=True
 )
+catalog_app = typer.Typer(
+    help="Check the STAC catalog kfmops writes links into.\n\nExample: kfmops catalog check --schemas schemas/stac",
+    no_args_is_help=True,
+)
+app.add_typer(catalog_app, name="catalog")
 app.add_typer(state_app, name="state")
 app.add_typer(lock_app, name="lock")
 stdout = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
@@ -111,6 +117,9 @@ def plan(
     exclude: Annotated[list[str], typer.Option("--exclude", help="Skip this address (repeatable).")] = [],  # noqa: B006
     refresh_only: Annotated[bool, typer.Option("--refresh-only", help="Only report live drift.")] = False,
     git_ref: Annotated[str | None, typer.Option("--git-ref", help="Plan the desired state at REF.")] = None,
+    base: Annotated[
+        str | None, typer.Option("--base", help="Mark the documents changed since git REF (e.g. origin/main).")
+    ] = None,
 ) -> int:
     """Compare desired state with the live backends and write a plan file.
 
@@ -118,15 +127,39 @@ def plan(
     """
     workspace = current_workspace()
     with Engine(workspace) as engine:
-        result = engine.plan(PlanRequest(list(target), list(exclude), git_ref))
+        result = engine.plan(PlanRequest(list(target), list(exclude), git_ref, refresh_only, base))
     path = out or workspace.plans_dir / f"{result.plan_id}.json"
     planfile.write(result, path)
     views.print_plan(result, output_format, stdout)
     if output_format == "text":
         stderr.print(f"Saved plan to {path}. Apply it with: kfmops apply {path}")
-    if detailed_exitcode and result.has_changes():
+    if detailed_exitcode and (result.has_changes() or (refresh_only and result.drift)):
         return int(ExitCode.CHANGES)
     return 0
+
+
+@app.command()
+def drift(output_format: Annotated[OutputFormat, Format] = OutputFormat.text) -> int:
+    """Report references whose live value differs from the last applied one; exit 2 when any does.
+
+    Example: kfmops drift --format markdown
+    """
+    with Engine(current_workspace()) as engine:
+        result = engine.plan(PlanRequest(refresh_only=True))
+    views.print_plan(result, output_format, stdout)
+    return int(ExitCode.CHANGES) if result.drift else 0
+
+
+@app.command()
+def graph(
+    graph_format: Annotated[str, typer.Option("--format", "-f", help="mermaid or dot.")] = "mermaid",
+) -> None:
+    """Print the desired reference graph (dataset -> references -> targets) as Mermaid or DOT.
+
+    Example: kfmops graph --format dot | dot -Tsvg > references.svg
+    """
+    desired = load_desired(current_workspace())
+    sys.stdout.write(views.reference_graph(desired, graph_format))
 
 
 @app.command()
@@ -146,6 +179,9 @@ def apply(
     plan_file: Annotated[Path | None, typer.Argument(help="Plan file to apply; omit to plan and apply.")] = None,
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Do not ask before applying.")] = False,
     lock_timeout: Annotated[float, LockTimeout] = 0,
+    allow_dirty: Annotated[
+        bool, typer.Option("--allow-dirty", help="Apply a plan made from uncommitted desired state.")
+    ] = False,
 ) -> int:
     """Apply a saved plan (or plan and apply) under the lock, with a WAL and compare-and-swap.
 
@@ -163,7 +199,7 @@ def apply(
                 return int(ExitCode.ERROR)
         else:
             chosen = planfile.read(plan_file)
-        result = engine.apply(chosen, lock_timeout=lock_timeout)
+        result = engine.apply(chosen, lock_timeout=lock_timeout, allow_dirty=allow_dirty)
     views.print_apply(result, stdout)
     return 0
 
@@ -229,6 +265,24 @@ def state_show(address: str, as_json: Annotated[bool, typer.Option("--json", hel
     Example: kfmops state show dataset.landcover.search --json
     """
     views.print_state_entry(StateStore(current_workspace().state_dir).load(), address, as_json, stdout)
+
+
+@catalog_app.command("check")
+def catalog_check(
+    root: Annotated[Path | None, typer.Argument(help="Catalog folder (default: the workspace's stac backend).")] = None,
+    schemas: Annotated[
+        Path | None, typer.Option("--schemas", help="Folder of STAC JSON Schemas with a schema-map.json (offline).")
+    ] = None,
+) -> int:
+    """Validate every STAC document offline against local JSON Schemas and count broken links.
+
+    Example: kfmops catalog check --schemas ../shared/fixtures/stac-schemas
+    """
+    if root is None:
+        with Engine(current_workspace()) as engine:
+            root = engine.catalog_root()
+    report = check_catalog(root, schemas)
+    return views.print_catalog_report(report, root, stdout)
 
 
 @lock_app.command("status")

@@ -11,14 +11,16 @@ from rich.console import Console
 from rich.table import Table
 
 from kfmops.cli.errors import stderr
+from kfmops.desired import DesiredState
 from kfmops.engine.apply import ApplyResult
 from kfmops.engine.engine import Engine, Progress, RecoverResult
 from kfmops.engine.lock import LockStatus
 from kfmops.engine.state import State
-from kfmops.errors import KfmopsError
+from kfmops.errors import ExitCode, KfmopsError
 from kfmops.plans import planfile
 from kfmops.plans.model import Plan
-from kfmops.render import markdown, text
+from kfmops.providers.stac_check import CatalogReport
+from kfmops.render import graph, markdown, text
 from kfmops.workspace import load_workspace, scaffold
 
 FORMATS = ("text", "json", "markdown")
@@ -147,3 +149,23 @@ def print_lock(status: LockStatus, console: Console) -> None:
         console.print(f"Free, with a stale lock record {status.info.id}: {status.note}")
     else:
         console.print("Free.")
+
+
+def print_catalog_report(report: CatalogReport, root: Path, console: Console) -> int:
+    for path, problem in report.invalid:
+        console.print(f"invalid  {path}: {problem}")
+    for path, href in report.broken_links:
+        console.print(f"broken   {path}: link {href}")
+    if report.unchecked_extensions:
+        console.print(f"not checked (no local schema): {', '.join(sorted(report.unchecked_extensions))}")
+    console.print(
+        f"{report.documents} STAC documents under {root}: {len(report.invalid)} schema problems, "
+        f"{len(report.broken_links)} broken links."
+    )
+    return 0 if report.ok else int(ExitCode.ERROR)
+
+
+def reference_graph(desired: DesiredState, graph_format: str) -> str:
+    if graph_format not in {"mermaid", "dot"}:
+        raise KfmopsError(f"unknown graph format {graph_format!r}; use mermaid or dot")
+    return graph.mermaid(desired) if graph_format == "mermaid" else graph.dot(desired)

@@ -33,6 +33,7 @@ from kfmops.engine.planner import PlanRequest, make_plan, new_id, now
 from kfmops.engine.refresh import missing_targets, read_live
 from kfmops.engine.state import State, StateStore
 from kfmops.errors import Diagnostic, ExitCode, InputError, KfmopsError, RecoveryRequired, StalePlan
+from kfmops.gitops import repo
 from kfmops.plans.model import Plan, StateRef
 from kfmops.providers.registry import Providers
 from kfmops.workspace import Workspace
@@ -101,6 +102,11 @@ class Engine:
             self.providers.get(backend)
         return state, backends
 
+    def catalog_root(self) -> Path:
+        """The folder of the STAC catalog that the `stac` route writes links into."""
+        provider = self.providers.get(self.workspace.routes["stac"], "stac")
+        return provider.catalog.root
+
     # plan ---------------------------------------------------------------------------------------
 
     def plan(self, request: PlanRequest) -> Plan:
@@ -113,11 +119,14 @@ class Engine:
         plan: Plan,
         *,
         lock_timeout: float = 0,
+        allow_dirty: bool = False,
         operation: str = "apply",
         reason: str | None = None,
         rolls_back: str | None = None,
     ) -> ApplyResult:
         started = time.monotonic()
+        if operation == "apply":
+            self._check_git(plan, allow_dirty)
         with self.lock.held(operation, plan.plan_id, lock_timeout) as lock_info:
             self._settle_finished()
             self._refuse_if_unfinished()
@@ -227,6 +236,23 @@ class Engine:
         archive = self.wal_dir / "archive"
         archive.mkdir(parents=True, exist_ok=True)
         shutil.move(str(wal_path), archive / wal_path.name)
+
+    def _check_git(self, plan: Plan, allow_dirty: bool) -> None:
+        """A plan from uncommitted desired state needs --allow-dirty; `git.apply_branch` pins the branch."""
+        if plan.git.get("dirty") and not allow_dirty:
+            raise KfmopsError(
+                f"plan {plan.plan_id} was made from uncommitted desired state; commit first, or pass --allow-dirty"
+            )
+        branch = self.workspace.section("git").get("apply_branch")
+        if (
+            branch
+            and plan.git.get("commit")
+            and not repo.is_on_branch(self.workspace.desired_dir, plan.git["commit"], branch)
+        ):
+            raise KfmopsError(
+                f"plan {plan.plan_id} was made at commit {plan.git['commit'][:12]}, which is not on "
+                f"branch {branch!r} (kfmops.yaml git.apply_branch); merge it first"
+            )
 
     def _verify(self, plan: Plan, state: State) -> None:
         if plan.state.lineage != state.lineage:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from kfmops.addresses import Address, select
 from kfmops.desired import DesiredState, expand, load_documents_from, parse_documents
@@ -12,9 +13,10 @@ from kfmops.engine.refresh import missing_targets, read_live
 from kfmops.engine.state import StateStore
 from kfmops.errors import Diagnostic, InputError
 from kfmops.gitops import repo
-from kfmops.plans.diff import diff
-from kfmops.plans.model import Plan, StateRef
+from kfmops.plans.diff import diff, drift
+from kfmops.plans.model import Action, Change, Plan, StateRef
 from kfmops.providers.registry import Providers
+from kfmops.references import Reference
 from kfmops.workspace import Workspace
 
 
@@ -23,6 +25,8 @@ class PlanRequest:
     targets: list[str] = field(default_factory=list)
     excludes: list[str] = field(default_factory=list)
     git_ref: str | None = None
+    refresh_only: bool = False
+    base: str | None = None
 
 
 def new_id(prefix: str) -> str:
@@ -56,24 +60,44 @@ def make_plan(workspace: Workspace, providers: Providers, request: PlanRequest) 
     missing = missing_targets(providers, [(r.reference, r.value) for r in wanted.values()], workspace.batch_size)
     if missing:
         raise InputError([_missing_target(address, message, desired) for address, message in missing])
-    changes = diff(wanted, live, kept, workspace.apply_order)
+    drifted = drift(live, kept, wanted, state.hotfixes)
+    if request.refresh_only:
+        changes = [_accept_live(kept[d["address"]][0], d) for d in drifted if d["type"] == "drift"]
+    else:
+        changes = diff(wanted, live, kept, workspace.apply_order)
     git = repo.describe(workspace.desired_dir)
     if request.git_ref:
         git = {"commit": repo.commit_of(workspace.desired_dir, request.git_ref), "ref": request.git_ref, "dirty": False}
+    if request.base:
+        git |= {
+            "base": request.base,
+            "changed_documents": repo.changed_files(workspace.desired_dir, request.base, request.git_ref),
+        }
     touched = {c.reference.dataset for c in changes}
     datasets = {name: record for name, record in desired.datasets.items() if name in touched}
     return Plan(
         plan_id=new_id("plan"),
         created_at=now(),
-        operation="apply",
+        operation="refresh" if request.refresh_only else "apply",
         workspace=str(workspace.root),
         state=StateRef(state.lineage, state.serial),
         changes=tuple(changes),
         desired_digest=desired.digest(),
         git=git,
         datasets=datasets,
-        origin={"targets": request.targets, "excludes": request.excludes, "git_ref": request.git_ref},
+        drift=tuple(drifted),
+        origin={
+            "targets": request.targets,
+            "excludes": request.excludes,
+            "git_ref": request.git_ref,
+            "base": request.base,
+        },
     )
+
+
+def _accept_live(reference: Reference, found: dict[str, Any]) -> Change:
+    """A refresh-only change: nothing is written; applying it records the live value in state."""
+    return Change(reference, Action.NOOP, found["live"], found["live"], "refresh: record the live value in state")
 
 
 def _check_selectors(selectors: list[str], known: list[str]) -> None:

@@ -32,6 +32,7 @@ class State:
     serial: int = 0
     resources: dict[str, ManagedReference] = field(default_factory=dict)
     applied_plans: list[str] = field(default_factory=list)
+    hotfixes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def managed(self) -> dict[str, tuple[Reference, Any]]:
         return {address: (m.reference, m.value) for address, m in self.resources.items()}
@@ -83,7 +84,7 @@ class StateStore:
             )
             for address, r in raw["resources"].items()
         }
-        return State(raw["lineage"], raw["serial"], resources, raw.get("applied_plans", []))
+        return State(raw["lineage"], raw["serial"], resources, raw.get("applied_plans", []), raw.get("hotfixes", {}))
 
     def save(self, state: State) -> None:
         raw = {
@@ -102,5 +103,6 @@ class StateStore:
                 for address, m in sorted(state.resources.items())
             },
             "applied_plans": state.applied_plans,
+            "hotfixes": state.hotfixes,
         }
         write_atomic(self.path, json.dumps(raw, indent=1, sort_keys=False).encode(), durable=self.durable)

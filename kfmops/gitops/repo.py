@@ -61,3 +61,31 @@ def commit_of(path: Path, ref: str) -> str:
     repo = _repository(path)
     assert repo is not None
     return repo.commit(ref).hexsha
+
+
+def changed_files(path: Path, base: str, head: str | None = None) -> list[Path]:
+    """Desired-state files under `path` that differ between `base` and `head` (default: the work tree)."""
+    repo = _repository(path)
+    if repo is None:
+        raise InputError([Diagnostic(f"{path} is not inside a git repository", "--base needs one")])
+    try:
+        repo.commit(base)
+    except (git.BadName, ValueError):
+        raise InputError([Diagnostic(f"git ref {base!r} does not exist", "use a branch, tag or commit")]) from None
+    top = Path(repo.working_tree_dir).resolve()
+    prefix = str(path.resolve().relative_to(top))
+    names = repo.git.diff("--name-only", base, *([head] if head else []), "--", prefix).splitlines()
+    if head is None:
+        names += repo.git.ls_files("--others", "--exclude-standard", "--", prefix).splitlines()
+    return sorted({top / name for name in names if name.endswith((".yaml", ".yml"))})
+
+
+def is_on_branch(path: Path, commit: str, branch: str) -> bool:
+    """True when `commit` is reachable from `branch` (merged into it)."""
+    repo = _repository(path)
+    if repo is None:
+        return False
+    try:
+        return repo.is_ancestor(commit, branch)
+    except git.GitCommandError:
+        return False

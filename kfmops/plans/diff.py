@@ -70,3 +70,45 @@ def _desired_change(wanted: DesiredReference, current: Any, last_applied: Any) -
     else:
         reason = "live value drifted from the last applied value"
     return Change(reference, Action.UPDATE, current, after, reason, source)
+
+
+def drift(
+    live: Mapping[str, Any],
+    managed: Mapping[str, tuple[Reference, Any]],
+    desired: Mapping[str, DesiredReference],
+    hotfixes: Mapping[str, dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """References whose live value differs from what kfmops last applied, and hotfixes git lacks.
+
+    kfmops cannot know who changed a drifted reference, and says so. A hotfixed reference is drift
+    until the desired state holds the hotfix value.
+    """
+    found = []
+    for address, (_, last_applied) in sorted(managed.items()):
+        if address not in live:
+            continue
+        hotfix = hotfixes.get(address)
+        wanted = desired.get(address)
+        if hotfix is not None and (wanted is None or wanted.value != hotfix["value"]):
+            found.append(
+                {
+                    "address": address,
+                    "type": "hotfix",
+                    "last_applied": last_applied,
+                    "live": live[address],
+                    "message": f"hotfixed by {hotfix['apply_id']} ({hotfix['reason']}); git does not hold the hotfix "
+                    f"value yet: apply the patch {hotfix.get('patch') or 'written by kfmops hotfix'}",
+                }
+            )
+        elif live[address] != last_applied:
+            found.append(
+                {
+                    "address": address,
+                    "type": "drift",
+                    "last_applied": last_applied,
+                    "live": live[address],
+                    "message": "live value differs from the last applied value; changed outside kfmops "
+                    "(who changed it is unknown)",
+                }
+            )
+    return found

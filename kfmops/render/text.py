@@ -13,6 +13,10 @@ STYLE = {Action.CREATE: "green", Action.UPDATE: "yellow", Action.DELETE: "red", 
 
 def summary_line(plan: Plan) -> str:
     s = plan.summary()
+    if plan.operation == "refresh":
+        if not plan.drift:
+            return "No drift: every managed reference holds its last applied value."
+        return f"Drift: {len(plan.drift)} references differ from what kfmops last applied or from git."
     if not plan.has_changes():
         return f"No changes. {s['no_op']} references up to date."
     return f"Plan: {s['create']} to create, {s['update']} to update, {s['delete']} to delete, {s['no_op']} unchanged."
@@ -27,11 +31,16 @@ def render_plan(plan: Plan, console: Console, *, show_unchanged: bool = False) -
     mutations = plan.mutations
     if mutations:
         console.print("kfmops will perform the following actions:\n")
+    changed_files = set(plan.git.get("changed_documents", []))
+    if plan.git.get("base"):
+        console.print(f"Documents changed since {plan.git['base']}: {', '.join(sorted(changed_files)) or 'none'}\n")
     for change in plan.changes:
         if not change.action.mutates and not show_unchanged:
             continue
         style = STYLE[change.action]
         where = f"  [{change.source}]" if change.source else ""
+        if change.source and change.source.rsplit(":", 1)[0] in changed_files:
+            where += " (changed in this branch)"
         console.print(Text(f"  # {headline(change.action.value, change.address, change.reason)}{where}", style="dim"))
         console.print(Text(f"  {change.action.symbol} {change.address}", style=f"bold {style}"))
         for path, before, after in field_changes(change.before, change.after):

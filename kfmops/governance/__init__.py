@@ -1,0 +1,1 @@
+"""Governance of every mutation: policy, the hash-chained provenance ledger, lineage (OpenLineage, PROV), telemetry."""

@@ -1,0 +1,152 @@
+"""Elasticsearch: index aliases, read with one `GET _alias` per batch and swapped atomically.
+
+A batch of alias changes is one `POST _aliases` request: `remove` actions (with `must_exist: true`)
+for indices that leave an alias and `add` actions (with `is_write_index`) for the desired ones, so
+readers never see an alias half-moved. The response is checked per action: since 8.14 a partly
+failed request answers 200 with `errors: true`. Indices are immutable targets and must exist.
+Settings: url_env, user_env, password_env or api_key_env, ca_file, verify, timeout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import elastic_transport
+import elasticsearch
+
+from kfmops.desired.identifiers import search_name_problem
+from kfmops.errors import BackendError
+from kfmops.providers.base import Provider, Write, from_environment
+from kfmops.references import Reference, normalize
+from kfmops.workspace import BackendConfig, Workspace
+
+MAX_URL_NAMES = 3000  # characters of comma-joined names per request line (Elasticsearch allows 4 KiB)
+RETRYABLE_STATUS = {429, 502, 503, 504}
+
+
+class ElasticsearchProvider(Provider):
+    kinds = frozenset({"search"})
+
+    def __init__(self, config: BackendConfig, workspace: Workspace):
+        super().__init__(config.name)
+        settings = config.settings
+        url = from_environment(config.name, settings, "url")
+        options: dict[str, Any] = {"request_timeout": settings.get("timeout", 10.0), "max_retries": 0}
+        user = from_environment(config.name, settings, "user", required=False)
+        if user is not None:
+            options["basic_auth"] = (user, from_environment(config.name, settings, "password") or "")
+        api_key = from_environment(config.name, settings, "api_key", required=False)
+        if api_key is not None:
+            options["api_key"] = api_key
+        if settings.get("ca_file"):
+            options["ca_certs"] = settings["ca_file"]
+        if settings.get("verify") is False:
+            options["verify_certs"] = False
+        try:
+            self.client = elasticsearch.Elasticsearch(url, **options)
+        except ValueError as exc:
+            raise BackendError(config.name, f"invalid Elasticsearch settings: {exc}") from None
+
+    def _names(self, names: Sequence[str]) -> Iterator[list[str]]:
+        """Names in groups whose comma-joined length fits one request line."""
+        group: list[str] = []
+        length = 0
+        for name in names:
+            if problem := search_name_problem(name, "name"):
+                raise BackendError(self.name, problem)
+            if group and length + len(name) + 1 > MAX_URL_NAMES:
+                yield group
+                group, length = [], 0
+            group.append(name)
+            length += len(name) + 1
+        if group:
+            yield group
+
+    def _live_aliases(self, aliases: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """{alias: {"indices": [...], "write_index": ...}} for the aliases that exist."""
+        found: dict[str, dict[str, Any]] = {}
+        for group in self._names(sorted(set(aliases))):
+            self.round_trips += 1
+            body = self._call(lambda g=group: self.client.options(ignore_status=404).indices.get_alias(name=g)).body
+            for index, entry in body.items():
+                if not isinstance(entry, dict):
+                    continue  # the "error" and "status" members of a partly missing answer
+                for alias, properties in entry.get("aliases", {}).items():
+                    value = found.setdefault(alias, {"indices": [], "write_index": None})
+                    value["indices"].append(index)
+                    if properties.get("is_write_index"):
+                        value["write_index"] = index
+        return found
+
+    def read(self, references: Sequence[Reference]) -> dict[str, Any]:
+        live = self._live_aliases([r.locator["alias"] for r in references])
+        return {r.address: normalize("search", live.get(r.locator["alias"])) for r in references}
+
+    def write(self, items: Sequence[Write]) -> None:
+        live = self._live_aliases([r.locator["alias"] for r, _ in items])
+        actions: list[dict[str, Any]] = []
+        for reference, value in items:
+            alias = reference.locator["alias"]
+            current = set(live.get(alias, {}).get("indices", []))
+            wanted = value or {"indices": [], "write_index": None}
+            for index in sorted(current - set(wanted["indices"])):
+                actions.append({"remove": {"index": index, "alias": alias, "must_exist": True}})
+            for index in wanted["indices"]:
+                add: dict[str, Any] = {"index": index, "alias": alias}
+                if wanted.get("write_index") is not None:
+                    add["is_write_index"] = index == wanted["write_index"]
+                actions.append({"add": add})
+        if not actions:
+            return
+        self.round_trips += 1
+        response = self._call(lambda: self.client.indices.update_aliases(actions=actions)).body
+        failed = [result for result in response.get("action_results", []) if result.get("status", 200) >= 300]
+        if response.get("errors") or failed or not response.get("acknowledged"):
+            detail = "; ".join(str(f.get("error", f)) for f in failed[:3]) or str(response)
+            raise BackendError(self.name, f"alias update partly failed: {detail}")
+
+    def missing_targets(self, items: Sequence[Write]) -> list[tuple[str, str]]:
+        wanted: dict[str, list[str]] = {}
+        for reference, value in items:
+            for index in (value or {}).get("indices", []):
+                wanted.setdefault(index, []).append(reference.address)
+        existing: set[str] = set()
+        for group in self._names(sorted(wanted)):
+            self.round_trips += 1
+            body = self._call(
+                lambda g=group: self.client.indices.get_settings(
+                    index=g, ignore_unavailable=True, allow_no_indices=True, filter_path="*.settings.index.uuid"
+                )
+            ).body
+            existing.update(body or {})
+        return [
+            (address, f"index {index!r} does not exist")
+            for index, addresses in sorted(wanted.items())
+            if index not in existing
+            for address in addresses
+        ]
+
+    def is_retryable(self, error: Exception) -> bool:
+        if isinstance(error, BackendError):
+            return error.retryable
+        if isinstance(error, elasticsearch.ApiError):
+            return error.meta.status in RETRYABLE_STATUS
+        return isinstance(error, elastic_transport.ConnectionError | elastic_transport.ConnectionTimeout)
+
+    def _call(self, operation: Any) -> Any:
+        try:
+            return operation()
+        except elasticsearch.AuthenticationException as exc:
+            raise BackendError(self.name, f"authentication failed: {exc.message}") from exc
+        except elasticsearch.ApiError as exc:
+            raise BackendError(
+                self.name, f"HTTP {exc.meta.status}: {exc.message}", retryable=self.is_retryable(exc)
+            ) from exc
+        except elastic_transport.TransportError as exc:
+            raise BackendError(
+                self.name, f"{type(exc).__name__}: {exc.message}", retryable=self.is_retryable(exc)
+            ) from exc
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,167 @@
+"""Neo4j: relationships between keyed nodes, read and written in batches with UNWIND.
+
+A graph reference is the single outgoing relationship of one type from a node to a node of a label:
+`(:Dataset {id: D})-[:CURRENT_VERSION]->(:DatasetVersion {id: ...})`. Nodes are immutable targets and
+are never created. Labels, keys and relationship types cannot be query parameters, so they are checked
+against a strict pattern and backtick-quoted; every value is a parameter. One explicit transaction per
+write batch. Settings: uri_env, user_env, password_env, database, timeout, encrypted, trust.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import neo4j
+from neo4j import exceptions as neo4j_errors
+
+from kfmops.desired.identifiers import graph_identifier_problem
+from kfmops.errors import BackendError
+from kfmops.providers.base import Provider, Write, chunks, from_environment
+from kfmops.references import Reference
+from kfmops.workspace import BackendConfig, Workspace
+
+Shape = tuple[str, str, str, str, str]  # from label, from key, type, to label, to key
+
+
+class Neo4jProvider(Provider):
+    kinds = frozenset({"graph"})
+
+    def __init__(self, config: BackendConfig, workspace: Workspace):
+        super().__init__(config.name)
+        settings = config.settings
+        uri = from_environment(config.name, settings, "uri")
+        user = from_environment(config.name, settings, "user", required=False)
+        password = from_environment(config.name, settings, "password", required=False)
+        options: dict[str, Any] = {"connection_timeout": settings.get("timeout", 10.0)}
+        if user is not None:
+            options["auth"] = (user, password or "")
+        if settings.get("encrypted") is not None and uri.startswith(("bolt://", "neo4j://")):
+            options["encrypted"] = bool(settings["encrypted"])
+        self.database = settings.get("database")
+        self.batch = int(settings.get("batch_size", 1000))
+        try:
+            self.driver = neo4j.GraphDatabase.driver(uri, **options)
+        except (ValueError, neo4j_errors.ConfigurationError) as exc:
+            raise BackendError(config.name, f"invalid Neo4j connection settings: {exc}") from None
+
+    def _quoted(self, name: str, what: str) -> str:
+        if problem := graph_identifier_problem(name, what):
+            raise BackendError(self.name, problem)
+        return f"`{name}`"
+
+    def _shape(self, reference: Reference) -> Shape:
+        locator = reference.locator
+        return (
+            locator["from"]["label"],
+            locator["from"]["key"],
+            locator["type"],
+            locator["to"]["label"],
+            locator["to"]["key"],
+        )
+
+    def _query(self, cypher: str, **parameters: Any) -> list[neo4j.Record]:
+        self.round_trips += 1
+        try:
+            records, _, _ = self.driver.execute_query(
+                cypher, parameters, database_=self.database, routing_=neo4j.RoutingControl.READ
+            )
+            return records
+        except neo4j_errors.Neo4jError as exc:
+            raise self._error(exc) from exc
+        except neo4j_errors.DriverError as exc:
+            raise self._error(exc) from exc
+
+    def read(self, references: Sequence[Reference]) -> dict[str, Any]:
+        groups: dict[Shape, list[Reference]] = defaultdict(list)
+        for reference in references:
+            groups[self._shape(reference)].append(reference)
+        values: dict[str, Any] = {}
+        for (from_label, from_key, rel, to_label, to_key), group in groups.items():
+            cypher = (
+                f"UNWIND $ids AS id OPTIONAL MATCH (a:{self._quoted(from_label, 'label')} "
+                f"{{{self._quoted(from_key, 'key')}: id}})-[:{self._quoted(rel, 'relationship type')}]->"
+                f"(b:{self._quoted(to_label, 'label')}) "
+                f"RETURN id, collect(b.{self._quoted(to_key, 'key')}) AS targets"
+            )
+            for batch in chunks(group, self.batch):
+                records = self._query(cypher, ids=[r.locator["from"]["id"] for r in batch])
+                found = {record["id"]: sorted(record["targets"]) for record in records}
+                for reference in batch:
+                    targets = found.get(reference.locator["from"]["id"], [])
+                    values[reference.address] = targets[0] if len(targets) == 1 else (targets or None)
+        return values
+
+    def write(self, items: Sequence[Write]) -> None:
+        groups: dict[Shape, list[Write]] = defaultdict(list)
+        for item in items:
+            groups[self._shape(item[0])].append(item)
+        for (from_label, from_key, rel, to_label, to_key), group in groups.items():
+            source = f"(a:{self._quoted(from_label, 'label')} {{{self._quoted(from_key, 'key')}: row.source}})"
+            relationship = self._quoted(rel, "relationship type")
+            target_label = self._quoted(to_label, "label")
+            detach = f"UNWIND $rows AS row MATCH {source}-[r:{relationship}]->(:{target_label}) DELETE r"
+            attach = (
+                f"UNWIND $rows AS row WITH row WHERE row.target IS NOT NULL MATCH {source} "
+                f"MATCH (b:{target_label} {{{self._quoted(to_key, 'key')}: row.target}}) "
+                f"MERGE (a)-[:{relationship}]->(b) RETURN count(*) AS linked"
+            )
+            for batch in chunks(group, self.batch):
+                rows = [{"source": r.locator["from"]["id"], "target": value} for r, value in batch]
+                expected = sum(1 for row in rows if row["target"] is not None)
+                self.round_trips += 1
+                try:
+                    with self.driver.session(database=self.database) as session, session.begin_transaction() as tx:
+                        tx.run(detach, rows=rows).consume()
+                        linked = tx.run(attach, rows=rows).single()["linked"]
+                        if linked != expected:
+                            tx.rollback()
+                            raise BackendError(
+                                self.name,
+                                f"linked {linked} of {expected} relationships: a source "
+                                "or target node is missing; nothing in this batch was changed",
+                            )
+                        tx.commit()
+                except (neo4j_errors.Neo4jError, neo4j_errors.DriverError) as exc:
+                    raise self._error(exc) from exc
+
+    def missing_targets(self, items: Sequence[Write]) -> list[tuple[str, str]]:
+        wanted: dict[tuple[str, str], dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+        for reference, value in items:
+            locator = reference.locator
+            wanted[(locator["from"]["label"], locator["from"]["key"])][locator["from"]["id"]].append(reference.address)
+            if value is not None:
+                wanted[(locator["to"]["label"], locator["to"]["key"])][value].append(reference.address)
+        missing = []
+        for (label, key), ids in wanted.items():
+            cypher = (
+                f"UNWIND $ids AS id OPTIONAL MATCH (n:{self._quoted(label, 'label')} "
+                f"{{{self._quoted(key, 'key')}: id}}) RETURN id, count(n) > 0 AS present"
+            )
+            for batch in chunks(sorted(ids), self.batch):
+                for record in self._query(cypher, ids=list(batch)):
+                    if not record["present"]:
+                        missing.extend(
+                            (address, f"node (:{label} {{{key}: {record['id']!r}}}) does not exist")
+                            for address in ids[record["id"]]
+                        )
+        return missing
+
+    def is_retryable(self, error: Exception) -> bool:
+        if isinstance(error, BackendError):
+            return error.retryable
+        return (
+            isinstance(
+                error, neo4j_errors.TransientError | neo4j_errors.ServiceUnavailable | neo4j_errors.SessionExpired
+            )
+            or getattr(error, "is_retryable", lambda: False)()
+        )
+
+    def _error(self, exc: Exception) -> BackendError:
+        if isinstance(exc, neo4j_errors.AuthError):
+            return BackendError(self.name, f"authentication failed: {exc}")
+        return BackendError(self.name, f"{type(exc).__name__}: {exc}", retryable=self.is_retryable(exc))
+
+    def close(self) -> None:
+        self.driver.close()

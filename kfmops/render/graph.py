@@ -1,0 +1,65 @@
+"""The desired reference graph: each dataset or raw document, its references, and what they point at."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from kfmops.desired.expand import DesiredReference, DesiredState
+
+
+def _target(reference: DesiredReference) -> str:
+    kind, value, locator = reference.reference.kind, reference.value, reference.reference.locator
+    if kind == "graph":
+        return f"({locator['to']['label']} {value})"
+    if kind == "search":
+        return f"{locator['alias']} -> {', '.join(value['indices'])}"
+    if kind == "cache":
+        return f"{locator['key']} = {value}"
+    children = [p for fields in value.values() for p in fields.get("child", [])]
+    return f"child -> {children[0]}" if children else f"{len(value)} documents"
+
+
+def _edges(desired: DesiredState) -> list[tuple[str, str, str]]:
+    """(owner, address, label) per reference; the owner is the dataset or the raw document's address."""
+    edges = []
+    for address, reference in sorted(desired.references.items()):
+        owner = f"dataset.{reference.reference.dataset}" if reference.reference.dataset else address
+        edges.append(
+            (owner, address, f"{reference.reference.kind}@{reference.reference.backend}: {_target(reference)}")
+        )
+    return edges
+
+
+def _node_id(text: str) -> str:
+    return "n_" + re.sub(r"[^A-Za-z0-9_]", "_", text)
+
+
+def _quoted(text: str) -> str:
+    return text.replace('"', "'").replace("\n", " ")
+
+
+def mermaid(desired: DesiredState) -> str:
+    lines = ["flowchart LR"]
+    owners: dict[str, Any] = {}
+    for owner, address, label in _edges(desired):
+        if owner not in owners:
+            owners[owner] = True
+            version = desired.datasets.get(owner.removeprefix("dataset."), {}).get("version")
+            title = f"{owner} @ {version}" if version else (owner if owner != address else f"{owner}: {label}")
+            lines.append(f'  {_node_id(owner)}["{_quoted(title)}"]')
+        if owner != address:
+            lines.append(f'  {_node_id(address)}["{_quoted(label)}"]')
+            lines.append(f"  {_node_id(owner)} --> {_node_id(address)}")
+    return "\n".join(lines) + "\n"
+
+
+def dot(desired: DesiredState) -> str:
+    lines = ["digraph references {", "  rankdir=LR;", "  node [shape=box];"]
+    for owner, address, label in _edges(desired):
+        lines.append(f'  "{_quoted(owner)}";')
+        if owner != address:
+            lines.append(f'  "{_quoted(address)}" [label="{_quoted(address)}\\n{_quoted(label)}"];')
+            lines.append(f'  "{_quoted(owner)}" -> "{_quoted(address)}";')
+    lines.append("}")
+    return "\n".join(lines) + "\n"
