@@ -240,6 +240,24 @@ def recover(
 
 
 @app.command()
+def hotfix(
+    address: Annotated[str, typer.Argument(help="The document to change, e.g. dataset.landcover.")],
+    assignment: Annotated[str, typer.Option("--set", help="KEY=VALUE in the document's spec, e.g. version=v2019.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why this cannot wait for a pull request.")],
+    lock_timeout: Annotated[float, LockTimeout] = 0,
+) -> int:
+    """Change one reference now, outside git, through the safe apply path; writes the patch for git.
+
+    Example: kfmops hotfix dataset.landcover --set version=v2011 --reason "v2019 tiles corrupt, INC-4411"
+    """
+    with Engine(current_workspace(), progress=views.progress_printer()) as engine:
+        result, patch = engine.hotfix(address, assignment, reason, lock_timeout=lock_timeout)
+    views.print_apply(result, stdout)
+    stdout.print(f"Make git match: patch -p1 < {patch}  (then commit); until then 'kfmops plan' shows hotfix drift.")
+    return 0
+
+
+@app.command()
 def history(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """List applies, rollbacks, hotfixes and recoveries, newest last.
 

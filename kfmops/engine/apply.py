@@ -221,6 +221,7 @@ def settle(
         inverse = [change_dict(inverse_of(c, observed.get(c.address, c.before))) for c in reversed(mutations)]
         state.applied_plans.append(begin["plan_id"])
         state.serial += 1
+        _track_hotfixes(state, begin, changes, apply_id)
     summary = {"create": 0, "update": 0, "delete": 0, "no_op": 0}
     for change in changes:
         summary["no_op" if change.action is Action.NOOP else change.action.value] += 1
@@ -243,6 +244,20 @@ def settle(
     )
 
 
+def _track_hotfixes(state: State, begin: dict[str, Any], changes: list[Change], apply_id: str) -> None:
+    """A hotfix marks its addresses until git holds the value; any other apply of them settles it."""
+    for change in changes:
+        if begin["operation"] != "hotfix":
+            state.hotfixes.pop(change.address, None)
+        elif change.action.mutates:
+            state.hotfixes[change.address] = {
+                "apply_id": apply_id,
+                "value": change.after,
+                "reason": begin.get("reason"),
+                "patch": begin.get("origin", {}).get("patch"),
+            }
+
+
 def begin_fields(plan: Plan, operation: str, lock_info: Any, reason: str | None, rolls_back: str | None) -> dict:
     return {
         "plan_id": plan.plan_id,
@@ -254,6 +269,7 @@ def begin_fields(plan: Plan, operation: str, lock_info: Any, reason: str | None,
         "state": {"lineage": plan.state.lineage, "serial": plan.state.serial},
         "reason": reason,
         "rolls_back": rolls_back,
+        "origin": plan.origin,
         "changes": [change_dict(c) for c in plan.changes],
     }
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from kfmops.engine import hotfix as hotfixes
 from kfmops.engine import wal
 from kfmops.engine.apply import (
     Applier,
@@ -333,6 +334,25 @@ class Engine:
             raise StalePlan(
                 f"cannot roll back {record.apply_id}: references changed since it was applied. {stale}"
             ) from None
+
+    # hotfix -------------------------------------------------------------------------------------
+
+    def hotfix(
+        self, address: str, assignment: str, reason: str, *, lock_timeout: float = 0
+    ) -> tuple[ApplyResult, Path]:
+        """Apply one document change outside git through the safe path; returns the result and the git patch."""
+        if not reason.strip():
+            raise KfmopsError("a hotfix needs --reason: it is recorded in history and the ledger")
+        documents, fix = hotfixes.prepare(self.workspace, address, assignment)
+        desired = hotfixes.desired_with(self.workspace, documents)
+        plan = make_plan(self.workspace, self.providers, PlanRequest(targets=[address]), desired)
+        if not plan.has_changes():
+            raise KfmopsError(f"hotfix changes nothing: {address} already holds {assignment}")
+        patch = hotfixes.write_patch(self.workspace.plans_dir, plan.plan_id, fix.patch)
+        plan = replace(
+            plan, operation="hotfix", origin={**plan.origin, "patch": self.workspace.relative(patch), "set": assignment}
+        )
+        return self.apply(plan, lock_timeout=lock_timeout, operation="hotfix", reason=reason), patch
 
     # recover ------------------------------------------------------------------------------------
 

@@ -47,8 +47,11 @@ def load_desired(workspace: Workspace, git_ref: str | None = None) -> DesiredSta
     return expand(documents, workspace.conventions, workspace.routes, set(workspace.backends))
 
 
-def make_plan(workspace: Workspace, providers: Providers, request: PlanRequest) -> Plan:
-    desired = load_desired(workspace, request.git_ref)
+def make_plan(
+    workspace: Workspace, providers: Providers, request: PlanRequest, desired: DesiredState | None = None
+) -> Plan:
+    """The plan from `desired` (default: loaded from the work tree or request.git_ref) to live state."""
+    desired = desired or load_desired(workspace, request.git_ref)
     state = StateStore(workspace.state_dir).load()
     managed = state.managed()
     _check_selectors(request.targets + request.excludes, [*desired.references, *managed])
