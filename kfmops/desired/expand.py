@@ -26,6 +26,7 @@ class DesiredReference:
     reference: Reference
     value: Any
     source: str
+    version: str | None = None  # for dataset parts: the dataset version the value expresses
 
 
 @dataclass
@@ -71,7 +72,7 @@ class _Collector:
         """A problem with the document as a whole, reported at its metadata.name."""
         self.problems.append(Diagnostic(message, detail, file=document.file, line=document.name_line or document.line))
 
-    def add(self, document: Document, reference: Reference, value: Any, *path: Any) -> None:
+    def add(self, document: Document, reference: Reference, value: Any, *path: Any, version: str | None = None) -> None:
         """Record `reference`; `path` (inside spec) is the field its value comes from, shown as its source."""
         source = f"{document.file}:{document.line_of(*path) if path else document.line}"
         if reference.address in self.references:
@@ -91,7 +92,9 @@ class _Collector:
             for slot in reference.locator["slots"]:
                 scope = None if slot["scope"] is None else set(slot["scope"])
                 self.stac_slots.setdefault((slot["document"], slot["field"]), []).append((scope, reference.address))
-        self.references[reference.address] = DesiredReference(reference, normalize(reference.kind, value), source)
+        self.references[reference.address] = DesiredReference(
+            reference, normalize(reference.kind, value), source, version
+        )
 
     def owner_of(self, reference: Reference) -> str | None:
         """The address that already owns a live pointer `reference` would manage, if any."""
@@ -161,7 +164,7 @@ def _expand_dataset(c: _Collector, doc: Document, conv: Conventions) -> dict[str
         address = f"dataset.{name}.{kind}"
         locator, value = _DATASET_PARTS[kind](c, doc, conv, name, versions, current)
         if locator is not None:
-            c.add(doc, Reference(address, kind, backend, locator, dataset=name), value, "version")
+            c.add(doc, Reference(address, kind, backend, locator, dataset=name), value, "version", version=current)
     return {
         "address": f"dataset.{name}",
         "source": f"{doc.file}:{doc.line}",

@@ -92,9 +92,11 @@ def check_preconditions(changes: Sequence[Change], live: dict[str, Any]) -> list
     return [describe_conflict(c, live.get(c.address)) for c in changes if live.get(c.address) != c.before]
 
 
-def change_dict(change: Change) -> dict[str, Any]:
+def change_dict(change: Change, before_version: str | None = None) -> dict[str, Any]:
     reference = change.reference
     return {
+        "version": change.version,
+        "before_version": before_version,
         "address": change.address,
         "kind": reference.kind,
         "backend": reference.backend,
@@ -110,10 +112,12 @@ def change_from(record: dict[str, Any], reason: str = "") -> Change:
     reference = Reference(
         record["address"], record["kind"], record["backend"], record["locator"], record.get("dataset")
     )
-    return Change(reference, Action(record["action"]), record["before"], record["after"], reason)
+    return Change(
+        reference, Action(record["action"]), record["before"], record["after"], reason, version=record.get("version")
+    )
 
 
-def inverse_of(change: Change, observed_before: Any) -> Change:
+def inverse_of(change: Change, observed_before: Any, before_version: str | None) -> Change:
     """Undo `change` back to the value observed during apply (not the plan's copy of it)."""
     if observed_before is None:
         action = Action.DELETE
@@ -122,7 +126,9 @@ def inverse_of(change: Change, observed_before: Any) -> Change:
     else:
         action = Action.UPDATE
     reversed_change = change.reversed()
-    return Change(change.reference, action, change.after, observed_before, reversed_change.reason, change.source)
+    return Change(
+        change.reference, action, change.after, observed_before, reversed_change.reason, change.source, before_version
+    )
 
 
 class Applier:
@@ -211,14 +217,18 @@ def settle(
     aborted: every reference is back at its observed value, so the state is left as it was.
     """
     changes = [change_from(c) for c in begin["changes"]]
+    before_versions = {c["address"]: c.get("before_version") for c in begin["changes"]}
     applied: list[str] = []
     inverse: list[dict[str, Any]] = []
     if outcome == "committed":
         for change in changes:
-            state.record(change.reference, change.after, apply_id)
+            state.record(change.reference, change.after, apply_id, change.version)
         mutations = [c for c in changes if c.action.mutates]
         applied = [c.address for c in mutations]
-        inverse = [change_dict(inverse_of(c, observed.get(c.address, c.before))) for c in reversed(mutations)]
+        inverse = [
+            change_dict(inverse_of(c, observed.get(c.address, c.before), before_versions.get(c.address)))
+            for c in reversed(mutations)
+        ]
         state.applied_plans.append(begin["plan_id"])
         state.serial += 1
         _track_hotfixes(state, begin, changes, apply_id)
@@ -237,6 +247,7 @@ def settle(
         wal=f"{apply_id}.jsonl",
         serial=state.serial,
         reason=begin.get("reason"),
+        datasets=begin.get("datasets", {}),
         rolls_back=begin.get("rolls_back"),
         applied=applied,
         compensated=list(compensated),
@@ -258,7 +269,19 @@ def _track_hotfixes(state: State, begin: dict[str, Any], changes: list[Change], 
             }
 
 
-def begin_fields(plan: Plan, operation: str, lock_info: Any, reason: str | None, rolls_back: str | None) -> dict:
+def begin_fields(
+    plan: Plan,
+    operation: str,
+    lock_info: Any,
+    reason: str | None,
+    rolls_back: str | None,
+    versions: dict[str, str | None],
+) -> dict:
+    """The BEGIN record: everything recover and settle need without the plan file.
+
+    `versions` are the dataset versions the state last recorded, kept as each change's
+    before_version so that the inverse plan knows which version it restores.
+    """
     return {
         "plan_id": plan.plan_id,
         "operation": operation,
@@ -270,7 +293,8 @@ def begin_fields(plan: Plan, operation: str, lock_info: Any, reason: str | None,
         "reason": reason,
         "rolls_back": rolls_back,
         "origin": plan.origin,
-        "changes": [change_dict(c) for c in plan.changes],
+        "datasets": plan.datasets,
+        "changes": [change_dict(c, versions.get(c.address)) for c in plan.changes],
     }
 
 

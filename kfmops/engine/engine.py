@@ -164,7 +164,7 @@ class Engine:
             apply_id = new_apply_id()
             path = self.wal_dir / f"{apply_id}.jsonl"
             log = wal.WalWriter(path, apply_id, durable=self.durable)
-            begin = begin_fields(plan, operation, lock_info, reason, rolls_back)
+            begin = begin_fields(plan, operation, lock_info, reason, rolls_back, state.versions())
             log.append(wal.BEGIN, **begin)
             batches = plan_batches(plan.changes, self.workspace.apply_order, batch_size)
             applier = Applier(self.providers, log, self.progress, guard=self.lock.check)
@@ -306,9 +306,12 @@ class Engine:
             recorded = committed and begin["plan_id"] in state.applied_plans
             observed = {a: v for r in records if r.type == wal.INTENT for a, v in r.fields["observed"].items()}
             outcome = "committed" if committed else "aborted"
+            serial = state.serial
             record = settle(
                 state, begin, observed, begin["apply_id"], now(), outcome, last.fields.get("compensated", [])
             )
+            if recorded:
+                record.serial = serial
             self._save(state if committed and not recorded else None, record, path)
 
     # rollback -----------------------------------------------------------------------------------
@@ -326,6 +329,7 @@ class Engine:
             workspace=str(self.workspace.root),
             state=StateRef(state.lineage, state.serial),
             changes=changes,
+            datasets=record.datasets,
             origin={"rolls_back": record.apply_id},
         )
         try:
@@ -411,10 +415,10 @@ class Engine:
         restored = applier.compensate(started_batches, undo)
         log.append(wal.ABORTED, compensated=restored, recovered=True)
         log.close()
+        state.serial += 1
         record = settle(state, begin, {}, apply_id, now(), "aborted", restored)
         record.operation = "recover"
         record.reason = f"compensated interrupted {begin['operation']} {apply_id}"
-        state.serial += 1
         self._save(state, record, path)
         return RecoverResult(
             apply_id,

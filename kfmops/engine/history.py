@@ -32,9 +32,10 @@ class ApplyRecord:
     applied: list[str] = field(default_factory=list)
     compensated: list[str] = field(default_factory=list)
     inverse: list[dict[str, Any]] = field(default_factory=list)
+    datasets: dict[str, Any] = field(default_factory=dict)
 
     def index_entry(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in {"inverse", "applied", "compensated"}}
+        return {k: v for k, v in self.__dict__.items() if k not in {"inverse", "applied", "compensated", "datasets"}}
 
 
 class History:
@@ -44,8 +45,8 @@ class History:
         self.durable = durable
 
     def save(self, record: ApplyRecord) -> None:
-        """Write the record and index it once (saving the same apply again changes nothing)."""
-        if (self.folder / f"{record.apply_id}.json").exists():
+        """Write the record and index it once (saving an apply that is already indexed changes nothing)."""
+        if any(entry["apply_id"] == record.apply_id for entry in self.entries()):
             return
         write_atomic(
             self.folder / f"{record.apply_id}.json",

@@ -90,7 +90,7 @@ def _patch(workspace: Workspace, document: Document, path: list[str], value: Any
         start = node.lines[key] - 1
         end = _last_line(node[key], start)
         indent = lines[start][: len(lines[start]) - len(lines[start].lstrip())]
-        new = [*lines[:start], f"{indent}{key}: {rendered}\n", *lines[end + 1:]]
+        new = [*lines[:start], f"{indent}{key}: {rendered}\n", *lines[end + 1 :]]
     else:
         raise KfmopsError(
             f"{document.file}: cannot place spec.{'.'.join(path)} automatically; add it by hand, then 'kfmops plan'"

@@ -212,13 +212,15 @@ def _pid_alive(pid: int) -> bool:
 
 _RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+_STAMP = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('set', KEYS[1], ARGV[2], 'PX', ARGV[3]) end"
 
 
 class RedisLockBackend(Lock):
     """A shared lease: SET NX PX, renewed by a heartbeat thread, released by compare-and-delete.
 
     Every successful acquisition gets a fencing token from INCR, strictly increasing across holders;
-    it is written to the WAL so that a holder that lost its lease can be told apart.
+    it is written to the WAL so that a holder that lost its lease can be told apart. The token is drawn
+    only after SET NX succeeded, while the lease is held, so tokens increase in the order holders got it.
     """
 
     def __init__(self, client: Any, name: str, lease_seconds: float = 30.0):
@@ -231,10 +233,14 @@ class RedisLockBackend(Lock):
         self.lost = False
 
     def try_acquire(self, info: LockInfo) -> LockInfo | None:
+        lease = int(self.lease_seconds * 1000)
+        claim = json.dumps(asdict(info), sort_keys=True)
+        if not self.client.set(self.key, claim, nx=True, px=lease):
+            return None
         token = int(self.client.incr(self.fence_key))
         held = LockInfo(**{**asdict(info), "fencing_token": token})
         value = json.dumps(asdict(held), sort_keys=True)
-        if not self.client.set(self.key, value, nx=True, px=int(self.lease_seconds * 1000)):
+        if not self.client.eval(_STAMP, 1, self.key, claim, value, lease):
             return None
         self._value = value
         self.lost = False

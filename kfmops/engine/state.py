@@ -24,6 +24,7 @@ class ManagedReference:
     reference: Reference
     value: Any
     apply_id: str | None = None
+    version: str | None = None
 
 
 @dataclass
@@ -37,12 +38,16 @@ class State:
     def managed(self) -> dict[str, tuple[Reference, Any]]:
         return {address: (m.reference, m.value) for address, m in self.resources.items()}
 
-    def record(self, reference: Reference, value: Any, apply_id: str) -> None:
+    def record(self, reference: Reference, value: Any, apply_id: str, version: str | None = None) -> None:
         """The reference now holds `value` as kfmops left it; None means kfmops no longer manages it."""
         if value is None:
             self.resources.pop(reference.address, None)
         else:
-            self.resources[reference.address] = ManagedReference(reference, value, apply_id)
+            self.resources[reference.address] = ManagedReference(reference, value, apply_id, version)
+
+    def versions(self) -> dict[str, str | None]:
+        """The dataset version each managed dataset part was last applied at."""
+        return {address: managed.version for address, managed in self.resources.items()}
 
 
 class StateStore:
@@ -81,6 +86,7 @@ class StateStore:
                 Reference(address, r["kind"], r["backend"], r["locator"], r.get("dataset")),
                 r["value"],
                 r.get("apply_id"),
+                r.get("version"),
             )
             for address, r in raw["resources"].items()
         }
@@ -99,6 +105,7 @@ class StateStore:
                     "dataset": m.reference.dataset,
                     "value": m.value,
                     "apply_id": m.apply_id,
+                    "version": m.version,
                 }
                 for address, m in sorted(state.resources.items())
             },

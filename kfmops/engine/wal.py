@@ -48,6 +48,8 @@ class WalWriter:
         self.prev_hash = existing[-1].fields["hash"] if existing else GENESIS
         new_file = not path.exists()
         self.handle = open(path, "ab")  # noqa: SIM115 - kept open for the whole apply
+        if records is not None:
+            self.handle.truncate(path.read_bytes().rfind(b"\n") + 1)
         if new_file and durable:
             fsync_folder(path.parent)
         self.count = 0
@@ -75,23 +77,21 @@ class WalWriter:
 
 
 def read_wal(path: Path) -> list[WalRecord]:
-    """Every intact record of a WAL in order; a torn final line is dropped, a broken chain raises."""
-    lines = path.read_bytes().split(b"\n")
-    torn_tail = lines[-1] != b""
-    complete = lines[:-1] if lines[-1] == b"" else lines
+    """Every intact record of a WAL in order; a torn final line is dropped, a broken chain raises.
+
+    A record counts once its newline is written: the writer writes record and newline in one call and
+    only then announces the step, so a final line without its newline was never acted on.
+    """
+    *complete, _torn_tail = path.read_bytes().split(b"\n")
     records: list[WalRecord] = []
     prev = GENESIS
     for number, line in enumerate(complete, start=1):
         try:
             record = json.loads(line)
         except (json.JSONDecodeError, UnicodeDecodeError):
-            if number == len(complete) and torn_tail:
-                break
             raise _broken(path, number, "is not valid JSON") from None
         claimed = record.pop("hash", None)
         if record.get("prev_hash") != prev or claimed != _hash(record):
-            if number == len(complete) and torn_tail:
-                break
             raise _broken(path, number, "breaks the hash chain (edited, removed or reordered records)")
         record["hash"] = claimed
         records.append(WalRecord(record["seq"], record["type"], record))

@@ -134,16 +134,31 @@ def evaluate(plan: Mapping[str, Any], policies: list[tuple[str, str]], settings:
         if problems:
             return _decide(problems)
         interpreter.add_data_json(json.dumps({NAMESPACE: {"config": settings}}, default=str))
-        interpreter.set_input_term(json.dumps(plan, default=str))
+        # Through JSON first, so input is exactly what `kfmops show --format json` gives opa/conftest;
+        # then built node by node, which is faster in regopy than parsing it as a Rego term.
+        interpreter.set_input(json.loads(json.dumps(plan, default=str)))
         output = interpreter.query(QUERY)
         if not output.ok():
             return _decide(
                 [
-                    _error(f"evaluation failed: {reason}", "fix the policy rule named in the error")
+                    _error(
+                        f"evaluation failed: {reason}",
+                        "fix the policy; `opa eval --strict-builtin-errors` on the plan JSON shows where it fails",
+                    )
                     for reason in _output_errors(output)
                 ]
             )
         results = [result.expressions for result in output.results]
+    except json.JSONDecodeError as error:  # regopy parses the interpreter's output as JSON
+        return _decide(
+            [
+                _error(
+                    f"the interpreter's output is not valid JSON ({error})",
+                    "build messages with concat, not with sprintf over a string another built-in returned "
+                    "(a rego-cpp quirk; docs/policy.md)",
+                )
+            ]
+        )
     except Exception as error:  # fail closed: any failure of the interpreter is a deny, never an allow
         return _decide(
             [

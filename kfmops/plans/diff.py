@@ -55,21 +55,21 @@ def diff(
 
 
 def _desired_change(wanted: DesiredReference, current: Any, last_applied: Any) -> Change:
-    reference, after, source = wanted.reference, wanted.value, wanted.source
+    reference, after, source, version = wanted.reference, wanted.value, wanted.source, wanted.version
     if current == after:
-        return Change(reference, Action.NOOP, current, after, "up to date", source)
+        return Change(reference, Action.NOOP, current, after, "up to date", source, version)
     if current is None:
         reason = "absent; desired state adds it"
         if last_applied is not None:
             reason = "deleted outside kfmops since the last apply; desired state restores it"
-        return Change(reference, Action.CREATE, None, after, reason, source)
+        return Change(reference, Action.CREATE, None, after, reason, source, version)
     if last_applied is None:
         reason = "exists but is not managed yet; kfmops adopts it with the desired value"
     elif last_applied == current:
         reason = "desired value changed"
     else:
         reason = "live value drifted from the last applied value"
-    return Change(reference, Action.UPDATE, current, after, reason, source)
+    return Change(reference, Action.UPDATE, current, after, reason, source, version)
 
 
 def drift(

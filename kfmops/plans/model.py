@@ -34,6 +34,7 @@ class Change:
             delete can be undone.
     after:  the value apply writes. None for delete. For no-op, equal to before.
     reason: display only; apply never branches on it.
+    version: for a dataset part, the dataset version `after` expresses (policy checks that version).
     """
 
     reference: Reference
@@ -42,6 +43,7 @@ class Change:
     after: Any
     reason: str
     source: str | None = None
+    version: str | None = None
 
     @property
     def address(self) -> str:

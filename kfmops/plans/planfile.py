@@ -63,6 +63,7 @@ def _change(change: Change) -> dict[str, Any]:
         "after": change.after,
         "reason": change.reason,
         "source": change.source,
+        "version": change.version,
         "precondition": change.precondition,
     }
 
@@ -94,6 +95,7 @@ def from_dict(body: dict[str, Any], name: str = "plan") -> Plan:
                 c["after"],
                 c["reason"],
                 c.get("source"),
+                c.get("version"),
             )
             for c in body["changes"]
         )

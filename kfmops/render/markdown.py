@@ -1,80 +1,394 @@
-"""Markdown view of a plan for PR comments: summary first, a row per dataset, details collapsed."""
+"""Markdown view of a plan for PR comments: summary first, then a row per dataset, raw references, a
+diagram of what moves, and each change's diff collapsed in a <details> element.
+
+`render_blocks` returns self-contained blocks: every code fence, <details> element and table opens and
+closes inside one block, so `kfmops.gitops.comment` can pack blocks into comments of bounded size.
+Values that come from desired state or from backends are escaped for where they land: table cells
+(pipes, HTML, Markdown punctuation), HTML (<summary>), Mermaid labels (entity codes). Inside a code
+fence a value is shown as-is on one line; no fence line ever starts with a backtick.
+"""
 
 from __future__ import annotations
 
+import html
+import posixpath
+import re
 from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
 
-from kfmops.plans.model import Change, Plan
+from kfmops.plans.model import Action, Change, Plan
+from kfmops.references import canonical_json
 from kfmops.render.text import summary_line
-from kfmops.render.values import field_changes, show
+from kfmops.render.values import MISSING, field_changes, show
 
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def summary_section(plan: Plan) -> list[str]:
-    s = plan.summary()
-    decision = plan.policy.get("decision", "allow")
-    commit = plan.git.get("commit")
-    lines = [
-        f"### kfmops plan `{plan.plan_id}`",
-        "",
-        f"**{summary_line(plan)}**",
-        "",
-        "| create | update | delete | unchanged | policy | drift | commit |",
-        "|---:|---:|---:|---:|:---|---:|:---|",
-        f"| {s['create']} | {s['update']} | {s['delete']} | {s['no_op']} | {decision} | {len(plan.drift)} | "
-        f"{('`' + commit[:12] + '`' + (' (dirty)' if plan.git.get('dirty') else '')) if commit else 'n/a'} |",
-        "",
-    ]
-    findings = plan.policy.get("findings", [])
-    if findings:
-        lines += ["**Policy findings**", "", "| rule | address | finding | fix |", "|:---|:---|:---|:---|"]
-        lines += [
-            f"| {_cell(str(f.get('rule')))} | `{f.get('address')}` | {_cell(str(f.get('message')))} | "
-            f"{_cell(str(f.get('fix', '')))} |"
-            for f in findings
-        ]
-        lines.append("")
-    return lines
-
-
-def dataset_rows(plan: Plan) -> list[str]:
-    groups: dict[str, list[Change]] = defaultdict(list)
-    for change in plan.mutations:
-        groups[change.reference.dataset or change.address].append(change)
-    if not groups:
-        return []
-    lines = ["| dataset / reference | version | changes |", "|:---|:---|:---|"]
-    for name, changes in sorted(groups.items()):
-        record = plan.datasets.get(name, {})
-        version = record.get("version", "")
-        moved = ", ".join(
-            f"{c.action.symbol} {c.address.rsplit('.', 1)[-1] if c.reference.dataset else c.action.value}"
-            for c in changes
-        )
-        lines.append(f"| `{name}` | {_cell(version)} | {_cell(moved)} |")
-    return [*lines, ""]
-
-
-def change_details(change: Change) -> list[str]:
-    lines = [
-        f"<details><summary>{change.action.symbol} <code>{change.address}</code> — {change.reason}</summary>",
-        "",
-        "```diff",
-    ]
-    for path, before, after in field_changes(change.before, change.after):
-        if before is not None:
-            lines.append(f"- {path}: {show(before)}")
-        if after is not None:
-            lines.append(f"+ {path}: {show(after)}")
-    lines += ["```", "", "</details>", ""]
-    return lines
+DIAGRAM_EDGES = 200
+"""The Mermaid diagram draws at most this many changed references; a node says how many more there are."""
+CELL_CHARS = 120
+"""Longest value shown in a table cell or diagram label; the full value is in the change's diff."""
+PARTS = ("stac", "graph", "search", "cache")
+CHANGED_MARK = "✎"
+"""Marks changes whose desired-state document changed in git (plan.git["changed_documents"])."""
 
 
 def render_plan(plan: Plan) -> str:
-    lines = summary_section(plan) + dataset_rows(plan)
+    return "\n\n".join(render_blocks(plan)) + "\n"
+
+
+def render_blocks(plan: Plan) -> list[str]:
+    """The comment as self-contained Markdown blocks, in reading order; the summary is always first."""
+    datasets, raw = _groups(plan)
+    blocks = [summary_section(plan)]
+    blocks += changed_documents(plan)
+    blocks += policy_findings(plan)
+    blocks += drift_section(plan)
+    blocks += dataset_rows(plan, datasets)
+    blocks += raw_rows(plan, raw)
+    blocks += diagram(plan, datasets, raw)
+    ordered = [c for changes in datasets.values() for c in changes if c.action.mutates] + raw
+    blocks += [change_details(change, plan) for change in ordered]
+    return blocks
+
+
+# sections ------------------------------------------------------------------------------------------
+
+
+def summary_section(plan: Plan) -> str:
+    s = plan.summary()
+    title = f"### kfmops plan {_code(plan.plan_id, table=False)}"
+    if plan.operation != "apply":
+        title += f" ({_text(plan.operation)})"
+    header = "| create | update | delete | unchanged | policy | drift | commit | branch |"
+    row = (
+        f"| {s['create']} | {s['update']} | {s['delete']} | {s['no_op']} | {_decision(plan.policy)} "
+        f"| {len(plan.drift)} | {_commit(plan.git)} | {_branch(plan.git)} |"
+    )
+    return "\n".join(
+        [title, "", f"**{summary_line(plan)}**", "", header, "|---:|---:|---:|---:|:---|---:|:---|:---|", row]
+    )
+
+
+def changed_documents(plan: Plan) -> list[str]:
+    """The desired-state files git says changed, each with how many changes come from it."""
+    changed = _changed(plan)
+    if not changed:
+        return []
+    counts = dict.fromkeys(changed, 0)
     for change in plan.mutations:
-        lines += change_details(change)
-    return "\n".join(lines).rstrip() + "\n"
+        path = _changed_file(change.source, changed)
+        if path is not None:
+            counts[path] += 1
+    base = plan.git.get("base") or plan.git.get("base_ref")
+    since = f" since {_code(str(base), table=False)}" if base else ""
+    lines = [f"**Desired-state documents changed{since}** ({CHANGED_MARK} marks changes that come from them)", ""]
+    for path, count in counts.items():
+        moved = f"{count} change{'s' if count != 1 else ''}" if count else "no reference changes"
+        lines.append(f"- {CHANGED_MARK} {_code(_relative(path, plan.workspace), table=False)}: {moved}")
+    return ["\n".join(lines)]
+
+
+def policy_findings(plan: Plan) -> list[str]:
+    findings = plan.policy.get("findings") or []
+    if not findings:
+        return []
+    lines = ["**Policy findings**", "", "| severity | rule | address | finding | fix |", "|:---|:---|:---|:---|:---|"]
+    lines += [
+        f"| {_text(str(f.get('severity', 'deny')))} | {_text(str(f.get('rule', '')))} "
+        f"| {_code(str(f['address'])) if f.get('address') else ''} | {_text(str(f.get('message', '')))} "
+        f"| {_text(str(f.get('fix') or ''))} |"
+        for f in findings
+    ]
+    return ["\n".join(lines)]
+
+
+def drift_section(plan: Plan) -> list[str]:
+    if not plan.drift:
+        return []
+    lines = [
+        "**Drift** (live values that differ from what kfmops last applied)",
+        "",
+        "| address | type | last applied → live | why |",
+        "|:---|:---|:---|:---|",
+    ]
+    for d in plan.drift:
+        values = " → ".join(
+            "(absent)" if d.get(key) is None else _code(_short(d[key])) for key in ("last_applied", "live")
+        )
+        lines.append(
+            f"| {_code(str(d.get('address', '')))} | {_text(str(d.get('type', 'drift')))} | {values} "
+            f"| {_text(str(d.get('message', '')))} |"
+        )
+    return ["\n".join(lines)]
+
+
+def dataset_rows(plan: Plan, datasets: dict[str, list[Change]] | None = None) -> list[str]:
+    """One row per dataset with a changed reference: version before -> after, the parts that move, source.
+
+    `datasets`: every change (no-ops too) of each dataset that has a changed reference, as `_groups` makes."""
+    if datasets is None:
+        datasets = _groups(plan)[0]
+    if not datasets:
+        return []
+    changed = _changed(plan)
+    lines = ["#### Datasets", "", "| dataset | version | changes | source |", "|:---|:---|:---|:---|"]
+    for name, changes in datasets.items():
+        before, after = dataset_versions(plan, name, changes)
+        moved = _parts_moved([c for c in changes if c.action.mutates])
+        source = next((c.source for c in changes if c.source), None) or plan.datasets.get(name, {}).get("source")
+        lines.append(
+            f"| {_code(name)} | {_move(before, after)} | {moved} | {_source(source, changed, removed=after is None)} |"
+        )
+    return ["\n".join(lines)]
+
+
+def raw_rows(plan: Plan, raw: list[Change]) -> list[str]:
+    """Raw references (StacLink, GraphRelationship, SearchAlias, CacheKey) in their own table."""
+    if not raw:
+        return []
+    changed = _changed(plan)
+    lines = [
+        "#### Raw references",
+        "",
+        "| reference | backend | action | value | source |",
+        "|:---|:---|:---|:---|:---|",
+    ]
+    for c in raw:
+        value = " → ".join("(absent)" if v is None else _code(_short(v)) for v in (c.before, c.after))
+        lines.append(
+            f"| {_code(c.address)} | {c.reference.kind} ({_text(c.reference.backend)}) | {c.action.symbol} "
+            f"{c.action.value} | {value} | {_source(c.source, changed, removed=c.action is Action.DELETE)} |"
+        )
+    return ["\n".join(lines)]
+
+
+def diagram(plan: Plan, datasets: dict[str, list[Change]], raw: list[Change]) -> list[str]:
+    """A Mermaid flowchart: each dataset (or raw kind) -> one node per changed reference, before -> after."""
+    edges: list[tuple[str, str, str]] = []  # (parent label, parent id, child label)
+    for i, (name, changes) in enumerate(datasets.items()):
+        versions = _version_ids(plan, name)
+        for c in changes:
+            if not c.action.mutates:
+                continue
+            before, after = (_version(c, value, versions) for value in (c.before, c.after))
+            edges.append((name, f"d{i}", f"{c.action.symbol} {c.reference.kind}: {_arrow(before, after)}"))
+    kinds = {kind: f"k{i}" for i, kind in enumerate(sorted({c.address.split(".", 1)[0] for c in raw}))}
+    for c in raw:
+        kind, name = c.address.split(".", 1)
+        edges.append((kind, kinds[kind], f"{c.action.symbol} {name}: {_arrow(_short(c.before), _short(c.after))}"))
+    if not edges:
+        return []
+    lines = ["#### What moves", "", "```mermaid", "flowchart LR"]
+    for n, (parent, parent_id, child) in enumerate(edges[:DIAGRAM_EDGES]):
+        lines.append(f'  {parent_id}["{_mermaid(parent)}"] --> e{n}["{_mermaid(child)}"]')
+    hidden = len(edges) - DIAGRAM_EDGES
+    if hidden > 0:
+        lines.append(f'  more["… and {hidden} more changed references"]')
+    lines.append("```")
+    if hidden > 0:
+        lines += ["", f"_The diagram shows {DIAGRAM_EDGES} of {len(edges)} changed references, and {hidden} more._"]
+    return ["\n".join(lines)]
+
+
+def change_details(change: Change, plan: Plan | None = None) -> str:
+    """One change, collapsed: its address and reason as summary, where it comes from, and a diff fence."""
+    changed = _changed(plan) if plan is not None else []
+    summary = (
+        f"<details><summary>{change.action.symbol} <code>{html.escape(change.address)}</code> "
+        f"— {html.escape(_one_line(change.reason))}</summary>"
+    )
+    where = f"backend {_code(change.reference.backend, table=False)}"
+    if change.source:
+        mark = f" {CHANGED_MARK}" if _changed_file(change.source, changed) else ""
+        where += f" · {_code(change.source, table=False)}{mark}"
+    expected = "absent" if change.before is None else _code(change.precondition, table=False)
+    where += f" · expects {expected}"
+    lines = [summary, "", where, "", "```diff"]
+    for path, before, after in field_changes(change.before, change.after):
+        if _present(before):
+            lines.append(f"- {_one_line(path)}: {_one_line(show(before))}")
+        if _present(after):
+            lines.append(f"+ {_one_line(path)}: {_one_line(show(after))}")
+    lines += ["```", "", "</details>"]
+    return "\n".join(lines)
+
+
+# versions ------------------------------------------------------------------------------------------
+
+
+def dataset_versions(plan: Plan, name: str, changes: list[Change]) -> tuple[str | None, str | None]:
+    """(before, after) version of a dataset's pointer, from its `changes` (no-ops included): read from its
+    cache part, else its graph part (the parts that hold the version itself), else the other parts, else
+    the desired record."""
+    versions = _version_ids(plan, name)
+    every = {c.reference.kind: c for c in changes}
+    for kind in ("cache", "graph", "search", "stac"):
+        if kind in every:
+            c = every[kind]
+            return _version(c, c.before, versions), _version(c, c.after, versions)
+    return None, plan.datasets.get(name, {}).get("version")
+
+
+def _version_ids(plan: Plan, name: str) -> list[str]:
+    return [str(v.get("id")) for v in plan.datasets.get(name, {}).get("versions", []) if isinstance(v, dict)]
+
+
+def _version(change: Change, value: Any, versions: list[str]) -> str | None:
+    """The version a dataset part's value points at, e.g. `v3` from `kfm-landcover-v3`."""
+    if value is None:
+        return None
+    kind = change.reference.kind
+    if kind == "search" and isinstance(value, dict):
+        text = ",".join(str(i) for i in value.get("indices", []))
+    elif kind == "stac" and isinstance(value, dict):
+        text = ",".join(
+            str(t) for fields in value.values() if isinstance(fields, dict) for t in fields.get("child", [])
+        )
+    else:
+        text = str(value)
+    if text in versions:
+        return text
+    rest = text.replace(change.reference.dataset or "\0", " ")
+    found = [v for v in versions if re.search(rf"(?<![A-Za-z0-9.]){re.escape(v)}(?![A-Za-z0-9.])", rest)]
+    return max(found, key=len) if found else _short(value)
+
+
+# grouping ------------------------------------------------------------------------------------------
+
+
+def _groups(plan: Plan) -> tuple[dict[str, list[Change]], list[Change]]:
+    """Every change (no-ops too) of each dataset with a changed reference, sorted by name with parts in a
+    fixed order, and the changed raw references sorted by address."""
+    datasets: dict[str, list[Change]] = defaultdict(list)
+    moved: set[str] = set()
+    raw = []
+    for change in plan.changes:
+        name = change.reference.dataset
+        if name:
+            datasets[name].append(change)
+            if change.action.mutates:
+                moved.add(name)
+        elif change.action.mutates:
+            raw.append(change)
+    rank = {kind: i for i, kind in enumerate(PARTS)}
+    ordered = {
+        name: sorted(datasets[name], key=lambda c: (rank.get(c.reference.kind, len(rank)), c.address))
+        for name in sorted(moved)
+    }
+    return ordered, sorted(raw, key=lambda c: c.address)
+
+
+def _changed(plan: Plan) -> list[str]:
+    """plan.git["changed_documents"] as strings: paths, absolute or relative to the workspace."""
+    return [str(path) for path in plan.git.get("changed_documents") or []]
+
+
+def _relative(path: str, root: str) -> str:
+    return posixpath.relpath(path, root) if root and path.startswith(root.rstrip("/") + "/") else path
+
+
+def _changed_file(source: str | None, changed: Iterable[str]) -> str | None:
+    """The changed document that `source` (`file:line`, or `ref:file:line`) comes from, if any."""
+    if not source:
+        return None
+    file = source.rpartition(":")[0] if source.rpartition(":")[2].isdigit() else source
+    file = _path(file.rpartition(":")[2])  # `--git-ref` sources are `REF:path`
+    for path in changed:
+        other = _path(path)
+        if file == other or file.endswith("/" + other) or other.endswith("/" + file):
+            return path
+    return None
+
+
+def _parts_moved(changes: list[Change]) -> str:
+    """`~ stac, graph on local` style: the parts that change, grouped by action and backend."""
+    groups: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for c in changes:
+        groups[(c.action.symbol, c.reference.backend)].append(c.reference.kind)
+    return "; ".join(f"{symbol} {', '.join(kinds)} on {_code(backend)}" for (symbol, backend), kinds in groups.items())
+
+
+def _path(text: str) -> str:
+    return posixpath.normpath(text.replace("\\", "/")).removeprefix("./")
+
+
+# escaping ------------------------------------------------------------------------------------------
+
+_MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_\[\]~])")
+_MERMAID = str.maketrans({'"': "#34;", "#": "#35;", "<": "#60;", ">": "#62;", "&": "#38;", "`": "#96;"})
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
+def _text(value: str) -> str:
+    """Plain text for a table cell: one line, Markdown punctuation and HTML escaped, pipes escaped."""
+    return html.escape(_MARKDOWN_PUNCTUATION.sub(r"\\\1", _one_line(value)), quote=False).replace("|", "\\|")
+
+
+def _code(value: str, *, table: bool = True) -> str:
+    """An inline code span that survives any backticks in `value` (and pipes, inside a table cell)."""
+    value = _one_line(value)
+    if not value:
+        return "(empty)"
+    run = max((len(r) for r in re.findall(r"`+", value)), default=0)
+    fence = "`" * (run + 1)
+    padded = f" {value} " if value.startswith("`") or value.endswith("`") else value
+    if table:
+        padded = padded.replace("|", "\\|")
+    return f"{fence}{padded}{fence}"
+
+
+def _mermaid(label: str) -> str:
+    """Text for a quoted Mermaid label: quotes, #, HTML and backticks as Mermaid entity codes."""
+    return _one_line(label).replace("\\n", " ").translate(_MERMAID)
+
+
+def _short(value: Any) -> str:
+    if value is None or value is MISSING:
+        return "(absent)"
+    text = value if isinstance(value, str) else canonical_json(value)
+    return text if len(text) <= CELL_CHARS else text[: CELL_CHARS - 1] + "…"
+
+
+def _present(value: Any) -> bool:
+    return value is not MISSING and value is not None
+
+
+def _arrow(before: str | None, after: str | None) -> str:
+    if before == after and before is not None:
+        return f"{before} (unchanged)"
+    return f"{before or '(absent)'} → {after or '(removed)'}"
+
+
+def _move(before: str | None, after: str | None) -> str:
+    if before == after and before is not None:
+        return f"{_code(before)} (pointer unchanged)"
+    shown = [_code(v) if v is not None else text for v, text in ((before, "(absent)"), (after, "(removed)"))]
+    return " → ".join(shown)
+
+
+def _source(source: str | None, changed: list[str], *, removed: bool) -> str:
+    if not source:
+        return "removed from desired state" if removed else ""
+    mark = f" {CHANGED_MARK}" if _changed_file(source, changed) else ""
+    return f"{_code(source)}{mark}"
+
+
+def _decision(policy: dict[str, Any]) -> str:
+    decision = str(policy.get("decision", "allow"))
+    warnings = sum(1 for f in policy.get("findings") or [] if f.get("severity") == "warn")
+    shown = {"allow": "✅ allow", "deny": "❌ deny"}.get(decision, _text(decision))
+    return shown + (f" ({warnings} warning{'s' if warnings != 1 else ''})" if warnings else "")
+
+
+def _commit(git: dict[str, Any]) -> str:
+    commit = git.get("commit")
+    if not commit:
+        return "n/a"
+    shown = f"{git['ref']}@{str(commit)[:12]}" if git.get("ref") else str(commit)[:12]
+    return _code(shown) + (" (dirty)" if git.get("dirty") else "")
+
+
+def _branch(git: dict[str, Any]) -> str:
+    return _code(str(git["branch"])) if git.get("branch") else "n/a"

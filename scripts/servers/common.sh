@@ -7,6 +7,7 @@
 #   KFMOPS_JAVA_HOME      Java 17 home (default: Debian's openjdk-17)
 set -euo pipefail
 
+# shellcheck disable=SC2034  # used by the scripts that source this file
 SERVERS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CACHE_DIR="${KFMOPS_SERVERS_CACHE:-${HOME:-/root}/.cache/kfmops-servers}"
 RUN_DIR="${KFMOPS_SERVERS_RUN:-$CACHE_DIR/run}"
@@ -22,7 +23,10 @@ pid_of() {
   local pid
   [[ -s "$1" ]] || return 1
   pid="$(tr -dc '0-9' <"$1")"
-  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && echo "$pid"
+  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 1
+  # A zombie (exited, not yet reaped) still answers kill -0.
+  [[ "$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1)" != Z ]] || return 1
+  echo "$pid"
 }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -36,10 +40,12 @@ ensure_ports_free() {
   return 0
 }
 
-# wait_for TIMEOUT LOGFILE CHECK_FN
+# wait_for TIMEOUT CHECK_FN LOGFILE...
 #   CHECK_FN returns 0 = healthy, 1 = not yet, 2 = process died (fail fast).
+#   On failure prints the last 50 lines of each LOGFILE and returns 1.
 wait_for() {
-  local timeout="$1" logfile="$2" check="$3" start rc
+  local timeout="$1" check="$2" start rc f
+  shift 2
   start="$(date +%s)"
   while :; do
     rc=0; "$check" || rc=$?
@@ -55,8 +61,11 @@ wait_for() {
     fi
     sleep 1
   done
-  log "last 50 lines of $logfile:"
-  tail -n 50 "$logfile" >&2 2>/dev/null || true
+  for f in "$@"; do
+    [[ -f "$f" ]] || continue
+    log "last 50 lines of $f:"
+    tail -n 50 "$f" >&2 || true
+  done
   return 1
 }
 
@@ -78,6 +87,17 @@ stop_pidfile() {
   rm -f "$pidfile"
 }
 
+# stop_group PGID [TIMEOUT]: TERM a process group, wait, then KILL it.
+stop_group() {
+  local pgid="$1" timeout="${2:-30}" i
+  kill -TERM -- "-$pgid" 2>/dev/null || return 0
+  for (( i = 0; i < timeout; i++ )); do
+    kill -0 -- "-$pgid" 2>/dev/null || return 0
+    sleep 1
+  done
+  kill -KILL -- "-$pgid" 2>/dev/null || true
+}
+
 # apt_install PKG...: install Debian packages (runs apt-get update once per hour).
 apt_install() {
   local stamp="$CACHE_DIR/.apt-updated" added_policy=""
@@ -86,7 +106,8 @@ apt_install() {
   mkdir -p "$CACHE_DIR"
   if [[ -z "$(find "$stamp" -mmin -60 2>/dev/null)" ]]; then
     log "apt-get update"
-    apt-get update -qq >&2
+    apt-get update -q >"$CACHE_DIR/apt.log" 2>&1 \
+      || { tail -n 50 "$CACHE_DIR/apt.log" >&2; die "apt-get update failed"; }
     touch "$stamp"
   fi
   # Never let a package's maintainer script start its own service (e.g. redis on 6379).
@@ -95,11 +116,11 @@ apt_install() {
     chmod 755 /usr/sbin/policy-rc.d
     added_policy=1
   fi
-  log "apt-get install $*"
+  log "apt-get install $* (log: $CACHE_DIR/apt.log)"
   local rc=0
-  apt-get install -y -qq --no-install-recommends "$@" >&2 || rc=$?
+  apt-get install -y -q --no-install-recommends "$@" >"$CACHE_DIR/apt.log" 2>&1 || rc=$?
   [[ -n "$added_policy" ]] && rm -f /usr/sbin/policy-rc.d
-  return "$rc"
+  (( rc == 0 )) || { tail -n 50 "$CACHE_DIR/apt.log" >&2; die "apt-get install $* failed"; }
 }
 
 ensure_java17() {
@@ -108,11 +129,16 @@ ensure_java17() {
 }
 
 # mvn_run ARGS...: Maven on Java 17 with the cached local repository.
+# Output goes to $CACHE_DIR/maven.log; its tail is shown on failure.
 mvn_run() {
   ensure_java17
   command -v mvn >/dev/null || apt_install maven
   mkdir -p "$M2_REPO"
-  JAVA_HOME="$JAVA17_HOME" mvn -B -q -Dmaven.repo.local="$M2_REPO" "$@"
+  if ! JAVA_HOME="$JAVA17_HOME" mvn -B -ntp -Dstyle.color=never \
+      -Dmaven.repo.local="$M2_REPO" "$@" >"$CACHE_DIR/maven.log" 2>&1; then
+    tail -n 50 "$CACHE_DIR/maven.log" >&2
+    die "mvn $* failed (full log: $CACHE_DIR/maven.log)"
+  fi
 }
 
 # main_dispatch "$@": calls do_start / do_stop / do_status defined by the script.
@@ -123,8 +149,9 @@ main_dispatch() {
     restart) "$0" stop && exec "$0" start ;;
     *) echo "usage: $0 {start|stop|status|restart}" >&2; exit 2 ;;
   esac
-  mkdir -p "$RUN_DIR"
-  # Serialise concurrent start/stop of the same server.
+  mkdir -p "$CACHE_DIR" "$RUN_DIR"
+  # Serialise concurrent start/stop of the same server. Daemons must be
+  # launched with 9>&- so that they do not inherit (and hold) this lock.
   exec 9>"$RUN_DIR/.$NAME.lock"
   flock -w 600 9 || die "could not take lock $RUN_DIR/.$NAME.lock"
   "do_$cmd"

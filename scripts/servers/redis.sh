@@ -24,18 +24,19 @@ check() {
 do_start() {
   if pid_of "$PIDFILE" >/dev/null; then
     log "already running (pid $(pid_of "$PIDFILE"))"
-    wait_for "$REDIS_START_TIMEOUT" "$LOGFILE" check
+    wait_for "$REDIS_START_TIMEOUT" check "$LOGFILE"
     return
   fi
-  command -v redis-server >/dev/null && command -v redis-cli >/dev/null \
-    || apt_install redis-server
+  if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+    apt_install redis-server
+  fi
   ensure_ports_free "$REDIS_PORT"
   rm -rf "$DIR"; mkdir -p "$DIR"
   log "starting $(redis-server --version | awk '{print $3}') on 127.0.0.1:$REDIS_PORT"
   redis-server --daemonize yes --bind 127.0.0.1 --port "$REDIS_PORT" \
     --pidfile "$PIDFILE" --logfile "$LOGFILE" --dir "$DIR" \
-    --save '' --appendonly no --protected-mode yes
-  wait_for "$REDIS_START_TIMEOUT" "$LOGFILE" check
+    --save '' --appendonly no --protected-mode yes 9>&-
+  wait_for "$REDIS_START_TIMEOUT" check "$LOGFILE"
 }
 
 do_stop() { stop_pidfile "$PIDFILE" 30; }

@@ -1,0 +1,186 @@
+"""Shared fixtures: small generated workspaces and the real `kfmops` console script run in a subprocess."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # benchmarks/ is not an installed package; it is importable from the checkout
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.generate import generate  # noqa: E402
+
+KFMOPS = Path(sys.executable).parent / "kfmops"
+CliResult = tuple[int, str, str]
+
+
+@pytest.fixture
+def make_workspace(tmp_path: Path) -> Callable[..., Path]:
+    """`make_workspace(n=5, versions=3)`: a fresh, valid workspace of n datasets under tmp_path."""
+    numbers = itertools.count()
+
+    def make(n: int = 5, versions: int = 3, seed: int = 1854) -> Path:
+        out = tmp_path / f"ws{next(numbers)}"
+        generate(out, n, versions, seed)
+        return out
+
+    return make
+
+
+class Cli:
+    """Runs the installed `kfmops` console script with `-C workspace`, as a user or CI would.
+
+    The environment never carries KFMOPS_PLAN_KEY unless a test passes it. Commands run from `cwd`, a
+    scratch folder (never the checkout), where debug logs of unexpected errors land too.
+    """
+
+    def __init__(self, cwd: Path):
+        self.cwd = cwd
+
+    def _start(self, workspace: Path, args: tuple[str, ...], env: dict[str, str] | None) -> subprocess.Popen:
+        environment = {k: v for k, v in os.environ.items() if k != "KFMOPS_PLAN_KEY"}
+        environment.update({"TMPDIR": str(self.cwd), "NO_COLOR": "1", "TERM": "dumb", "COLUMNS": "200"})
+        environment.update(env or {})
+        return subprocess.Popen(
+            [str(KFMOPS), "-C", str(workspace), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=environment,
+            cwd=self.cwd,
+        )
+
+    @staticmethod
+    def _finish(process: subprocess.Popen) -> CliResult:
+        out, err = process.communicate(timeout=120)
+        return process.returncode, out, err
+
+    def __call__(self, workspace: Path, *args: str, env: dict[str, str] | None = None) -> CliResult:
+        """(exit code, stdout, stderr) of `kfmops -C workspace ARGS...`."""
+        return self._finish(self._start(workspace, args, env))
+
+    def concurrently(self, workspace: Path, *commands: tuple[str, ...]) -> list[CliResult]:
+        """Several commands at once, results in order. They must not depend on each other, and at most one
+        may take the workspace lock (apply): concurrent applies are a different test."""
+        return [self._finish(process) for process in [self._start(workspace, args, None) for args in commands]]
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Cli:
+    """`cli(workspace, *args, env={...})` -> (exit code, stdout, stderr) of the real console script."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir(exist_ok=True)
+    return Cli(cwd)
+
+
+# Reading the embedded local backend directly (no kfmops code), to check what apply really did.
+
+
+def local_rows(workspace: Path) -> dict[str, set[tuple[Any, ...]]]:
+    """Every row of the reference tables of the local backend's SQLite file."""
+    database = sqlite3.connect(workspace / "state" / "local" / "references.sqlite")
+    try:
+        return {
+            "relationships": set(database.execute("SELECT * FROM relationships")),
+            "aliases": set(database.execute("SELECT * FROM aliases")),
+            "kv": set(database.execute("SELECT * FROM kv")),
+        }
+    finally:
+        database.close()
+
+
+def execute_sql(workspace: Path, statement: str, parameters: tuple[Any, ...] = ()) -> None:
+    database = sqlite3.connect(workspace / "state" / "local" / "references.sqlite")
+    try:
+        with database:
+            database.execute(statement, parameters)
+    finally:
+        database.close()
+
+
+def stac_document(workspace: Path, path: str) -> dict[str, Any]:
+    return json.loads((workspace / "state" / "local" / "stac" / path).read_text(encoding="utf-8"))
+
+
+def stac_links(workspace: Path, path: str, rel: str) -> list[str]:
+    """hrefs of the links of `rel` in one document of the local backend's STAC folder."""
+    return sorted(link["href"] for link in stac_document(workspace, path).get("links", []) if link["rel"] == rel)
+
+
+# Fixtures of the safe-apply suites (WAL, lock, recover, rollback).
+
+
+@pytest.fixture(scope="module")
+def module_cli(tmp_path_factory: pytest.TempPathFactory) -> Cli:
+    """`cli` shared by the tests of one module, for workspaces that a module builds once and copies."""
+    return Cli(tmp_path_factory.mktemp("cwd"))
+
+
+@pytest.fixture
+def cli_process(cli: Cli) -> Callable[..., subprocess.Popen]:
+    """`cli_process(workspace, *args, env={...})`: the console script started in the background, to signal it.
+
+    Collect it with `process.communicate()`; stdout and stderr are text pipes.
+    """
+
+    def start(workspace: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+        return cli._start(workspace, args, env)
+
+    return start
+
+
+@pytest.fixture(scope="session")
+def live_snapshot() -> Callable[[Path], dict[str, Any]]:
+    """`live_snapshot(workspace)`: what the local backend holds, read directly (no kfmops code).
+
+    The rows of its reference tables (as `local_rows`) plus every JSON document of its STAC folder,
+    parsed, under "stac" by path relative to the catalog root. Equal snapshots mean equal references.
+    """
+
+    def snapshot(workspace: Path) -> dict[str, Any]:
+        root = workspace / "state" / "local" / "stac"
+        documents = {
+            path.relative_to(root).as_posix(): json.loads(path.read_text(encoding="utf-8"))
+            for path in sorted(root.rglob("*.json"))
+        }
+        return {**local_rows(workspace), "stac": documents}
+
+    return snapshot
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The URL of a real Redis server from KFMOPS_TEST_REDIS_URL (e.g. redis://127.0.0.1:6379/0).
+
+    Skips when it is unset or nothing answers there; fails instead when KFMOPS_REQUIRE_SERVERS=1 (CI).
+    """
+    import redis
+
+    url = os.environ.get("KFMOPS_TEST_REDIS_URL")
+    problem = None
+    if not url:
+        problem = (
+            "KFMOPS_TEST_REDIS_URL is not set; run 'scripts/servers/redis.sh start' and "
+            "export KFMOPS_TEST_REDIS_URL=redis://127.0.0.1:6379/0"
+        )
+    else:
+        try:
+            redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2).ping()
+        except (redis.RedisError, ValueError) as exc:
+            problem = f"no Redis answers at KFMOPS_TEST_REDIS_URL={url}: {exc}"
+    if problem is not None:
+        if os.environ.get("KFMOPS_REQUIRE_SERVERS") == "1":
+            pytest.fail(f"{problem} (KFMOPS_REQUIRE_SERVERS=1: servers are required, not skipped)", pytrace=False)
+        pytest.skip(problem)
+    return url

@@ -1,0 +1,685 @@
+"""Policy as code: the default Rego policies over plan documents, and failing closed.
+
+Pure tests on plan dicts (the shape of `kfmops show PLAN --format json`): each default rule, broken,
+denies with its rule id and the dataset's address; fixed, allows. Any error in the policy set denies.
+The Kansas example's real plan passes. When `opa` or `conftest` is on PATH, the same policy files run
+under them unchanged and reach the same findings.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+from regopy import Interpreter
+
+from kfmops.governance.policy import (
+    DEFAULT_POLICY_DIR,
+    LOAD_ERROR,
+    Finding,
+    PolicyResult,
+    evaluate,
+    load_policies,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+POLICIES = load_policies(DEFAULT_POLICY_DIR, [])
+TODAY = "2026-06-01"
+SETTINGS = {"today": TODAY}
+KINDS = ("stac", "graph", "search", "cache")
+
+
+# Plans as data ------------------------------------------------------------------------------------
+
+
+def record(name: str, **care: Any) -> dict[str, Any]:
+    """The desired record of an open dataset pointing at v2 (with provenance); `care` overrides CARE keys."""
+    target = {"id": "v2", "provenance": {"source": f"survey of {name}", "activity": "derive"}}
+    return {
+        "address": f"dataset.{name}",
+        "source": "desired/datasets.yaml:1",
+        "title": name,
+        "version": "v2",
+        "versions": [{"id": "v1", "provenance": {"source": "older survey"}}, target],
+        "target": target,
+        "care": {"label": "open", "sovereignty": "none", "visibility": "public", "review": "approved", **care},
+    }
+
+
+def change(name: str, kind: str, action: str = "update") -> dict[str, Any]:
+    before = None if action == "create" else f"{name}@v1"
+    after = None if action == "delete" else f"{name}@v2"
+    return {
+        "address": f"dataset.{name}.{kind}",
+        "kind": kind,
+        "backend": "local",
+        "dataset": name,
+        "locator": {},
+        "action": action,
+        "before": before,
+        "after": after,
+        "reason": "test",
+        "source": "desired/datasets.yaml:1",
+        "precondition": "sha256:0123456789abcdef",
+    }
+
+
+def plan_of(records: list[dict[str, Any]], changes: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A plan over `records`; by default each dataset is promoted on all four kinds (updates)."""
+    if changes is None:
+        changes = [change(r["title"], kind) for r in records for kind in KINDS]
+    return {
+        "format_version": 1,
+        "plan_id": "plan-20260601T000000Z-abcdef",
+        "operation": "apply",
+        "changes": changes,
+        "datasets": {r["title"]: r for r in records},
+        "policy": {"decision": "allow", "findings": []},
+    }
+
+
+def denials(result: PolicyResult) -> set[tuple[str, str | None]]:
+    return {(f.rule, f.address) for f in result.findings if f.severity == "deny"}
+
+
+def only(result: PolicyResult, rule: str, address: str | None) -> Finding:
+    """The result denies with exactly one finding, of `rule` about `address`; returns it."""
+    assert result.decision == "deny", result
+    assert denials(result) == {(rule, address)}, result
+    return next(f for f in result.findings if f.rule == rule)
+
+
+def check(plan: dict[str, Any], settings: dict[str, Any] | None = None) -> PolicyResult:
+    return evaluate(plan, POLICIES, SETTINGS if settings is None else settings)
+
+
+# A clean plan ----------------------------------------------------------------------------------------
+
+
+def test_a_plan_that_breaks_no_rule_is_allowed():
+    result = check(plan_of([record("landcover"), record("soils", label="attribution")]))
+    assert result == PolicyResult("allow", ())
+    assert result.to_dict() == {"decision": "allow", "findings": []}
+
+
+def test_the_result_is_the_plan_files_policy_member():
+    schema = json.loads((ROOT / "schemas" / "plan.schema.json").read_text())["properties"]["policy"]
+    result = check(plan_of([record("landcover", label="")]))
+    jsonschema.validate(result.to_dict(), schema)
+    finding = result.to_dict()["findings"][0]
+    assert set(finding) == {"rule", "address", "message", "fix", "severity"}
+
+
+# 1. CARE label and sovereignty status ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("care", "rule"),
+    [
+        ({"label": None}, "care.label_required"),
+        ({"label": ""}, "care.label_required"),
+        ({"label": "  "}, "care.label_required"),
+        ({"sovereignty": None}, "care.sovereignty_required"),
+        ({"sovereignty": ""}, "care.sovereignty_required"),
+    ],
+)
+def test_missing_care_metadata_denies(care, rule):
+    broken = record("landcover")
+    for key, value in care.items():
+        if value is None:
+            del broken["care"][key]
+        else:
+            broken["care"][key] = value
+    finding = only(check(plan_of([broken, record("soils")])), rule, "dataset.landcover")
+    assert "landcover" in finding.message
+    assert finding.fix.startswith("add spec.care.")
+
+
+def test_a_dataset_without_any_care_section_denies_on_both():
+    broken = record("landcover")
+    del broken["care"]
+    assert denials(check(plan_of([broken]))) == {
+        ("care.label_required", "dataset.landcover"),
+        ("care.sovereignty_required", "dataset.landcover"),
+    }
+
+
+def test_care_is_required_even_when_the_plan_only_deletes():
+    broken = record("landcover")
+    del broken["care"]["label"]
+    plan = plan_of([broken], [change("landcover", "search", "delete")])
+    only(check(plan), "care.label_required", "dataset.landcover")
+
+
+def test_a_moving_change_for_a_dataset_the_plan_has_no_record_of_denies():
+    plan = plan_of([record("soils")], [change("soils", "graph"), change("ghost", "graph"), change("ghost", "cache")])
+    assert denials(check(plan)) == {
+        ("care.label_required", "dataset.ghost"),
+        ("care.sovereignty_required", "dataset.ghost"),
+        ("provenance.required", "dataset.ghost"),
+    }
+
+
+# 2. Restricted datasets exposed publicly need consent -------------------------------------------------
+
+CONSENT = {"authority": "Kaw Nation", "reference": "KN-DSA-2025-004"}
+
+
+@pytest.mark.parametrize(
+    "care",
+    [
+        {"sovereignty": "sovereign"},
+        {"sovereignty": "restricted"},
+        {"sovereignty": "tribal"},
+        {"label": "restricted"},
+        {"label": "community-use-only"},
+    ],
+)
+def test_a_restricted_dataset_exposed_publicly_without_consent_denies(care):
+    finding = only(check(plan_of([record("kaw", **care)])), "sovereignty.consent_required", "dataset.kaw")
+    assert "dataset.kaw.search, dataset.kaw.stac" in finding.message
+    assert "no consent is recorded" in finding.message
+    assert "spec.care.consent with authority and reference" in finding.fix
+
+
+@pytest.mark.parametrize(
+    ("consent", "problem"),
+    [
+        ({"authority": "", "reference": "KN-1"}, "authority is empty"),
+        ({"reference": "KN-1"}, "authority is empty"),
+        ({"authority": "Kaw Nation", "reference": " "}, "reference is empty"),
+        ({**CONSENT, "expires": "2026-05-31"}, "expired on 2026-05-31"),
+        ({**CONSENT, "expires": "2026-05-31T23:59:59Z"}, "expired on 2026-05-31"),
+        ({**CONSENT, "expires": "next spring"}, "is not a date"),
+        ({**CONSENT, "expires": None}, "is not a date"),
+    ],
+)
+def test_an_incomplete_or_expired_consent_is_no_consent(consent, problem):
+    plan = plan_of([record("kaw", sovereignty="sovereign", consent=consent)])
+    assert problem in only(check(plan), "sovereignty.consent_required", "dataset.kaw").message
+
+
+def test_a_recorded_unexpired_consent_allows_public_exposure():
+    for consent in (CONSENT, {**CONSENT, "expires": TODAY}, {**CONSENT, "expires": "2099-01-01"}):
+        plan = plan_of([record("kaw", sovereignty="sovereign", label="restricted", consent=consent)])
+        assert check(plan).decision == "allow", consent
+
+
+def test_unset_visibility_counts_as_public():
+    broken = record("kaw", sovereignty="sovereign")
+    del broken["care"]["visibility"]
+    only(check(plan_of([broken])), "sovereignty.consent_required", "dataset.kaw")
+
+
+def test_an_internal_restricted_dataset_needs_no_consent():
+    assert check(plan_of([record("kaw", sovereignty="sovereign", visibility="internal")])).decision == "allow"
+
+
+def test_only_the_catalog_and_search_alias_expose():
+    restricted = record("kaw", sovereignty="sovereign")
+    internal_only = [change("kaw", "graph"), change("kaw", "cache", "create")]
+    assert check(plan_of([restricted], internal_only)).decision == "allow"
+    finding = only(
+        check(plan_of([restricted], [change("kaw", "stac", "create")])), "sovereignty.consent_required", "dataset.kaw"
+    )
+    assert "dataset.kaw.stac would expose it" in finding.message
+
+
+def test_deleting_a_restricted_datasets_public_alias_is_fine():
+    plan = plan_of(
+        [record("kaw", sovereignty="sovereign")], [change("kaw", "search", "delete"), change("kaw", "stac", "no-op")]
+    )
+    assert check(plan).decision == "allow"
+
+
+def test_restricted_statuses_and_labels_are_settings():
+    plan = plan_of([record("treaty", sovereignty="tribal")])
+    assert check(plan).decision == "deny"
+    settings = {**SETTINGS, "restricted_sovereignty": ["sovereign", "restricted"]}
+    assert check(plan, settings).decision == "allow"
+
+
+def test_a_consent_about_to_expire_warns_without_blocking():
+    plan = plan_of([record("kaw", sovereignty="sovereign", consent={**CONSENT, "expires": "2026-06-20"})])
+    result = check(plan)
+    assert result.decision == "allow"
+    assert [(f.rule, f.address, f.severity) for f in result.findings] == [
+        ("care.consent_expiring", "dataset.kaw", "warn")
+    ]
+    assert "expires on 2026-06-20" in result.findings[0].message
+    assert check(plan, {**SETTINGS, "consent_warn_days": 7}).findings == ()
+
+
+def test_consent_expiry_is_judged_against_the_current_date_by_default():
+    plan = plan_of([record("kaw", sovereignty="sovereign", consent={**CONSENT, "expires": "2001-01-01"})])
+    only(evaluate(plan, POLICIES, {}), "sovereignty.consent_required", "dataset.kaw")
+
+
+# 3. Heritage masking -----------------------------------------------------------------------------------
+
+MASKED = {"method": "h3", "resolution": 8, "coordinates_removed": True}
+
+
+def heritage(masking: dict[str, Any] | None) -> dict[str, Any]:
+    site = record("sites", heritage=True)
+    if masking is not None:
+        site["target"]["masking"] = masking
+    return site
+
+
+@pytest.mark.parametrize(
+    ("masking", "problem"),
+    [
+        (None, "records no masking"),
+        ({"method": "none"}, "method none, not h3"),
+        ({"resolution": 8, "coordinates_removed": True}, "method unset, not h3"),
+        ({"method": "h3", "coordinates_removed": True}, "no H3 resolution"),
+        ({**MASKED, "resolution": 6}, "resolution 6, outside 7-9"),
+        ({**MASKED, "resolution": 10}, "resolution 10, outside 7-9"),
+        ({**MASKED, "coordinates_removed": False}, "coordinates_removed: true"),
+        ({"method": "h3", "resolution": 8}, "coordinates_removed: true"),
+    ],
+)
+def test_a_heritage_dataset_pointing_at_an_unmasked_version_denies(masking, problem):
+    finding = only(check(plan_of([heritage(masking)])), "heritage.masking_required", "dataset.sites")
+    assert problem in finding.message
+    assert "masking {method: h3, resolution: 7-9, coordinates_removed: true}" in finding.fix
+
+
+@pytest.mark.parametrize("resolution", [7, 8, 9])
+def test_a_heritage_dataset_pointing_at_a_masked_version_is_allowed(resolution):
+    assert check(plan_of([heritage({**MASKED, "resolution": resolution})])).decision == "allow"
+
+
+def test_the_h3_band_is_a_setting():
+    plan = plan_of([heritage({**MASKED, "resolution": 6})])
+    assert check(plan, {**SETTINGS, "h3_resolution": {"min": 5}}).decision == "allow"
+    finding = only(
+        check(plan_of([heritage(MASKED)]), {**SETTINGS, "h3_resolution": {"max": 7}}),
+        "heritage.masking_required",
+        "dataset.sites",
+    )
+    assert "outside 7-7" in finding.message
+
+
+def test_masking_is_checked_only_when_the_pointer_moves():
+    plan = plan_of([heritage(None)], [change("sites", kind, "delete") for kind in KINDS])
+    assert check(plan).decision == "allow"
+
+
+# 4. Provenance of the target version --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "target",
+    [{"id": "v2"}, {"id": "v2", "provenance": {}}, {"id": "v2", "provenance": {"source": ""}}, None],
+)
+def test_a_target_version_without_provenance_denies(target):
+    broken = record("soils")
+    broken["target"] = target
+    finding = only(check(plan_of([broken])), "provenance.required", "dataset.soils")
+    assert "version v2" in finding.message
+    assert "add provenance {source, activity} to version v2" in finding.fix
+
+
+def test_provenance_is_checked_only_when_the_pointer_moves():
+    broken = record("soils")
+    broken["target"] = {"id": "v2"}
+    assert check(plan_of([broken], [change("soils", "cache", "delete")])).decision == "allow"
+    only(check(plan_of([broken], [change("soils", "cache", "create")])), "provenance.required", "dataset.soils")
+
+
+def test_every_broken_rule_is_reported_at_once():
+    label = record("a")
+    del label["care"]["label"]
+    noprov = record("b")
+    noprov["target"] = {"id": "v2"}
+    plan = plan_of([label, noprov, record("c", sovereignty="sovereign"), heritage(None)])
+    assert denials(check(plan)) == {
+        ("care.label_required", "dataset.a"),
+        ("provenance.required", "dataset.b"),
+        ("sovereignty.consent_required", "dataset.c"),
+        ("heritage.masking_required", "dataset.sites"),
+    }
+
+
+# Failing closed ---------------------------------------------------------------------------------------
+
+
+def errors(result: PolicyResult) -> list[str]:
+    assert result.decision == "deny", result
+    return [f.message for f in result.findings if f.rule == "policy.error"]
+
+
+CLEAN = plan_of([record("landcover")])
+
+
+def test_a_syntax_error_in_any_policy_file_denies_and_names_the_file_and_line():
+    bad = ("policies/bad.rego", "package kfmops\n\nimport rego.v1\n\ndeny contains msg if {\n")
+    messages = errors(evaluate(CLEAN, [*POLICIES, bad], SETTINGS))
+    assert messages
+    assert all(message.startswith("policies/bad.rego:") for message in messages)
+    assert any(message.startswith("policies/bad.rego:5:") for message in messages)
+
+
+def test_a_rego_v0_rule_or_garbage_denies():
+    for text in ("this is not rego", "package kfmops\n\ndeny[msg] {\n  msg := 1\n", ""):
+        assert evaluate(CLEAN, [*POLICIES, ("user.rego", text)], SETTINGS).decision == "deny", text
+
+
+def test_an_evaluation_error_denies():
+    conflict = (
+        "user.rego",
+        'package kfmops\n\nimport rego.v1\n\nlimit := 1\n\nlimit := 2\n\ndeny contains "x" if limit > 5\n',
+    )
+    assert "eval_conflict_error" in errors(evaluate(CLEAN, [*POLICIES, conflict], SETTINGS))[0]
+    division = ("user.rego", "package kfmops\n\nimport rego.v1\n\ndeny contains msg if {\n  msg := 1 / 0\n}\n")
+    assert errors(evaluate(CLEAN, [*POLICIES, division], SETTINGS))
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        "deny contains 5 if true",
+        'deny contains {"message": "no msg key"} if true',
+        'deny contains {"msg": ""} if true',
+        'deny contains {"msg": "x", "fix": 3} if true',
+        'deny contains {"msg": "x", "address": ["a"]} if true',
+        "deny_flag := true",
+    ],
+)
+def test_a_malformed_finding_denies(rule):
+    user = ("user.rego", f"package kfmops\n\nimport rego.v1\n\n{rule}\n")
+    (message,) = errors(evaluate(CLEAN, [*POLICIES, user], SETTINGS))
+    assert "malformed finding" in message or "not a set of findings" in message
+
+
+FINDING_SCHEMA = json.loads((ROOT / "schemas" / "policy-finding.schema.json").read_text())
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        "a message",
+        " ",
+        {"msg": "m"},
+        {"msg": "m", "rule": "org.x", "address": "dataset.a", "fix": "do y", "details": {"n": 1}},
+        {"msg": "m", "address": None},
+        {"msg": " "},
+        {"msg": "m", "rule": 1},
+        {"message": "m"},
+        7,
+        ["m"],
+    ],
+)
+def test_the_finding_schema_says_what_evaluate_accepts(item):
+    user = ("user.rego", f"package kfmops\n\nimport rego.v1\n\ndeny contains {json.dumps(item)} if true\n")
+    result = evaluate(CLEAN, [*POLICIES, user], SETTINGS)
+    accepted = not any(f.rule == "policy.error" for f in result.findings)
+    assert accepted == jsonschema.Draft202012Validator(FINDING_SCHEMA).is_valid(item)
+    assert result.decision == "deny"
+
+
+def test_interpreter_output_that_is_not_json_denies():
+    # rego-cpp quotes a concat result inside sprintf without escaping; whatever it does, never allow.
+    user = (
+        "user.rego",
+        'package kfmops\n\nimport rego.v1\n\ndeny contains sprintf("<%v>", [concat(",", ["a"])]) if true\n',
+    )
+    assert evaluate(CLEAN, [*POLICIES, user], SETTINGS).decision == "deny"
+
+
+def test_an_interpreter_failure_denies(monkeypatch):
+    def broken(self, query):
+        raise RuntimeError("interpreter exploded")
+
+    monkeypatch.setattr(Interpreter, "query", broken)
+    assert "RuntimeError: interpreter exploded" in errors(check(CLEAN))[0]
+
+
+def test_an_empty_policy_set_denies_unless_allowed():
+    result = evaluate(CLEAN, [], SETTINGS)
+    assert denials(result) == {("policy.empty", None)}
+    assert "allow_empty" in result.findings[0].fix
+    assert evaluate(CLEAN, [], {"allow_empty": True}) == PolicyResult("allow", ())
+    assert evaluate(CLEAN, [], {"allow_empty": "yes"}).decision == "deny"
+
+
+def test_policies_without_a_deny_rule_in_the_namespace_count_as_empty():
+    warn_only = [("w.rego", 'package kfmops\n\nimport rego.v1\n\nwarn contains "w" if true\n')]
+    assert denials(evaluate(CLEAN, warn_only, SETTINGS)) == {("policy.empty", None)}
+    elsewhere = [("o.rego", 'package other\n\nimport rego.v1\n\ndeny contains "x" if true\n')]
+    assert denials(evaluate(CLEAN, elsewhere, SETTINGS)) == {("policy.empty", None)}
+
+
+def test_an_unreadable_or_missing_policy_path_denies(tmp_path):
+    loaded = load_policies(DEFAULT_POLICY_DIR, [tmp_path / "missing.rego", tmp_path / "notes.txt"])
+    (tmp_path / "notes.txt").write_text("x")
+    loaded += load_policies(tmp_path / "no-such-dir", [tmp_path / "notes.txt"])
+    assert [name for name, text in loaded if text.startswith(LOAD_ERROR)] == [
+        str(tmp_path / "missing.rego"),
+        str(tmp_path / "notes.txt"),
+        str(tmp_path / "no-such-dir"),
+        str(tmp_path / "notes.txt"),
+    ]
+    messages = errors(evaluate(CLEAN, loaded, SETTINGS))
+    assert any("missing.rego: no such file or folder" in message for message in messages)
+
+
+def test_the_whole_plan_is_one_query(monkeypatch):
+    queries = []
+    original = Interpreter.query
+
+    def counting(self, query):
+        queries.append(query)
+        return original(self, query)
+
+    monkeypatch.setattr(Interpreter, "query", counting)
+    check(plan_of([record(f"d{i}") for i in range(30)]))
+    assert len(queries) == 1
+
+
+# User policies -----------------------------------------------------------------------------------------
+
+USER_POLICY = """\
+package kfmops
+
+import rego.v1
+
+deny contains {"rule": "org.title_required", "address": record.address, "msg": msg, "fix": "add spec.title"} if {
+\tsome name, record in input.datasets
+\trecord.title == name
+\tmsg := sprintf("dataset %v has no title of its own", [name])
+}
+
+warn_review contains msg if {
+\tsome name, record in input.datasets
+\trecord.care.review != "approved"
+\tmsg := sprintf("dataset %v is not CARE-reviewed", [name])
+}
+"""
+
+
+def test_a_user_policy_from_extra_paths_is_evaluated(tmp_path):
+    folder = tmp_path / "org-policies"
+    (folder / "nested").mkdir(parents=True)
+    (folder / "nested" / "org.rego").write_text(USER_POLICY)
+    (folder / "org_test.rego").write_text("package kfmops_test\n\nthis is an OPA unit test file, never loaded\n")
+    policies = load_policies(DEFAULT_POLICY_DIR, [folder])
+    assert [Path(name).name for name, _ in policies][-1] == "org.rego"
+    pending = record("landcover", review="pending")
+    result = evaluate(plan_of([pending]), policies, SETTINGS)
+    assert denials(result) == {("org.title_required", "dataset.landcover")}
+    assert [(f.rule, f.address, f.message, f.fix, f.severity) for f in result.findings if f.severity == "warn"] == [
+        ("warn_review", None, "dataset landcover is not CARE-reviewed", "", "warn")
+    ]
+
+
+def test_policy_files_load_sorted_once_each(tmp_path):
+    (tmp_path / "b.rego").write_text("package kfmops\n")
+    (tmp_path / "a.rego").write_text("package kfmops\n")
+    (tmp_path / "a_test.rego").write_text("package kfmops_test\n")
+    loaded = load_policies(tmp_path, [tmp_path / "a.rego", tmp_path])
+    assert [Path(name).name for name, _ in loaded] == ["a.rego", "b.rego"]
+    assert [Path(name).name for name, _ in POLICIES] == [
+        "care.rego",
+        "heritage.rego",
+        "lib.rego",
+        "provenance.rego",
+        "sovereignty.rego",
+    ]
+
+
+# The shipped example -------------------------------------------------------------------------------------
+
+
+def kansas_plan(cli, tmp_path: Path) -> dict[str, Any]:
+    """The real plan of a fresh copy of examples/kansas, as `kfmops show PLAN --format json` prints it."""
+    workspace = tmp_path / "kansas"
+    shutil.copytree(ROOT / "examples" / "kansas", workspace)
+    code, _, err = cli(workspace, "plan", "--out", str(workspace / "p.json"))
+    assert code in (0, 2), err
+    code, out, err = cli(workspace, "show", str(workspace / "p.json"), "--format", "json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_the_kansas_example_passes_the_default_policies(cli, tmp_path):
+    plan = kansas_plan(cli, tmp_path)
+    assert {"heritage-sites", "kaw-allotments", "treaty-1854"} <= set(plan["datasets"])
+    result = evaluate(plan, POLICIES, SETTINGS)
+    assert result.decision == "allow", result
+    assert denials(result) == set()
+
+
+def test_the_kansas_example_breaks_when_its_care_metadata_does(cli, tmp_path):
+    plan = kansas_plan(cli, tmp_path)
+    broken = copy.deepcopy(plan)
+    del broken["datasets"]["treaty-1854"]["care"]["consent"]
+    broken["datasets"]["heritage-sites"]["target"]["masking"]["coordinates_removed"] = False
+    assert denials(evaluate(broken, POLICIES, SETTINGS)) == {
+        ("sovereignty.consent_required", "dataset.treaty-1854"),
+        ("heritage.masking_required", "dataset.heritage-sites"),
+    }
+
+
+# The same files under opa and conftest ------------------------------------------------------------------
+
+SCENARIOS = {
+    "clean": plan_of([record("landcover"), record("kaw", sovereignty="sovereign", consent=CONSENT)]),
+    "broken": plan_of(
+        [
+            record("a", label=""),
+            record("c", sovereignty="tribal", consent={**CONSENT, "expires": "2020-01-01"}),
+            heritage({**MASKED, "resolution": 10}),
+            {**record("b"), "target": {"id": "v2"}},
+            record("w", sovereignty="sovereign", consent={**CONSENT, "expires": "2026-06-10"}),
+        ]
+    ),
+}
+
+
+def run(*command: str) -> subprocess.CompletedProcess:
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+
+
+def write_inputs(tmp_path: Path, plan: dict[str, Any]) -> tuple[Path, Path]:
+    plan_file, data_file = tmp_path / "plan.json", tmp_path / "settings.json"
+    plan_file.write_text(json.dumps(plan))
+    data_file.write_text(json.dumps({"kfmops": {"config": SETTINGS}}))
+    return plan_file, data_file
+
+
+def as_findings(values: list[Any], severity: str) -> set[tuple[str, str | None, str]]:
+    return {(v["rule"], v["address"], severity) for v in values}
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_opa_eval_reaches_the_same_findings(scenario, tmp_path):
+    opa = shutil.which("opa")
+    if opa is None:
+        pytest.skip("opa is not on PATH (go install github.com/open-policy-agent/opa@latest)")
+    plan_file, data_file = write_inputs(tmp_path, SCENARIOS[scenario])
+    query = '{"deny": data.kfmops.deny, "warn": data.kfmops.warn}'
+    done = run(
+        opa,
+        "eval",
+        "--strict-builtin-errors",
+        "-d",
+        str(DEFAULT_POLICY_DIR),
+        "-d",
+        str(data_file),
+        "-i",
+        str(plan_file),
+        "--format",
+        "raw",
+        query,
+    )
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    expected = {(f.rule, f.address, f.severity) for f in check(SCENARIOS[scenario]).findings}
+    assert as_findings(found["deny"], "deny") | as_findings(found["warn"], "warn") == expected
+    assert bool(found["deny"]) == (scenario == "broken")
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_conftest_reaches_the_same_findings(scenario, tmp_path):
+    conftest = shutil.which("conftest")
+    if conftest is None:
+        pytest.skip("conftest is not on PATH (go install github.com/open-policy-agent/conftest@latest)")
+    plan_file, data_file = write_inputs(tmp_path, SCENARIOS[scenario])
+    done = run(
+        conftest,
+        "test",
+        "--no-color",
+        "--policy",
+        str(DEFAULT_POLICY_DIR),
+        "--namespace",
+        "kfmops",
+        "--data",
+        str(data_file),
+        "--output",
+        "json",
+        str(plan_file),
+    )
+    result = check(SCENARIOS[scenario])
+    assert done.returncode == (1 if result.decision == "deny" else 0), done.stdout + done.stderr
+    (report,) = json.loads(done.stdout)
+    messages = {(item["msg"], "deny") for item in report.get("failures") or []}
+    messages |= {(item["msg"], "warn") for item in report.get("warnings") or []}
+    assert messages == {(f.message, f.severity) for f in result.findings}
+
+
+def test_opa_accepts_the_policies_as_strict_rego_v1():
+    opa = shutil.which("opa")
+    if opa is None:
+        pytest.skip("opa is not on PATH (go install github.com/open-policy-agent/opa@latest)")
+    done = run(opa, "check", "--strict", str(DEFAULT_POLICY_DIR))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+# Docs ---------------------------------------------------------------------------------------------------
+
+
+def test_every_default_rule_is_documented():
+    text = (ROOT / "docs" / "policy.md").read_text()
+    rules = set()
+    for file in DEFAULT_POLICY_DIR.glob("*.rego"):
+        rules |= set(re.findall(r'lib\.finding\("([a-z_.]+)"', file.read_text()))
+    assert rules == {
+        "care.label_required",
+        "care.sovereignty_required",
+        "care.consent_expiring",
+        "sovereignty.consent_required",
+        "heritage.masking_required",
+        "provenance.required",
+    }
+    for rule in sorted(rules | {"policy.error", "policy.empty"}):
+        assert f"`{rule}`" in text, f"docs/policy.md does not document {rule}"

@@ -1,0 +1,410 @@
+"""Crash recovery through the real console script, checked against the local backend read directly.
+
+An apply is killed with SIGKILL (KFMOPS_CRASH_AT) right after each WAL record and right after each batch
+write. `kfmops recover` must then put every reference back at its value before the apply, and
+`kfmops recover --forward` (on a copy of the same crashed workspace) must take every reference to its
+value after it; kfmops' own records (state, history, WAL) must stay readable and agree with the backend.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import random
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from benchmarks.generate import generate, promote
+from kfmops.engine import wal
+
+SEED = 1854
+KINDS = ("stac", "graph", "search", "cache")
+BATCHES = len(KINDS)  # every scenario changes fewer references of a kind than one batch holds
+RECORDS = 2 + 2 * BATCHES  # BEGIN, one INTENT/DONE pair per batch, COMMIT
+CRASH_POINTS = [f"wal:{k}" for k in range(1, RECORDS + 1)] + [f"write:{b}" for b in range(BATCHES)]
+COMMIT_POINT = f"wal:{RECORDS}"
+VERSION_RELS = ("latest-version", "predecessor-version", "successor-version")
+
+
+def succeeded(result: tuple[int, str, str]) -> str:
+    code, out, err = result
+    assert code == 0, (code, out, err)
+    assert "Traceback" not in out + err
+    return out
+
+
+def json_of(cli: Callable, workspace: Path, *args: str) -> Any:
+    return json.loads(succeeded(cli(workspace, *args)))
+
+
+def together(*calls: Callable[[], Any]) -> list[Any]:
+    """Run independent commands (on different workspaces, or read-only) at the same time."""
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return [future.result() for future in [pool.submit(call) for call in calls]]
+
+
+def drop_dataset(workspace: Path, dataset: str) -> None:
+    """Remove one Dataset document from the desired YAML, as a pull request would."""
+    for file in (workspace / "desired").glob("*.yaml"):
+        documents = list(yaml.safe_load_all(file.read_text()))
+        kept = [d for d in documents if d["metadata"]["name"] != dataset]
+        if len(kept) != len(documents):
+            file.write_text(yaml.safe_dump_all(kept, sort_keys=False))
+            return
+    raise AssertionError(f"no document for {dataset}")
+
+
+def resolve(document: str, href: str) -> str:
+    return posixpath.normpath(posixpath.join(posixpath.dirname(document), href))
+
+
+def stac_value(stac: dict[str, Any], dataset: str) -> dict[str, Any] | None:
+    """A dataset's STAC reference as kfmops records it, rebuilt from the parsed documents."""
+    value: dict[str, Any] = {}
+    children = [
+        resolve("catalog.json", link["href"]) for link in stac["catalog.json"]["links"] if link["rel"] == "child"
+    ]
+    if mine := sorted(target for target in children if target.startswith(f"{dataset}/")):
+        value["catalog.json"] = {"child": mine}
+    for path, document in stac.items():
+        if not path.startswith(f"{dataset}/"):
+            continue
+        fields: dict[str, Any] = {}
+        for rel in VERSION_RELS:
+            if targets := sorted(resolve(path, link["href"]) for link in document["links"] if link["rel"] == rel):
+                fields[rel] = targets
+        if document.get("deprecated") is not None:
+            fields["deprecated"] = document["deprecated"]
+        if fields:
+            value[path] = fields
+    return value or None
+
+
+def live_value(live: dict[str, Any], kind: str, dataset: str) -> Any:
+    """A dataset's reference of `kind` as kfmops records it, rebuilt from a live snapshot."""
+    if kind == "stac":
+        return stac_value(live["stac"], dataset)
+    if kind == "graph":
+        return next((row[6] for row in live["relationships"] if row[2:4] == (dataset, "CURRENT_VERSION")), None)
+    if kind == "cache":
+        return dict(live["kv"]).get(f"kfm:dataset:{dataset}:current")
+    rows = [(index, is_write) for alias, index, is_write in live["aliases"] if alias == f"kfm-{dataset}"]
+    if not rows:
+        return None
+    return {"indices": sorted(i for i, _ in rows), "write_index": next((i for i, w in rows if w), None)}
+
+
+def disagreements(listing: dict[str, Any], live: dict[str, Any]) -> list[str]:
+    """Where `kfmops state list --json` and the backend differ: a recorded value that is not live, or a
+    dataset reference that is live but not recorded."""
+    recorded = {r["address"]: r["value"] for r in listing["resources"]}
+    datasets = sorted({path.split("/")[0] for path in live["stac"] if "/" in path})
+    problems = []
+    for dataset, kind in ((d, k) for d in datasets for k in KINDS):
+        address, value = f"dataset.{dataset}.{kind}", live_value(live, kind, dataset)
+        if recorded.get(address) != value:
+            problems.append(f"{address}: state says {recorded.get(address)!r}, backend holds {value!r}")
+    return problems
+
+
+def links_in_any_order(snapshot: dict[str, Any]) -> dict[str, Any]:
+    """The snapshot with each STAC document's links sorted; everything else stays exact.
+
+    Undoing STAC writes puts back the right links but not always in their old place in the array
+    (test_undo_puts_stac_links_back_in_their_old_order): compensated states compare with this.
+    """
+    key = lambda link: json.dumps(link, sort_keys=True)  # noqa: E731
+    stac = {path: {**d, "links": sorted(d.get("links", []), key=key)} for path, d in snapshot["stac"].items()}
+    return {**snapshot, "stac": stac}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A workspace just before an apply (the plan in plan.json) and what an uninterrupted apply leaves."""
+
+    workspace: Path
+    before: dict[str, Any]
+    after: dict[str, Any]
+    managed_before: dict[str, Any]
+    managed_after: dict[str, Any]
+    committed_before: list[str]
+
+
+def managed(cli: Callable, workspace: Path) -> dict[str, Any]:
+    return {r["address"]: r["value"] for r in json_of(cli, workspace, "state", "list", "--json")["resources"]}
+
+
+def committed(entries: list[dict[str, Any]]) -> list[str]:
+    return [e["apply_id"] for e in entries if e["outcome"] == "committed"]
+
+
+def without_fsync(workspace: Path, **settings: int) -> None:
+    """Turn fsync off (and set other `apply:` settings) in a generated workspace's kfmops.yaml.
+
+    fsync guards against power loss, which no test simulates: a SIGKILLed process leaves the page cache,
+    and so every write it made, intact either way (SQLite documents the same for synchronous=OFF). The
+    crash tests therefore kill exactly what they would kill with fsync on, many times faster.
+    """
+    config = workspace / "kfmops.yaml"
+    lines = "".join(f"  {key}: {value}\n" for key, value in {"fsync": "false", **settings}.items())
+    config.write_text(config.read_text() + "apply:\n" + lines)
+
+
+def promote_everything(workspace: Path, cli: Callable) -> dict[str, int]:
+    """3 datasets applied, then every version pointer moved: 12 updates over the four kinds."""
+    generate(workspace, 3, 3, SEED)
+    without_fsync(workspace)
+    succeeded(cli(workspace, "apply", "--auto-approve"))
+    promote(workspace, 1.0, SEED)
+    return {"create": 0, "update": 12, "delete": 0, "no_op": 0}
+
+
+def create_update_delete(workspace: Path, cli: Callable) -> dict[str, int]:
+    """4 datasets, the last not applied yet; then every pointer moved and the third dataset removed."""
+    generate(workspace, 4, 3, SEED)
+    without_fsync(workspace)
+    first = workspace / "first.json"
+    succeeded(cli(workspace, "plan", "--exclude", "dataset.ds-000003", "--out", str(first)))
+    succeeded(cli(workspace, "apply", str(first)))
+    promote(workspace, 1.0, SEED)
+    drop_dataset(workspace, "ds-000002")
+    return {"create": 4, "update": 8, "delete": 4, "no_op": 0}
+
+
+@pytest.fixture(scope="module", params=[promote_everything, create_update_delete], ids=lambda f: f.__name__)
+def scenario(request, module_cli, live_snapshot, tmp_path_factory) -> Scenario:
+    workspace = tmp_path_factory.mktemp(request.param.__name__) / "workspace"
+    summary = request.param(workspace, module_cli)
+    plan = json_of(module_cli, workspace, "plan", "--format", "json", "--out", str(workspace / "plan.json"))
+    assert plan["summary"] == summary
+    assert {c["kind"] for c in plan["changes"]} == set(KINDS)
+
+    uninterrupted = workspace.with_name("uninterrupted")
+    shutil.copytree(workspace, uninterrupted)
+    succeeded(module_cli(uninterrupted, "apply", str(uninterrupted / "plan.json")))
+    apply_id = json_of(module_cli, uninterrupted, "history", "--json")[-1]["apply_id"]
+    records = wal.read_wal(uninterrupted / "state" / "wal" / "archive" / f"{apply_id}.jsonl")
+    assert [r.type for r in records] == ["BEGIN", *["INTENT", "DONE"] * BATCHES, "COMMIT"], "crash points assume this"
+    return Scenario(
+        workspace,
+        live_snapshot(workspace),
+        live_snapshot(uninterrupted),
+        managed(module_cli, workspace),
+        managed(module_cli, uninterrupted),
+        committed(json_of(module_cli, workspace, "history", "--json")),
+    )
+
+
+def assert_records_agree(
+    cli: Callable, workspace: Path, live: dict[str, Any], values: dict[str, Any], apply_id: str, outcome: str
+) -> None:
+    """state list and history say what the backend holds, and the crashed apply is settled once."""
+    listing, entries = together(
+        lambda: json_of(cli, workspace, "state", "list", "--json"),
+        lambda: json_of(cli, workspace, "history", "--json"),
+    )
+    assert {r["address"]: r["value"] for r in listing["resources"]} == values
+    assert disagreements(listing, live) == []
+    assert [e["apply_id"] for e in entries].count(apply_id) == 1
+    assert (entries[-1]["apply_id"], entries[-1]["outcome"]) == (apply_id, outcome)
+    assert entries[-1]["serial"] == listing["serial"]
+    assert not list((workspace / "state" / "wal").glob("*.jsonl")), "no unfinished WAL is left"
+    archived = wal.read_wal(workspace / "state" / "wal" / "archive" / f"{apply_id}.jsonl")
+    assert archived[-1].type == ("COMMIT" if outcome == "committed" else "ABORTED")
+
+
+@pytest.mark.parametrize("crash_at", CRASH_POINTS)
+def test_recover_after_sigkill_restores_or_completes_every_reference(
+    scenario, crash_at, module_cli, live_snapshot, tmp_path
+):
+    cli = module_cli
+    crashed = tmp_path / "crashed"
+    shutil.copytree(scenario.workspace, crashed)
+    code, out, err = cli(crashed, "apply", str(crashed / "plan.json"), env={"KFMOPS_CRASH_AT": crash_at})
+    assert code == -signal.SIGKILL, (code, out, err)
+
+    (unfinished,) = (crashed / "state" / "wal").glob("*.jsonl")
+    records = wal.read_wal(unfinished)
+    if crash_at.startswith("wal:"):
+        assert records[-1].seq == int(crash_at.removeprefix("wal:"))
+    else:
+        assert (records[-1].type, records[-1].fields["batch"]) == ("INTENT", int(crash_at.removeprefix("write:")))
+    apply_id = records[0].fields["apply_id"]
+    at_crash = live_snapshot(crashed)
+    forward = tmp_path / "forward"
+    shutil.copytree(crashed, forward)
+
+    finished = crash_at == COMMIT_POINT
+    if not finished:
+        mutating = ("apply", str(crashed / "plan.json")) if CRASH_POINTS.index(crash_at) % 2 else ("rollback", "--last")
+        code, out, err = cli(crashed, *mutating)
+        assert code == 6, (mutating, code, out, err)
+        assert "kfmops recover" in err
+        assert live_snapshot(crashed) == at_crash, f"a refused {mutating[0]} changed something"
+
+    back, on = together(lambda: cli(crashed, "recover"), lambda: cli(forward, "recover", "--forward"))
+    back_out, on_out = succeeded(back), succeeded(on)
+    if finished:  # COMMIT was durable: the apply happened, and recover only finishes its bookkeeping
+        assert "nothing to recover" in back_out
+        assert live_snapshot(crashed) == scenario.after
+        assert_records_agree(cli, crashed, scenario.after, scenario.managed_after, apply_id, "committed")
+    else:
+        assert f"every reference of {apply_id} is back at its value before the apply" in back_out
+        assert links_in_any_order(live_snapshot(crashed)) == links_in_any_order(scenario.before)
+        assert_records_agree(cli, crashed, scenario.before, scenario.managed_before, apply_id, "aborted")
+        assert committed(json_of(cli, crashed, "history", "--json")) == scenario.committed_before
+        assert f"{apply_id} was completed as planned" in on_out
+    assert live_snapshot(forward) == scenario.after
+    assert_records_agree(cli, forward, scenario.after, scenario.managed_after, apply_id, "committed")
+
+
+def test_a_crash_inside_recover_is_recovered_by_running_recover_again(make_workspace, cli, live_snapshot):
+    workspace = make_workspace(n=3)
+    succeeded(cli(workspace, "apply", "--auto-approve"))
+    promote(workspace, 1.0, SEED)
+    plan = workspace / "plan.json"
+    succeeded(cli(workspace, "plan", "--out", str(plan)))
+    before = live_snapshot(workspace)
+    assert cli(workspace, "apply", str(plan), env={"KFMOPS_CRASH_AT": "wal:8"})[0] == -signal.SIGKILL
+
+    # recover appends FAILED (9), then COMPENSATE/COMPENSATED per batch, newest first: die once it has
+    # restored the second batch (2) but not yet logged COMPENSATED for it
+    code, out, err = cli(workspace, "recover", env={"KFMOPS_CRASH_AT": "write:2"})
+    assert code == -signal.SIGKILL, (code, out, err)
+    (unfinished,) = (workspace / "state" / "wal").glob("*.jsonl")
+    assert [r.type for r in wal.read_wal(unfinished)][8:] == ["FAILED", "COMPENSATE", "COMPENSATED", "COMPENSATE"]
+
+    code, out, err = cli(workspace, "recover", "--forward")
+    assert code == 5, (code, out, err)
+    assert "already started undoing itself" in err
+    succeeded(cli(workspace, "recover"))
+    assert links_in_any_order(live_snapshot(workspace)) == links_in_any_order(before)
+
+
+@pytest.mark.xfail(
+    reason="BUG: providers/stac.py StacDocument.set_links drops a replaced link and inserts the new one after the "
+    "last link of its rel (or at the end of the array), so undoing a write restores the right links in another "
+    "order and the STAC files are not parsed-JSON equal to what they were",
+    strict=True,
+)
+def test_undo_puts_stac_links_back_in_their_old_order(make_workspace, cli, live_snapshot):
+    workspace = make_workspace(n=3)
+    succeeded(cli(workspace, "apply", "--auto-approve"))
+    promote(workspace, 1.0, SEED)
+    plan = workspace / "plan.json"
+    succeeded(cli(workspace, "plan", "--out", str(plan)))
+    before = live_snapshot(workspace)
+    assert cli(workspace, "apply", str(plan), env={"KFMOPS_CRASH_AT": "write:0"})[0] == -signal.SIGKILL
+
+    succeeded(cli(workspace, "recover"))
+    restored = live_snapshot(workspace)
+    assert links_in_any_order(restored) == links_in_any_order(before)
+    assert restored["stac"] == before["stac"]
+
+
+def test_an_apply_settled_again_after_a_crash_in_its_bookkeeping_is_listed_once(make_workspace, cli):
+    workspace = make_workspace(n=2)
+    succeeded(cli(workspace, "apply", "--auto-approve"))
+    (entry,) = json_of(cli, workspace, "history", "--json")
+    state = json.loads((workspace / "state" / "state.json").read_text())
+
+    # where a crash after the history record was written but before its index line leaves an apply:
+    # state saved, record written, index line missing, WAL not yet archived
+    (workspace / "state" / "history.jsonl").write_text("")
+    archived = workspace / "state" / "wal" / "archive" / f"{entry['apply_id']}.jsonl"
+    shutil.move(archived, workspace / "state" / "wal" / archived.name)
+
+    assert "nothing to recover" in succeeded(cli(workspace, "recover"))
+    (settled,) = json_of(cli, workspace, "history", "--json")
+    assert {k: settled[k] for k in ("apply_id", "outcome", "serial")} == {
+        "apply_id": entry["apply_id"],
+        "outcome": "committed",
+        "serial": state["serial"],
+    }
+    assert json.loads((workspace / "state" / "state.json").read_text()) == state, "settling twice changes no state"
+    assert "Rollback complete!" in succeeded(cli(workspace, "rollback", "--last"))
+
+
+# Random-time kills of a large apply ------------------------------------------------------------------
+
+
+def new_wal(process: subprocess.Popen, folder: Path) -> Path | None:
+    """The WAL file an apply creates, once it exists; None if the process ended first."""
+    while process.poll() is None:
+        if found := sorted(folder.glob("*.jsonl")):
+            return found[0]
+        time.sleep(0.002)
+    return None
+
+
+def wal_grew(process: subprocess.Popen, path: Path) -> bool:
+    """Wait until a recover appends its first record to `path` (False if the process ended first)."""
+    size = path.stat().st_size
+    while process.poll() is None:
+        if not path.exists() or path.stat().st_size > size:
+            return path.exists()
+        time.sleep(0.002)
+    return False
+
+
+def kill(process: subprocess.Popen) -> bool:
+    """SIGKILL the process if it still runs; True when the kill landed."""
+    landed = process.poll() is None
+    if landed:
+        process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=60)
+    return landed
+
+
+@pytest.mark.slow
+def test_random_sigkills_of_a_2000_reference_apply_and_its_recovery_leave_every_reference_as_before(
+    make_workspace, cli, cli_process, live_snapshot
+):
+    workspace = make_workspace(n=500)
+    without_fsync(workspace, batch_size=100)
+    wal_dir = workspace / "state" / "wal"
+
+    first = cli_process(workspace, "apply", "--auto-approve")
+    assert new_wal(first, wal_dir) is not None
+    started = time.monotonic()
+    out, err = first.communicate(timeout=120)
+    assert first.returncode == 0, (out, err)
+    window = time.monotonic() - started  # how long 2,000 references take once the WAL exists, on this machine
+
+    promote(workspace, 1.0, SEED)
+    plan = workspace / "plan.json"
+    changes = json_of(cli, workspace, "plan", "--format", "json", "--out", str(plan))["summary"]
+    assert changes["update"] >= 2000
+    before, managed_before = live_snapshot(workspace), managed(cli, workspace)
+
+    rng = random.Random(SEED)
+    landed = []
+    for attempt in range(3):
+        process = cli_process(workspace, "apply", str(plan))
+        path = new_wal(process, wal_dir)
+        assert path is not None, process.communicate()
+        time.sleep(rng.uniform(0.0, 0.6) * window)
+        landed.append(kill(process))
+        assert landed[-1], "the apply finished before it could be killed"
+        if attempt < 2:  # then kill the first recover too, while it undoes the batches
+            process = cli_process(workspace, "recover")
+            if wal_grew(process, path):
+                time.sleep(rng.uniform(0.0, 0.5) * window)
+            landed.append(kill(process))
+        assert "is back at its value before the apply" in succeeded(cli(workspace, "recover"))
+        assert links_in_any_order(live_snapshot(workspace)) == links_in_any_order(before), f"after round {attempt}"
+
+    assert 3 <= sum(landed) <= 5
+    assert managed(cli, workspace) == managed_before
+    assert "Apply complete!" in succeeded(cli(workspace, "apply", str(plan))), "the plan still applies after all that"
+    assert cli(workspace, "plan", "--detailed-exitcode")[0] == 0
