@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -20,6 +22,7 @@ from kfmops.engine.history import History
 from kfmops.engine.planner import PlanRequest, load_desired
 from kfmops.engine.state import StateStore
 from kfmops.errors import ExitCode, KfmopsError
+from kfmops.governance.ledger import Ledger, ledger_path
 from kfmops.plans import planfile
 from kfmops.providers.stac_check import check_catalog
 from kfmops.workspace import Workspace, load_workspace
@@ -44,6 +47,10 @@ catalog_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(catalog_app, name="catalog")
+ledger_app = typer.Typer(
+    help="Show or verify the governance ledger.\n\nExample: kfmops ledger verify", no_args_is_help=True
+)
+app.add_typer(ledger_app, name="ledger")
 app.add_typer(state_app, name="state")
 app.add_typer(lock_app, name="lock")
 stdout = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
@@ -57,6 +64,19 @@ class OutputFormat(StrEnum):
 
 def current_workspace() -> Workspace:
     return load_workspace(Path.cwd())
+
+
+@contextmanager
+def open_engine(command: str, *, progress: bool = False) -> Iterator[Engine]:
+    """An engine for one command: its span, its telemetry, and its warnings printed at the end."""
+    engine = Engine(current_workspace(), command=command, progress=views.progress_printer() if progress else None)
+    try:
+        with engine.governance.span(f"kfmops.{command}"):
+            yield engine
+    finally:
+        engine.close()
+        for warning in engine.warnings:
+            stderr.print(f"Warning: {warning}", style="yellow")
 
 
 def _version(value: bool) -> None:
@@ -126,13 +146,16 @@ def plan(
     Example: kfmops plan --out plan.json --format markdown --detailed-exitcode
     """
     workspace = current_workspace()
-    with Engine(workspace) as engine:
+    with open_engine("plan") as engine:
         result = engine.plan(PlanRequest(list(target), list(exclude), git_ref, refresh_only, base))
     path = out or workspace.plans_dir / f"{result.plan_id}.json"
     planfile.write(result, path)
     views.print_plan(result, output_format, stdout)
     if output_format == "text":
         stderr.print(f"Saved plan to {path}. Apply it with: kfmops apply {path}")
+    if result.policy.get("decision") != "allow":
+        stderr.print("Policy denies this plan (see the findings above); it cannot be applied.", style="red")
+        return int(ExitCode.POLICY_DENIED)
     if detailed_exitcode and (result.has_changes() or (refresh_only and result.drift)):
         return int(ExitCode.CHANGES)
     return 0
@@ -144,7 +167,7 @@ def drift(output_format: Annotated[OutputFormat, Format] = OutputFormat.text) ->
 
     Example: kfmops drift --format markdown
     """
-    with Engine(current_workspace()) as engine:
+    with open_engine("drift") as engine:
         result = engine.plan(PlanRequest(refresh_only=True))
     views.print_plan(result, output_format, stdout)
     return int(ExitCode.CHANGES) if result.drift else 0
@@ -187,8 +210,7 @@ def apply(
 
     Example: kfmops apply plans/plan-20261126T120000Z-ab12cd.json
     """
-    workspace = current_workspace()
-    with Engine(workspace, progress=views.progress_printer()) as engine:
+    with open_engine("apply", progress=True) as engine:
         if plan_file is None:
             chosen = engine.plan(PlanRequest())
             views.print_plan(chosen, "text", stdout)
@@ -216,7 +238,7 @@ def rollback(
     """
     if bool(apply_id) == last:
         raise KfmopsError("give exactly one of APPLY_ID or --last")
-    with Engine(current_workspace(), progress=views.progress_printer()) as engine:
+    with open_engine("rollback", progress=True) as engine:
         result = engine.rollback(apply_id, lock_timeout=lock_timeout)
     views.print_apply(result, stdout)
     return 0
@@ -233,7 +255,7 @@ def recover(
 
     Example: kfmops recover --forward
     """
-    with Engine(current_workspace(), progress=views.progress_printer()) as engine:
+    with open_engine("recover", progress=True) as engine:
         result = engine.recover(forward=forward, lock_timeout=lock_timeout)
     views.print_recover(result, stdout)
     return 0
@@ -250,11 +272,45 @@ def hotfix(
 
     Example: kfmops hotfix dataset.landcover --set version=v2011 --reason "v2019 tiles corrupt, INC-4411"
     """
-    with Engine(current_workspace(), progress=views.progress_printer()) as engine:
+    with open_engine("hotfix", progress=True) as engine:
         result, patch = engine.hotfix(address, assignment, reason, lock_timeout=lock_timeout)
     views.print_apply(result, stdout)
     stdout.print(f"Make git match: patch -p1 < {patch}  (then commit); until then 'kfmops plan' shows hotfix drift.")
     return 0
+
+
+@ledger_app.command("show")
+def ledger_show(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+    last: Annotated[int, typer.Option("--last", help="Only the newest N entries (0: all).")] = 0,
+) -> None:
+    """Show the governance ledger: one entry per apply, rollback, hotfix and recover.
+
+    Example: kfmops ledger show --last 5
+    """
+    entries = Ledger(ledger_path(*_ledger_location())).entries()
+    views.print_ledger(entries[-last:] if last else entries, as_json, stdout)
+
+
+@ledger_app.command("verify")
+def ledger_verify() -> int:
+    """Check the ledger's hash chain; names every edited, removed, inserted or reordered entry.
+
+    Example: kfmops ledger verify
+    """
+    ledger = Ledger(ledger_path(*_ledger_location()))
+    problems = ledger.verify()
+    for problem in problems:
+        stdout.print(f"ledger {ledger.path}: {problem}")
+    if problems:
+        return int(ExitCode.ERROR)
+    stdout.print(f"Ledger intact: {len(ledger.entries())} entries, hash chain verified ({ledger.path}).")
+    return 0
+
+
+def _ledger_location() -> tuple[Path, dict]:
+    workspace = current_workspace()
+    return workspace.root, workspace.section("ledger")
 
 
 @app.command()
@@ -297,7 +353,7 @@ def catalog_check(
     Example: kfmops catalog check --schemas ../shared/fixtures/stac-schemas
     """
     if root is None:
-        with Engine(current_workspace()) as engine:
+        with open_engine("catalog") as engine:
             root = engine.catalog_root()
     report = check_catalog(root, schemas)
     return views.print_catalog_report(report, root, stdout)
@@ -309,7 +365,7 @@ def lock_status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON
 
     Example: kfmops lock status --json
     """
-    with Engine(current_workspace()) as engine:
+    with open_engine("lock") as engine:
         status = engine.lock.status()
     if as_json:
         stdout.print_json(json.dumps(status.to_dict()))
@@ -323,7 +379,7 @@ def force_unlock(lock_id: Annotated[str, typer.Argument(help="The exact lock id 
 
     Example: kfmops lock force-unlock 5f0c2d1e-...
     """
-    with Engine(current_workspace()) as engine:
+    with open_engine("lock") as engine:
         info = engine.lock.force_unlock(lock_id)
     stdout.print(f"Removed lock {info.id} ({info.who}, pid {info.pid}, {info.operation}).")
 

@@ -169,3 +169,24 @@ def reference_graph(desired: DesiredState, graph_format: str) -> str:
     if graph_format not in {"mermaid", "dot"}:
         raise KfmopsError(f"unknown graph format {graph_format!r}; use mermaid or dot")
     return graph.mermaid(desired) if graph_format == "mermaid" else graph.dot(desired)
+
+
+def print_ledger(entries: list[dict[str, Any]], as_json: bool, console: Console) -> None:
+    if as_json:
+        sys.stdout.write("".join(json.dumps(entry) + "\n" for entry in entries))
+        return
+    table = Table("seq", "time", "op", "apply id", "outcome", "operator", "changes", "reason")
+    for e in entries:
+        changes = e.get("changes", {})
+        counts = " ".join(f"{k}:{len(v) if isinstance(v, list) else v}" for k, v in changes.items())
+        table.add_row(
+            str(e["seq"]),
+            e["time"],
+            e["op_type"],
+            e["apply_id"],
+            e["outcome"],
+            e["operator"],
+            counts,
+            e.get("reason") or "",
+        )
+    console.print(table)

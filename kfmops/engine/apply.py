@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,11 +141,13 @@ class Applier:
         log: wal.WalWriter,
         progress: Progress | None = None,
         guard: Callable[[], None] | None = None,
+        span: Callable[..., AbstractContextManager[Any]] | None = None,
     ):
         self.providers = providers
         self.log = log
         self.progress = progress or (lambda _stage, _n: None)
         self.guard = guard or (lambda: None)
+        self.span = span or (lambda _name, **_attributes: nullcontext())
 
     def _provider(self, batch: Batch) -> Provider:
         return self.providers.get(batch.backend)
@@ -169,24 +172,27 @@ class Applier:
         self.started: dict[int, dict[str, Any]] = {}
         for batch in batches:
             self.guard()
-            provider = self._provider(batch)
-            live = provider.read(batch.references)
-            conflicts = check_preconditions(batch.changes, live)
-            if conflicts:
-                raise StalePlan("live values moved since the plan was made:\n  " + "\n  ".join(conflicts))
-            observed = {c.address: live.get(c.address) for c in batch.changes}
-            self.log.append(
-                wal.INTENT,
-                batch=batch.number,
-                backend=batch.backend,
-                addresses=[c.address for c in batch.changes],
-                observed=observed,
-            )
-            self.started[batch.number] = observed
-            self._write_verified(batch, [(c.reference, c.after) for c in batch.changes])
-            self.log.append(wal.DONE, batch=batch.number)
+            with self.span("kfmops.batch", batch=batch.number, backend=batch.backend, references=len(batch.changes)):
+                self._run_batch(batch)
             self.progress("applied", len(batch.changes))
         return self.started
+
+    def _run_batch(self, batch: Batch) -> None:
+        live = self._provider(batch).read(batch.references)
+        conflicts = check_preconditions(batch.changes, live)
+        if conflicts:
+            raise StalePlan("live values moved since the plan was made:\n  " + "\n  ".join(conflicts))
+        observed = {c.address: live.get(c.address) for c in batch.changes}
+        self.log.append(
+            wal.INTENT,
+            batch=batch.number,
+            backend=batch.backend,
+            addresses=[c.address for c in batch.changes],
+            observed=observed,
+        )
+        self.started[batch.number] = observed
+        self._write_verified(batch, [(c.reference, c.after) for c in batch.changes])
+        self.log.append(wal.DONE, batch=batch.number)
 
     def compensate(self, batches: list[Batch], started: dict[int, dict[str, Any]]) -> list[str]:
         """Restore every started batch, newest first, to its observed before values."""

@@ -28,14 +28,16 @@ from kfmops.engine.apply import (
     plan_batches,
     settle,
 )
-from kfmops.engine.history import History
+from kfmops.engine.history import ApplyRecord, History
 from kfmops.engine.lock import FileLockBackend, Lock, RedisLockBackend
 from kfmops.engine.planner import PlanRequest, make_plan, new_id, now
 from kfmops.engine.refresh import missing_targets, read_live
 from kfmops.engine.state import State, StateStore
 from kfmops.errors import Diagnostic, ExitCode, InputError, KfmopsError, RecoveryRequired, StalePlan
 from kfmops.gitops import repo
-from kfmops.plans.model import Plan, StateRef
+from kfmops.governance.policy import PolicyResult
+from kfmops.governance.record import Governance
+from kfmops.plans.model import Change, Plan, StateRef
 from kfmops.providers.registry import Providers
 from kfmops.workspace import Workspace
 
@@ -52,6 +54,23 @@ class RecoverResult:
     completed: list[str] = field(default_factory=list)
     serial: int | None = None
     message: str = ""
+
+
+def retarget(datasets: dict[str, Any], changes: tuple[Change, ...]) -> dict[str, Any]:
+    """Dataset records as of the version the changes point each dataset at (a rollback moves it back).
+
+    Policy judges the version a pointer moves to; a version missing from the record is judged with no
+    metadata at all, so it cannot pass by accident.
+    """
+    records = {}
+    for name, record in datasets.items():
+        versions = {c.version for c in changes if c.reference.dataset == name and c.version}
+        if len(versions) == 1:
+            version = versions.pop()
+            target = next((v for v in record.get("versions", []) if v.get("id") == version), {"id": version})
+            record = {**record, "version": version, "target": target}
+        records[name] = record
+    return records
 
 
 def open_lock(workspace: Workspace, store: StateStore) -> Lock:
@@ -76,8 +95,17 @@ def open_lock(workspace: Workspace, store: StateStore) -> Lock:
 
 
 class Engine:
-    def __init__(self, workspace: Workspace, *, progress: Progress | None = None, lock: Lock | None = None):
+    def __init__(
+        self,
+        workspace: Workspace,
+        *,
+        command: str = "library",
+        progress: Progress | None = None,
+        lock: Lock | None = None,
+    ):
         self.workspace = workspace
+        self.governance = Governance(workspace, command)
+        self.warnings: list[str] = []
         self.durable = bool(workspace.section("apply").get("fsync", True))
         self.providers = Providers(workspace)
         self.store = StateStore(workspace.state_dir, durable=self.durable)
@@ -88,6 +116,7 @@ class Engine:
 
     def close(self) -> None:
         self.providers.close()
+        self.governance.close()
 
     def __enter__(self) -> Engine:
         return self
@@ -111,7 +140,9 @@ class Engine:
     # plan ---------------------------------------------------------------------------------------
 
     def plan(self, request: PlanRequest) -> Plan:
-        return make_plan(self.workspace, self.providers, request)
+        """The plan, with the policy decision over it (a deny is reported, the plan file still written)."""
+        plan = make_plan(self.workspace, self.providers, request)
+        return replace(plan, policy=self.governance.check(plan).to_dict())
 
     # apply --------------------------------------------------------------------------------------
 
@@ -148,6 +179,7 @@ class Engine:
             )
             if missing:
                 raise InputError([Diagnostic(f"{a} points at a target that does not exist: {m}") for a, m in missing])
+            policy = self.governance.require_allowed(plan, operation)
             if not mutations and all(
                 state.resources.get(c.address) is not None and state.resources[c.address].value == c.after
                 for c in plan.changes
@@ -166,12 +198,13 @@ class Engine:
             log = wal.WalWriter(path, apply_id, durable=self.durable)
             begin = begin_fields(plan, operation, lock_info, reason, rolls_back, state.versions())
             log.append(wal.BEGIN, **begin)
+            self._record(lambda: self.governance.run_started(apply_id, operation, begin["changes"]))
             batches = plan_batches(plan.changes, self.workspace.apply_order, batch_size)
-            applier = Applier(self.providers, log, self.progress, guard=self.lock.check)
+            applier = Applier(self.providers, log, self.progress, guard=self.lock.check, span=self.governance.span)
             try:
                 observed_by_batch = applier.run(batches)
             except BaseException as exc:
-                result = self._abort(log, applier, batches, begin, apply_id, state, exc)
+                result = self._abort(log, applier, batches, begin, apply_id, state, exc, policy)
                 result.seconds = elapsed(started)
                 exit_code = ExitCode.STALE if isinstance(exc, StalePlan) else ExitCode.ERROR
                 raise ApplyFailed(f"{operation} failed and was undone: {result.error}", result, exit_code) from exc
@@ -179,7 +212,7 @@ class Engine:
             log.close()
             observed = {a: v for values in observed_by_batch.values() for a, v in values.items()}
             record = settle(state, begin, observed, apply_id, now(), "committed")
-            self._save(state, record, path)
+            self._finish(state, record, path, begin, policy, log.count)
             return ApplyResult(
                 apply_id,
                 plan.plan_id,
@@ -202,6 +235,7 @@ class Engine:
         apply_id: str,
         state: State,
         error: BaseException,
+        policy: PolicyResult,
     ) -> ApplyResult:
         message = str(error) or type(error).__name__
         log.append(wal.FAILED, error=message)
@@ -216,7 +250,7 @@ class Engine:
         log.append(wal.ABORTED, compensated=restored)
         log.close()
         record = settle(state, begin, {}, apply_id, now(), "aborted", restored)
-        self._save(None, record, log.path)
+        self._finish(None, record, log.path, begin, policy, log.count, message)
         return ApplyResult(
             apply_id,
             begin["plan_id"],
@@ -229,6 +263,43 @@ class Engine:
             error=message,
             wal_records=log.count,
         )
+
+    def _finish(
+        self,
+        state: State | None,
+        record: ApplyRecord,
+        wal_path: Path,
+        begin: dict[str, Any],
+        policy: PolicyResult | None = None,
+        wal_records: int = 0,
+        error: str | None = None,
+    ) -> None:
+        """Persist the outcome (state, history, archived WAL), then the governance record of it."""
+        self._save(state, record, wal_path)
+        self._record(lambda: self.governance.run_finished(record, begin["changes"], policy, wal_records, error))
+        if record.outcome == "committed":
+            self._record(lambda: self.governance.count_broken_links(self._broken_links(begin["changes"])))
+
+    def _record(self, keep: Callable[[], Any]) -> None:
+        """Record keeping never changes an outcome that already happened: its failure is a warning."""
+        try:
+            keep()
+        except Exception as exc:
+            self.warnings.append(f"record keeping failed ({type(exc).__name__}: {exc}); the references are as reported")
+
+    def _broken_links(self, changes: list[dict[str, Any]]) -> int:
+        """Broken relative links in the STAC documents the operation wrote (kfm.ops_broken_links)."""
+        count = 0
+        for backend in {c["backend"] for c in changes if c["kind"] == "stac" and c["action"] != "no-op"}:
+            catalog = self.providers.get(backend, "stac").catalog
+            documents = {
+                slot["document"]
+                for c in changes
+                if c["kind"] == "stac" and c["backend"] == backend
+                for slot in c["locator"]["slots"]
+            }
+            count += sum(len(catalog.broken_links(path)) for path in sorted(documents))
+        return count
 
     def _save(self, state: State | None, record: Any, wal_path: Path) -> None:
         if state is not None:
@@ -312,7 +383,9 @@ class Engine:
             )
             if recorded:
                 record.serial = serial
-            self._save(state if committed and not recorded else None, record, path)
+                self._save(None, record, path)
+            else:
+                self._finish(state if committed else None, record, path, begin, wal_records=len(records))
 
     # rollback -----------------------------------------------------------------------------------
 
@@ -329,7 +402,7 @@ class Engine:
             workspace=str(self.workspace.root),
             state=StateRef(state.lineage, state.serial),
             changes=changes,
-            datasets=record.datasets,
+            datasets=retarget(record.datasets, changes),
             origin={"rolls_back": record.apply_id},
         )
         try:
@@ -409,17 +482,22 @@ class Engine:
             raise StalePlan(
                 "the interrupted apply had already started undoing itself; run 'kfmops recover' without --forward"
             )
+        interrupted = self._interrupted_plan(begin, state)
         if forward:
-            return self._recover_forward(log, applier, begin, changes, intents, done, written, state, path)
+            policy = self._policy_for_forward(log, interrupted)
+            return self._recover_forward(log, applier, begin, changes, intents, done, written, state, path, policy)
+        # Restoring the values from before the apply is never blocked by policy: blocking it would
+        # leave references half-changed. The findings are recorded in the ledger all the same.
+        policy = self.governance.check(interrupted)
         undo = {n: f["observed"] for n, f in intents.items() if n not in restored_already}
         restored = applier.compensate(started_batches, undo)
         log.append(wal.ABORTED, compensated=restored, recovered=True)
         log.close()
         state.serial += 1
         record = settle(state, begin, {}, apply_id, now(), "aborted", restored)
-        record.operation = "recover"
+        record.operation, record.outcome = "recover", "restored"
         record.reason = f"compensated interrupted {begin['operation']} {apply_id}"
-        self._save(state, record, path)
+        self._finish(state, record, path, begin, policy, log.count)
         return RecoverResult(
             apply_id,
             "compensate",
@@ -429,6 +507,26 @@ class Engine:
             serial=state.serial,
             message=f"every reference of {apply_id} is back at its value before the apply",
         )
+
+    def _interrupted_plan(self, begin: dict[str, Any], state: State) -> Plan:
+        """The plan an interrupted apply was running, rebuilt from its BEGIN record (for policy)."""
+        return Plan(
+            plan_id=begin["plan_id"],
+            created_at=begin["time"],
+            operation=begin["operation"],
+            workspace=str(self.workspace.root),
+            state=StateRef(state.lineage, state.serial),
+            changes=tuple(change_from(c) for c in begin["changes"]),
+            datasets=begin.get("datasets", {}),
+            origin=begin.get("origin", {}),
+        )
+
+    def _policy_for_forward(self, log: wal.WalWriter, plan: Plan) -> PolicyResult:
+        try:
+            return self.governance.require_allowed(plan, "recover --forward")
+        except KfmopsError:
+            log.close()
+            raise
 
     def _what_happened(self, batches: list[Batch], intents: dict[int, dict], done: set[int]) -> dict[str, str]:
         """For each announced write: 'written', 'not written' or 'moved' (neither before nor after)."""
@@ -456,6 +554,7 @@ class Engine:
         written: dict[str, str],
         state: State,
         path: Path,
+        policy: PolicyResult,
     ) -> RecoverResult:
         moved = sorted(a for a, what in written.items() if what == "moved")
         if moved:
@@ -491,8 +590,9 @@ class Engine:
         log.append(wal.COMMIT, recovered=True)
         log.close()
         record = settle(state, begin, observed, begin["apply_id"], now(), "committed")
+        record.operation = "recover"
         record.reason = f"completed interrupted {begin['operation']} {begin['apply_id']} forward"
-        self._save(state, record, path)
+        self._finish(state, record, path, begin, policy, log.count)
         return RecoverResult(
             begin["apply_id"],
             "forward",

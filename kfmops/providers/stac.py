@@ -19,6 +19,7 @@ from kfmops.desired.identifiers import stac_path_problem
 from kfmops.engine.files import write_atomic
 from kfmops.errors import BackendError
 from kfmops.providers.base import Provider, Write
+from kfmops.providers.stac_check import broken_links
 from kfmops.references import Reference, normalize
 from kfmops.workspace import BackendConfig, Workspace
 
@@ -185,6 +186,11 @@ class StacCatalog:
         for path, document in sorted(documents.items()):
             if document.changed:
                 write_atomic(self._file(path), document.serialize(), durable=self.durable)
+
+    def broken_links(self, path: str) -> list[str]:
+        """Relative hrefs of document `path` that do not resolve to a file in the catalog."""
+        document = self._load({path}).get(path)
+        return broken_links(path, document.data, self.root) if document else []
 
     def missing_targets(self, items: Sequence[Write]) -> list[tuple[str, str]]:
         missing = []

@@ -48,12 +48,15 @@ def render_plan(plan: Plan, console: Console, *, show_unchanged: bool = False) -
         console.print()
     for drift in plan.drift:
         console.print(Text(f"  ! {drift['address']}: {drift['message']}", style="magenta"))
-    findings = plan.policy.get("findings", [])
-    for finding in findings:
+    for finding in plan.policy.get("findings", []):
+        style = "red" if finding.get("severity", "deny") == "deny" else "yellow"
         console.print(
             Text(
-                f"  policy {finding.get('rule')}: {finding.get('address')}: {finding.get('message')}",
-                style="red" if plan.policy.get("decision") == "deny" else "yellow",
+                f"  policy {finding.get('severity', 'deny')} {finding.get('rule')}: "
+                f"{finding.get('address') or '-'}: {finding.get('message')}",
+                style=style,
             )
         )
+        if finding.get("fix"):
+            console.print(Text(f"      fix: {finding['fix']}", style=style))
     console.print(Text(summary_line(plan), style="bold"))

@@ -1,0 +1,72 @@
+"""Seed the immutable targets of a workspace on real servers, as a data platform would publish them.
+
+    python -m benchmarks.seed --workspace examples/kansas-servers [--data examples/kansas/data]
+
+Copies the data catalog into the stac backend's root, creates the dataset and version nodes in
+Neo4j and one empty index per version in Elasticsearch, by the workspace's conventions. Connection
+settings come from the same environment variables the workspace's backends name. Idempotent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+from kfmops.providers.registry import Providers
+from kfmops.workspace import Workspace, load_workspace
+
+
+def versions_in(catalog: Path) -> list[tuple[str, str]]:
+    """(dataset, version) of every collection or item carrying `kfm:dataset` and `version`."""
+    found = []
+    for file in sorted(catalog.rglob("*.json")):
+        data = json.loads(file.read_text(encoding="utf-8"))
+        fields = data.get("properties", data) if data.get("type") == "Feature" else data
+        if fields.get("kfm:dataset") and fields.get("version"):
+            found.append((fields["kfm:dataset"], fields["version"]))
+    return found
+
+
+def seed(workspace: Workspace, data: Path) -> dict[str, int]:
+    conventions = workspace.conventions
+    pairs = versions_in(data / "catalog")
+    counts = {"versions": len(pairs)}
+    with Providers(workspace) as providers:
+        for kind, backend in workspace.routes.items():
+            provider = providers.get(backend, kind)
+            if kind == "stac" and hasattr(provider, "catalog"):
+                shutil.copytree(data / "catalog", provider.catalog.root, dirs_exist_ok=True)
+            elif kind == "graph" and hasattr(provider, "driver"):
+                rows = [{"dataset": d, "version": conventions.graph_version_id.replace("{dataset}", d)
+                         .replace("{version}", v)} for d, v in pairs]
+                provider.driver.execute_query(
+                    f"UNWIND $rows AS row MERGE (:`{conventions.graph_dataset_label}` "
+                    f"{{`{conventions.graph_key}`: row.dataset}}) "
+                    f"MERGE (:`{conventions.graph_version_label}` {{`{conventions.graph_key}`: row.version}})",
+                    {"rows": rows}, database_=provider.database,
+                )
+                counts["nodes"] = len(rows)
+            elif kind == "search" and hasattr(provider, "client") and type(provider).__name__.startswith("Elastic"):
+                indices = sorted({conventions.search_index.replace("{dataset}", d).replace("{version}", v)
+                                  for d, v in pairs})
+                for index in indices:
+                    if not provider.client.indices.exists(index=index):
+                        provider.client.indices.create(index=index)
+                counts["indices"] = len(indices)
+    return counts
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workspace", type=Path, required=True)
+    parser.add_argument("--data", type=Path, help="data folder with catalog/ (default: ../kansas/data beside it)")
+    args = parser.parse_args(argv)
+    workspace = load_workspace(args.workspace)
+    data = args.data or workspace.root.parent / "kansas" / "data"
+    print(f"seeded {seed(workspace, data)} from {data}")
+
+
+if __name__ == "__main__":
+    main()
