@@ -32,6 +32,7 @@ from kfmops.engine.history import ApplyRecord, History
 from kfmops.engine.lock import FileLockBackend, Lock, RedisLockBackend
 from kfmops.engine.planner import PlanRequest, make_plan, new_id, now
 from kfmops.engine.refresh import missing_targets, read_live
+from kfmops.engine.retry import kill_switch
 from kfmops.engine.state import State, StateStore
 from kfmops.errors import Diagnostic, ExitCode, InputError, KfmopsError, RecoveryRequired, StalePlan
 from kfmops.gitops import repo
@@ -107,12 +108,24 @@ class Engine:
         self.governance = Governance(workspace, command)
         self.warnings: list[str] = []
         self.durable = bool(workspace.section("apply").get("fsync", True))
-        self.providers = Providers(workspace)
+        self.providers = Providers(workspace, on_retry=self._count_retry)
         self.store = StateStore(workspace.state_dir, durable=self.durable)
         self.history = History(workspace.state_dir, durable=self.durable)
         self.wal_dir = workspace.state_dir / "wal"
         self.lock = lock or open_lock(workspace, self.store)
         self.progress = progress
+
+    def _count_retry(self, backend: str, error_class: str) -> None:
+        key = f"{backend}:{error_class}"
+        self.governance.retries[key] = self.governance.retries.get(key, 0) + 1
+
+    def _refuse_if_red(self, operation: str) -> None:
+        reason = kill_switch(self.workspace.section("apply"))
+        if reason:
+            raise KfmopsError(
+                f"red state: every mutation is refused ({reason}); {operation} did nothing. "
+                "Plans still work; clear the kill switch to change references again"
+            )
 
     def close(self) -> None:
         self.providers.close()
@@ -157,6 +170,7 @@ class Engine:
         rolls_back: str | None = None,
     ) -> ApplyResult:
         started = time.monotonic()
+        self._refuse_if_red(operation)
         if operation == "apply":
             self._check_git(plan, allow_dirty)
         with self.lock.held(operation, plan.plan_id, lock_timeout) as lock_info:
@@ -390,6 +404,7 @@ class Engine:
     # rollback -----------------------------------------------------------------------------------
 
     def rollback(self, apply_id: str | None, *, lock_timeout: float = 0) -> ApplyResult:
+        self._refuse_if_red("rollback")
         record = self.history.load(apply_id) if apply_id else self.history.last_committed()
         if record.outcome != "committed":
             raise KfmopsError(f"{record.apply_id} did not commit ({record.outcome}); there is nothing to roll back")
@@ -418,6 +433,7 @@ class Engine:
         self, address: str, assignment: str, reason: str, *, lock_timeout: float = 0
     ) -> tuple[ApplyResult, Path]:
         """Apply one document change outside git through the safe path; returns the result and the git patch."""
+        self._refuse_if_red("hotfix")
         if not reason.strip():
             raise KfmopsError("a hotfix needs --reason: it is recorded in history and the ledger")
         documents, fix = hotfixes.prepare(self.workspace, address, assignment)
@@ -434,6 +450,7 @@ class Engine:
     # recover ------------------------------------------------------------------------------------
 
     def recover(self, *, forward: bool = False, lock_timeout: float = 0) -> RecoverResult:
+        self._refuse_if_red("recover")
         with self.lock.held("recover", None, lock_timeout):
             self._settle_finished()
             pending = wal.unfinished(self.wal_dir)
@@ -495,7 +512,7 @@ class Engine:
         log.close()
         state.serial += 1
         record = settle(state, begin, {}, apply_id, now(), "aborted", restored)
-        record.operation, record.outcome = "recover", "restored"
+        record.operation = "recover"
         record.reason = f"compensated interrupted {begin['operation']} {apply_id}"
         self._finish(state, record, path, begin, policy, log.count)
         return RecoverResult(

@@ -42,7 +42,9 @@ class Provider(ABC):
         ...
 
     def is_retryable(self, error: Exception) -> bool:
-        return isinstance(error, (TimeoutError, ConnectionError))
+        if isinstance(error, BackendError):
+            return error.retryable
+        return isinstance(error, TimeoutError | ConnectionError)
 
     def close(self) -> None:  # noqa: B027 - most providers hold nothing to release
         """Release connections; safe to call twice."""

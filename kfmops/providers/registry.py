@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 
+from kfmops.engine.retry import Resilient, RetrySettings
 from kfmops.errors import Diagnostic, InputError
-from kfmops.providers.base import Provider
 from kfmops.workspace import Workspace
 
 PROVIDER_TYPES = {
@@ -22,11 +22,13 @@ PROVIDER_TYPES = {
 class Providers(AbstractContextManager):
     """The live providers of one command run, opened lazily and closed together."""
 
-    def __init__(self, workspace: Workspace):
+    def __init__(self, workspace: Workspace, on_retry: Callable[[str, str], None] | None = None):
         self.workspace = workspace
-        self.opened: dict[str, Provider] = {}
+        self.opened: dict[str, Resilient] = {}
+        self.retry = RetrySettings.from_config(workspace.section("retry"))
+        self.on_retry = on_retry or (lambda _backend, _error_class: None)
 
-    def get(self, backend: str, kind: str | None = None) -> Provider:
+    def get(self, backend: str, kind: str | None = None) -> Resilient:
         if backend not in self.opened:
             config = self.workspace.backends.get(backend)
             if config is None:
@@ -35,7 +37,7 @@ class Providers(AbstractContextManager):
                 )
             module_name, class_name = PROVIDER_TYPES[config.type].split(":")
             provider_class = getattr(importlib.import_module(module_name), class_name)
-            self.opened[backend] = provider_class(config, self.workspace)
+            self.opened[backend] = Resilient(provider_class(config, self.workspace), self.retry, self.on_retry)
         provider = self.opened[backend]
         if kind is not None and kind not in provider.kinds:
             raise InputError(
@@ -49,7 +51,7 @@ class Providers(AbstractContextManager):
             )
         return provider
 
-    def all(self) -> Iterable[Provider]:
+    def all(self) -> Iterable[Resilient]:
         return self.opened.values()
 
     def close(self) -> None:
