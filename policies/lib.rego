@@ -76,9 +76,9 @@ nonempty_string(x) if {
 has_text(obj, key) if nonempty_string(obj[key])
 
 # A value as message text: a string as it is, anything else as JSON.
-text(x) := x if is_string(x)
-
-else := sprintf("%v", [x])
+text(x) := x if {
+	is_string(x)
+} else := sprintf("%v", [x])
 
 # ---------------------------------------------------------------------------------------------------
 # The plan, indexed by dataset.

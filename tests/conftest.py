@@ -8,6 +8,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -127,15 +128,39 @@ def module_cli(tmp_path_factory: pytest.TempPathFactory) -> Cli:
     return Cli(tmp_path_factory.mktemp("cwd"))
 
 
+class Background:
+    """A console-script process running in the background; a thread drains its output so it never blocks."""
+
+    def __init__(self, process: subprocess.Popen):
+        self.process = process
+        self.pid = process.pid
+        self.result: CliResult | None = None
+        self._drain = threading.Thread(target=self._collect, daemon=True)
+        self._drain.start()
+
+    def _collect(self) -> None:
+        out, err = self.process.communicate()
+        self.result = (self.process.returncode, out, err)
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def signal(self, number: int) -> None:
+        self.process.send_signal(number)
+
+    def finish(self, timeout: float = 120) -> CliResult:
+        """(exit code, stdout, stderr) once it exits; a code of -N means it died of signal N."""
+        self._drain.join(timeout)
+        assert self.result is not None, f"kfmops (pid {self.pid}) still runs after {timeout}s"
+        return self.result
+
+
 @pytest.fixture
-def cli_process(cli: Cli) -> Callable[..., subprocess.Popen]:
-    """`cli_process(workspace, *args, env={...})`: the console script started in the background, to signal it.
+def cli_process(cli: Cli) -> Callable[..., Background]:
+    """`cli_process(workspace, *args, env={...})`: the console script started in the background, to signal it."""
 
-    Collect it with `process.communicate()`; stdout and stderr are text pipes.
-    """
-
-    def start(workspace: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-        return cli._start(workspace, args, env)
+    def start(workspace: Path, *args: str, env: dict[str, str] | None = None) -> Background:
+        return Background(cli._start(workspace, args, env))
 
     return start
 
@@ -161,26 +186,23 @@ def live_snapshot() -> Callable[[Path], dict[str, Any]]:
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
-    """The URL of a real Redis server from KFMOPS_TEST_REDIS_URL (e.g. redis://127.0.0.1:6379/0).
+    """The URL of a real Redis (KFMOPS_TEST_REDIS_URL); skips when absent, fails if KFMOPS_REQUIRE_SERVERS=1."""
+    from servers import address_of
 
-    Skips when it is unset or nothing answers there; fails instead when KFMOPS_REQUIRE_SERVERS=1 (CI).
-    """
-    import redis
+    return address_of("redis")
 
-    url = os.environ.get("KFMOPS_TEST_REDIS_URL")
-    problem = None
-    if not url:
-        problem = (
-            "KFMOPS_TEST_REDIS_URL is not set; run 'scripts/servers/redis.sh start' and "
-            "export KFMOPS_TEST_REDIS_URL=redis://127.0.0.1:6379/0"
-        )
-    else:
-        try:
-            redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2).ping()
-        except (redis.RedisError, ValueError) as exc:
-            problem = f"no Redis answers at KFMOPS_TEST_REDIS_URL={url}: {exc}"
-    if problem is not None:
-        if os.environ.get("KFMOPS_REQUIRE_SERVERS") == "1":
-            pytest.fail(f"{problem} (KFMOPS_REQUIRE_SERVERS=1: servers are required, not skipped)", pytrace=False)
-        pytest.skip(problem)
-    return url
+
+@pytest.fixture(scope="session")
+def neo4j_uri() -> str:
+    """The Bolt URI of a real Neo4j (KFMOPS_TEST_NEO4J_URI); skips when absent, fails if KFMOPS_REQUIRE_SERVERS=1."""
+    from servers import address_of
+
+    return address_of("neo4j")
+
+
+@pytest.fixture(scope="session")
+def es_url() -> str:
+    """The URL of a real Elasticsearch (KFMOPS_TEST_ES_URL); skips when absent, fails if KFMOPS_REQUIRE_SERVERS=1."""
+    from servers import address_of
+
+    return address_of("elasticsearch")

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from kfmops.desired import Document, expand
-from kfmops.gitops.comment import GITHUB_LIMIT, blocks_of, split_comment, write_parts
+from kfmops.gitops.comment import GITHUB_LIMIT, blocks_of, split_comment, write_comment, write_parts
 from kfmops.plans.diff import diff
 from kfmops.plans.model import Action, Change, Plan, StateRef
 from kfmops.references import Reference
@@ -369,3 +369,29 @@ def test_kfmops_plan_prints_a_comment_that_splits(make_workspace, cli, tmp_path:
     parts = split_comment(out, 6000)
     check_parts(parts, 6000)
     assert len({a for part in parts for a in summary_addresses(part)}) == 160
+
+
+def test_write_comment_writes_valid_parts(tmp_path):
+    plan = promotion_plan(60)
+    paths = write_comment(plan, tmp_path / "comment", 4000)
+    assert [p.name for p in paths] == [f"comment-{i}.md" for i in range(1, len(paths) + 1)]
+    parts = [p.read_text(encoding="utf-8") for p in paths]
+    check_parts(parts, 4000)
+    assert parts == split_comment(render_blocks(plan), 4000)
+
+
+def test_kfmops_plan_split_writes_the_comment_parts(make_workspace, cli, tmp_path: Path):
+    workspace = make_workspace(n=400)
+    code, out, _ = cli(workspace, "plan", "--help")
+    if "--split" not in out:
+        pytest.skip("kfmops plan has no --split option yet")
+    folder = tmp_path / "comment"
+    code, out, err = cli(workspace, "plan", "--out", str(tmp_path / "plan.json"), "--split", str(folder))
+    assert code == 0, err
+    parts = [
+        p.read_text(encoding="utf-8")
+        for p in sorted(folder.glob("comment-*.md"), key=lambda p: int(p.stem.split("-")[1]))
+    ]
+    assert len(parts) > 1
+    check_parts(parts, GITHUB_LIMIT)
+    assert len({a for part in parts for a in summary_addresses(part)}) == 1600

@@ -572,8 +572,20 @@ def test_the_kansas_example_breaks_when_its_care_metadata_does(cli, tmp_path):
 
 # The same files under opa and conftest ------------------------------------------------------------------
 
+UNSET_VISIBILITY = record("hidden", label="restricted")
+del UNSET_VISIBILITY["care"]["visibility"]
+
 SCENARIOS = {
     "clean": plan_of([record("landcover"), record("kaw", sovereignty="sovereign", consent=CONSENT)]),
+    "edges": plan_of(
+        [record("soils"), heritage({"resolution": 8, "coordinates_removed": True}), UNSET_VISIBILITY],
+        [
+            *[change(name, kind) for name in ("soils", "sites", "hidden") for kind in KINDS],
+            change("ghost", "graph"),
+            change("ghost", "cache", "create"),
+            change("gone", "search", "delete"),
+        ],
+    ),
     "broken": plan_of(
         [
             record("a", label=""),
@@ -626,7 +638,7 @@ def test_opa_eval_reaches_the_same_findings(scenario, tmp_path):
     found = json.loads(done.stdout)
     expected = {(f.rule, f.address, f.severity) for f in check(SCENARIOS[scenario]).findings}
     assert as_findings(found["deny"], "deny") | as_findings(found["warn"], "warn") == expected
-    assert bool(found["deny"]) == (scenario == "broken")
+    assert bool(found["deny"]) == (scenario != "clean")
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))

@@ -51,7 +51,7 @@ class _Collector:
         self.problems: list[Diagnostic] = []
         self.references: dict[str, DesiredReference] = {}
         self.owners: dict[str, str] = {}
-        self.stac_slots: dict[tuple[str, str], list[tuple[set[str] | None, str]]] = {}
+        self.stac_slots: dict[tuple[str, str], dict[str | None, str]] = {}
 
     def problem(self, document: Document, message: str, *path: Any, detail: str = "") -> None:
         self.problems.append(Diagnostic(message, detail, file=document.file, line=document.line_of(*path)))
@@ -90,8 +90,9 @@ class _Collector:
         self.owners.update(dict.fromkeys(reference.identities(), reference.address))
         if reference.kind == "stac":
             for slot in reference.locator["slots"]:
-                scope = None if slot["scope"] is None else set(slot["scope"])
-                self.stac_slots.setdefault((slot["document"], slot["field"]), []).append((scope, reference.address))
+                owners = self.stac_slots.setdefault((slot["document"], slot["field"]), {})
+                for path in slot["scope"] if slot["scope"] is not None else [None]:
+                    owners[path] = reference.address
         self.references[reference.address] = DesiredReference(
             reference, normalize(reference.kind, value), source, version
         )
@@ -102,11 +103,18 @@ class _Collector:
         if owned or reference.kind != "stac":
             return owned[0] if owned else None
         for slot in reference.locator["slots"]:
-            scope = None if slot["scope"] is None else set(slot["scope"])
-            for other, address in self.stac_slots.get((slot["document"], slot["field"]), []):
-                # A slot without scope owns every link of its rel in the document, so it overlaps any other.
-                if scope is None or other is None or scope & other:
-                    return address
+            # owners maps each target path of a scoped slot to its address, and None to the owner of an
+            # unscoped slot, which owns every link of its rel in the document and so overlaps any other.
+            owners = self.stac_slots.get((slot["document"], slot["field"]), {})
+            if not owners:
+                continue
+            if None in owners:
+                return owners[None]
+            if slot["scope"] is None:
+                return next(iter(owners.values()))
+            for path in slot["scope"]:
+                if path in owners:
+                    return owners[path]
         return None
 
 

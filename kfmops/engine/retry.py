@@ -1,41 +1,48 @@
 """Riding out backend faults: retries with full-jitter backoff, a circuit breaker per backend, a kill switch.
 
 Every provider call goes through `Resilient`: a retryable error (the provider's own classification:
-timeouts, resets, 429/503, Neo4j transient errors, Redis LOADING/BUSY) is retried within a budget of
-attempts and seconds; a permanent one (authentication, validation, syntax) is raised at once. Writes
-are safe to retry because a provider write sets references to values (idempotent). After
-`failure_threshold` consecutive failed calls the backend's circuit opens: calls fail fast until
-`open_seconds` pass, then one probe call is let through (half-open) and its success closes it.
+timeouts, resets, refused connections, 429/503, Neo4j transient errors, Redis LOADING/BUSY) is retried
+within a budget of `attempts` backend calls and `max_seconds`; a permanent one (authentication,
+validation, syntax, a permission problem) is raised at once. Writes are safe to retry because a
+provider write sets references to values (idempotent).
+
+The circuit breaker of a backend counts consecutive transient failures across calls. At
+`failure_threshold` it opens: no call reaches the backend for `open_seconds`; then one probe call is
+let through (half-open) and its success closes the circuit. A call that finds the circuit open waits
+for the probe if that fits in its time budget (so an outage shorter than `open_seconds` plus the
+backoff is ridden out) and fails at once otherwise, naming the open circuit. Must not: sleep past a
+call's `max_seconds`, or count a permanent error against the backend's health (the backend answered).
 """
 
 from __future__ import annotations
 
 import os
+import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception,
-    stop_after_attempt,
-    stop_after_delay,
-    wait_random_exponential,
-)
+from tenacity import RetryCallState, Retrying, retry_if_exception
 
-from kfmops.errors import BackendError, KfmopsError
+from kfmops.errors import BackendError, Diagnostic, InputError, KfmopsError
 from kfmops.providers.base import Provider, Write
 from kfmops.references import Reference
 
 T = TypeVar("T")
 KILL_SWITCH_VARIABLE = "KFMOPS_KILL_SWITCH"
+OFF = {"", "0", "false", "off", "no"}
 
 
 @dataclass(frozen=True)
 class RetrySettings:
-    """Budgets of one provider call (kfmops.yaml `retry:`)."""
+    """Budgets of one provider call and of a backend's circuit breaker (kfmops.yaml `retry:`).
+
+    attempts: backend calls at most per provider call (1 = no retry); max_seconds: time budget of one
+    call, sleeps included; base_delay, max_delay: the full-jitter backoff, a sleep drawn uniformly from
+    [0, min(max_delay, base_delay x 2^(n-1))] after the n-th failure; failure_threshold: consecutive
+    transient failures that open the circuit; open_seconds: how long it stays open before a probe.
+    """
 
     attempts: int = 5
     max_seconds: float = 30.0
@@ -45,9 +52,51 @@ class RetrySettings:
     open_seconds: float = 30.0
 
     @classmethod
-    def from_config(cls, raw: dict[str, Any]) -> RetrySettings:
-        known = {k: raw[k] for k in cls.__dataclass_fields__ if k in raw}
-        return cls(**known)
+    def from_config(cls, raw: dict[str, Any], file: str | None = None) -> RetrySettings:
+        """Settings from the `retry:` section; an unknown key or a value out of range is an input error."""
+        known = {f.name: f.type for f in fields(cls)}
+        problems = [
+            Diagnostic(f"retry.{key}: unknown setting", f"known settings: {', '.join(known)}", file=file)
+            for key in raw
+            if key not in known
+        ]
+        values: dict[str, Any] = {}
+        for key in known:
+            if key not in raw:
+                continue
+            value = raw[key]
+            whole = key in {"attempts", "failure_threshold"}
+            wrong_type = isinstance(value, bool) or not isinstance(value, int if whole else int | float)
+            if wrong_type or value < (1 if whole else 0):
+                problems.append(
+                    Diagnostic(
+                        f"retry.{key}: {value!r} is not allowed",
+                        "use a whole number of at least 1" if whole else "use a number of seconds, 0 or more",
+                        file=file,
+                    )
+                )
+            else:
+                values[key] = value
+        if problems:
+            raise InputError(problems)
+        return cls(**values)
+
+    def backoff(self, failures: int) -> float:
+        """The full-jitter sleep after the `failures`-th consecutive failure of one call."""
+        return random.uniform(0, min(self.max_delay, self.base_delay * 2 ** (failures - 1)))
+
+
+class CircuitOpen(BackendError):
+    """The backend's circuit is open: the call was not made. `wait` is the time left until a probe."""
+
+    def __init__(self, backend: str, failures: int, wait: float):
+        self.failures = failures
+        self.wait = wait
+        super().__init__(
+            backend,
+            f"circuit open after {failures} consecutive failures; not calling it for another {wait:.1f}s",
+            retryable=True,
+        )
 
 
 class CircuitBreaker:
@@ -60,6 +109,7 @@ class CircuitBreaker:
         self.clock = clock
         self.failures = 0
         self.opened_at: float | None = None
+        self.times_opened = 0
 
     @property
     def state(self) -> str:
@@ -67,13 +117,16 @@ class CircuitBreaker:
             return "closed"
         return "half-open" if self.clock() - self.opened_at >= self.open_seconds else "open"
 
+    def remaining(self) -> float:
+        """Seconds until the next probe is allowed (0 when closed or half-open)."""
+        if self.opened_at is None:
+            return 0.0
+        return max(0.0, self.open_seconds - (self.clock() - self.opened_at))
+
     def before_call(self) -> None:
+        """Raise CircuitOpen unless a call may go through now."""
         if self.state == "open":
-            remaining = self.open_seconds - (self.clock() - self.opened_at)
-            raise BackendError(
-                self.backend,
-                f"circuit open after {self.failures} consecutive failures; not calling it for another {remaining:.0f}s",
-            )
+            raise CircuitOpen(self.backend, self.failures, self.remaining())
 
     def succeeded(self) -> None:
         self.failures = 0
@@ -83,61 +136,110 @@ class CircuitBreaker:
         self.failures += 1
         if self.state == "half-open" or self.failures >= self.threshold:
             self.opened_at = self.clock()
+            self.times_opened += 1
 
 
 class Resilient:
     """A provider whose every call is retried within budget and guarded by the backend's circuit breaker.
 
     Everything else (kinds, round_trips, the catalog of a STAC provider) is the inner provider's.
+    `on_retry(backend, error_class)` is told about each backend call that failed and is tried again.
     """
 
-    def __init__(self, inner: Provider, settings: RetrySettings, on_retry: Callable[[str, str], None]):
+    def __init__(
+        self,
+        inner: Provider,
+        settings: RetrySettings,
+        on_retry: Callable[[str, str], None],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         self.inner = inner
         self.name = inner.name
         self.settings = settings
-        self.breaker = CircuitBreaker(inner.name, settings.failure_threshold, settings.open_seconds)
+        self.breaker = CircuitBreaker(inner.name, settings.failure_threshold, settings.open_seconds, clock)
         self.on_retry = on_retry
+        self.clock = clock
+        self.sleep = sleep
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
     def _call(self, operation: Callable[[], T]) -> T:
-        settings = self.settings
+        settings, breaker = self.settings, self.breaker
+        calls = 0  # attempts that reached the backend (waiting on an open circuit is not one)
+        failures = 0  # consecutive transient failures of this call
+        last: list[Exception] = []  # the last error the backend itself caused
+        started = self.clock()
+
+        def attempt() -> T:
+            nonlocal calls, failures
+            breaker.before_call()
+            calls += 1
+            try:
+                result = operation()
+            except Exception as exc:
+                last[:] = [exc]
+                if self.inner.is_retryable(exc):
+                    failures += 1
+                    breaker.failed()
+                else:
+                    breaker.succeeded()  # the backend answered; the error is about the request
+                raise
+            breaker.succeeded()
+            return result
 
         def retryable(error: BaseException) -> bool:
-            return isinstance(error, Exception) and self.inner.is_retryable(error)
+            return isinstance(error, CircuitOpen) or (isinstance(error, Exception) and self.inner.is_retryable(error))
+
+        def wait(state: RetryCallState) -> float:
+            if breaker.state == "open":  # the next call can only be the probe: wait for it, not for a refusal
+                return breaker.remaining() + 0.001
+            return settings.backoff(failures)
+
+        def stop(state: RetryCallState) -> bool:
+            out_of_time = self.clock() - started + state.upcoming_sleep > settings.max_seconds
+            return calls >= settings.attempts or out_of_time
 
         def count(state: RetryCallState) -> None:
             error = state.outcome.exception() if state.outcome else None
-            self.on_retry(self.name, _error_class(error))
-
-        def attempt() -> T:
-            self.breaker.before_call()
-            try:
-                result = operation()
-            except Exception:
-                self.breaker.failed()
-                raise
-            self.breaker.succeeded()
-            return result
+            if not isinstance(error, CircuitOpen):
+                self.on_retry(self.name, _error_class(error))
 
         retrying = Retrying(
-            stop=stop_after_attempt(settings.attempts) | stop_after_delay(settings.max_seconds),
-            wait=wait_random_exponential(multiplier=settings.base_delay, max=settings.max_delay),
+            stop=stop,
+            wait=wait,
             retry=retry_if_exception(retryable),
             before_sleep=count,
+            sleep=self.sleep,
             reraise=True,
         )
         try:
             return retrying(attempt)
-        except BackendError:
-            raise
-        except KfmopsError:
-            raise
         except Exception as exc:
-            raise BackendError(
-                self.name, f"{type(exc).__name__}: {exc}", retryable=self.inner.is_retryable(exc)
-            ) from exc
+            if not retryable(exc):
+                if isinstance(exc, KfmopsError):
+                    raise
+                raise BackendError(self.name, f"{type(exc).__name__}: {exc}") from exc
+            if isinstance(exc, CircuitOpen) and not last:
+                raise  # the circuit was open before this call: it failed fast and tried nothing
+            cause = last[0] if last else exc
+            raise self._gave_up(cause, calls, self.clock() - started) from cause
+
+    def _gave_up(self, error: Exception, calls: int, seconds: float) -> BackendError:
+        """The error of a call that ran out of budget: the last failure, what was tried, the circuit's state."""
+        prefix = f"backend {self.name!r}: "
+        detail = (
+            str(error).removeprefix(prefix) if isinstance(error, BackendError) else f"{type(error).__name__}: {error}"
+        )
+        summary = f"{detail}; gave up after {calls} call{'s' if calls != 1 else ''} in {seconds:.1f}s"
+        if self.breaker.state != "closed":
+            summary += (
+                f"; circuit open after {self.breaker.failures} consecutive failures "
+                f"(calls fail fast for {self.settings.open_seconds:g}s, then one probe)"
+            )
+        return BackendError(self.name, summary, retryable=True)
 
     def read(self, references: Sequence[Reference]) -> dict[str, Any]:
         return self._call(lambda: self.inner.read(references))
@@ -158,14 +260,19 @@ class Resilient:
 def _error_class(error: BaseException | None) -> str:
     if error is None:
         return "unknown"
+    if isinstance(error, CircuitOpen):
+        return "CircuitOpen"
     cause = error.__cause__ if isinstance(error, BackendError) and error.__cause__ else error
     return type(cause).__name__
 
 
 def kill_switch(config: dict[str, Any]) -> str | None:
-    """Why mutations are refused ("red state"), or None. Set by KFMOPS_KILL_SWITCH or `apply.kill_switch`."""
+    """Why mutations are refused ("red state"), or None. Set by KFMOPS_KILL_SWITCH or `apply.kill_switch`.
+
+    Fails closed: any value of the variable other than empty, 0, false, off or no turns it on.
+    """
     reason = os.environ.get(KILL_SWITCH_VARIABLE)
-    if reason and reason not in {"0", "false", "off"}:
+    if reason is not None and reason.strip().lower() not in OFF:
         return f"{KILL_SWITCH_VARIABLE} is set ({reason})"
     if config.get("kill_switch"):
         return f"kfmops.yaml apply.kill_switch is on ({config['kill_switch']})"

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kfmops.plans.model import Plan
+from kfmops.render.markdown import render_blocks
 
 GITHUB_LIMIT = 65536
 """GitHub's maximum comment body."""
@@ -62,8 +63,6 @@ def write_parts(parts: Sequence[str], folder: Path) -> list[Path]:
 
 def write_comment(plan: Plan, folder: Path, limit: int = GITHUB_LIMIT) -> list[Path]:
     """Render `plan` as a PR comment, split it, and write the parts into `folder` (`plan --split DIR`)."""
-    from kfmops.render.markdown import render_blocks
-
     return write_parts(split_comment(render_blocks(plan), limit), folder)
 
 

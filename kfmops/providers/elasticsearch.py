@@ -84,6 +84,11 @@ class ElasticsearchProvider(Provider):
         return {r.address: normalize("search", live.get(r.locator["alias"])) for r in references}
 
     def write(self, items: Sequence[Write]) -> None:
+        for _, value in items:
+            # Index names go in the request body, where `_aliases` would expand a wildcard to every index.
+            for index in (value or {}).get("indices", []):
+                if problem := search_name_problem(index, "index"):
+                    raise BackendError(self.name, problem)
         live = self._live_aliases([r.locator["alias"] for r, _ in items])
         actions: list[dict[str, Any]] = []
         for reference, value in items:

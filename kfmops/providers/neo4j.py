@@ -34,7 +34,19 @@ class Neo4jProvider(Provider):
         uri = from_environment(config.name, settings, "uri")
         user = from_environment(config.name, settings, "user", required=False)
         password = from_environment(config.name, settings, "password", required=False)
-        options: dict[str, Any] = {"connection_timeout": settings.get("timeout", 10.0)}
+        timeout = settings.get("timeout", 10.0)
+        # Resilient (engine/retry.py) is the one retry layer: the driver's managed transactions (execute_query)
+        # would otherwise retry an unreachable server for 30 s first, unseen by the budgets and the breaker.
+        # connection_timeout bounds only the TCP connect; the Bolt handshake waits for the acquisition timeout
+        # (60 s by default) and a pooled connection's reads wait forever, so a server that stops answering hangs
+        # kfmops. A liveness check on every checkout (one RESET round trip) bounded by `timeout` turns such a
+        # server into a retryable ConnectionAcquisitionTimeoutError instead.
+        options: dict[str, Any] = {
+            "connection_timeout": timeout,
+            "connection_acquisition_timeout": timeout,
+            "liveness_check_timeout": 0,
+            "max_transaction_retry_time": 0,
+        }
         if user is not None:
             options["auth"] = (user, password or "")
         if settings.get("encrypted") is not None and uri.startswith(("bolt://", "neo4j://")):
@@ -153,7 +165,11 @@ class Neo4jProvider(Provider):
             return error.retryable
         return (
             isinstance(
-                error, neo4j_errors.TransientError | neo4j_errors.ServiceUnavailable | neo4j_errors.SessionExpired
+                error,
+                neo4j_errors.TransientError
+                | neo4j_errors.ServiceUnavailable
+                | neo4j_errors.SessionExpired
+                | neo4j_errors.ConnectionAcquisitionTimeoutError,  # no answer within `timeout`
             )
             or getattr(error, "is_retryable", lambda: False)()
         )

@@ -6,11 +6,15 @@ Settings: url_env (e.g. redis://127.0.0.1:6379/0), password_env, prefixes, timeo
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
+from kfmops.desired.identifiers import cache_key_problem
 from kfmops.errors import BackendError
 from kfmops.providers.base import Provider, Write, chunks, from_environment
 from kfmops.references import Reference
@@ -47,10 +51,15 @@ class RedisProvider(Provider):
     def __init__(self, config: BackendConfig, workspace: Workspace):
         super().__init__(config.name)
         self.client = connect(config)
+        # Resilient (engine/retry.py) is the one retry layer: redis-py's own default (10 retries with backoff)
+        # would spend the budget unseen by the circuit breaker and kfm.ops_retry_count.
+        self.client.set_retry(Retry(NoBackoff(), 0))
         self.prefixes = tuple(config.settings.get("prefixes", DEFAULT_PREFIXES))
         self.batch = int(config.settings.get("batch_size", 1000))
 
-    def _guard(self, key: str) -> str:
+    def _guard(self, key: str, *, pattern: bool = False) -> str:
+        if problem := cache_key_problem(key, pattern=pattern):
+            raise BackendError(self.name, problem)
         if not key.startswith(self.prefixes):
             raise BackendError(self.name, f"key {key!r} is outside the configured prefixes {list(self.prefixes)}")
         return key
@@ -74,19 +83,27 @@ class RedisProvider(Provider):
                     pipeline.delete(key)
                 else:
                     pipeline.set(key, value)
-                patterns.update(self._guard(p) for p in reference.locator.get("invalidate", []))
+                patterns.update(self._guard(p, pattern=True) for p in reference.locator.get("invalidate", []))
             self.round_trips += 1
             self._call(pipeline.execute)
-            for pattern in sorted(patterns):
-                self._invalidate(pattern)
+            if patterns:
+                self._invalidate(patterns)
 
-    def _invalidate(self, pattern: str) -> None:
-        """Delete keys matching `pattern` with SCAN (never KEYS), one UNLINK per page."""
+    def _invalidate(self, patterns: set[str]) -> None:
+        """Delete keys matching any of `patterns` in one SCAN pass (never KEYS), one UNLINK per page.
+
+        Each pattern is a key or a key prefix and '*' (checked by _guard). SCAN walks the whole keyspace
+        whatever it matches, so one pass over the patterns' common prefix costs what one pattern would,
+        where a pass per pattern would make a batch's round trips grow with its references.
+        """
+        exact = {p for p in patterns if not p.endswith("*")}
+        starts = tuple(p[:-1] for p in patterns if p.endswith("*"))
+        match = os.path.commonprefix([p.rstrip("*") for p in patterns]) + "*"  # noqa: RUF071 - keys, not paths
         cursor = 0
         while True:
             self.round_trips += 1
-            cursor, keys = self._call(lambda c=cursor: self.client.scan(c, match=pattern, count=SCAN_COUNT))
-            keys = [k for k in keys if k.startswith(self.prefixes)]
+            cursor, keys = self._call(lambda c=cursor: self.client.scan(c, match=match, count=SCAN_COUNT))
+            keys = [k for k in keys if k.startswith(self.prefixes) and (k in exact or k.startswith(starts))]
             if keys:
                 self.round_trips += 1
                 self._call(lambda k=keys: self.client.unlink(*k))
@@ -106,6 +123,8 @@ class RedisProvider(Provider):
         if isinstance(error, redis.exceptions.ResponseError):
             message = str(error)
             return message.startswith(("LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN"))
+        if isinstance(error, redis.exceptions.AuthenticationError):  # a ConnectionError subclass, but permanent
+            return False
         return isinstance(error, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError | TimeoutError)
 
     def _call(self, operation: Any) -> Any:

@@ -71,25 +71,24 @@ class StacDocument:
         """Make the `rel` links within `scope` (all when None) exactly `targets`; other links stay as they are.
 
         One pass over the links, whatever the number of targets: callers merge the slots of one
-        document and rel before calling.
+        document and rel before calling. New links are placed (see `_placed`) so that undoing a change
+        restores the document byte for byte.
         """
         links = self.data.setdefault("links", [])
-        kept, present, last_index = [], set(), None
+        kept, present, removed_at = [], set(), None
         for link in links:
             target = self.resolve(link.get("href", "")) if link.get("rel") == rel else None
             managed = target is not None and (scope is None or target in scope)
             if managed and (target not in targets or target in present):
                 self.changed = True
+                removed_at = len(kept) if removed_at is None else removed_at
                 continue
             if managed:
                 present.add(target)
             kept.append(link)
-            if link.get("rel") == rel:
-                last_index = len(kept)
-        insert_at = last_index if last_index is not None else len(kept)
-        new = [{"rel": rel, "href": self.href_to(t), "type": LINK_TYPE} for t in sorted(targets - present)]
+        new = [{"rel": rel, "href": self.href_to(t), "type": LINK_TYPE} for t in targets - present]
         if new:
-            kept[insert_at:insert_at] = new
+            kept = _placed(kept, sorted(new, key=lambda link: link["href"]), rel, removed_at)
             self.changed = True
         self.data["links"] = kept
         self._targets = None
@@ -111,6 +110,30 @@ class StacDocument:
         else:
             holder[DEPRECATED] = value
         self.changed = True
+
+
+def _placed(links: list[dict[str, Any]], new: list[dict[str, Any]], rel: str, removed_at: int | None) -> list[Any]:
+    """`links` with `new` links of `rel` (sorted by href) merged in, in one pass.
+
+    Each new link goes before the first link of its rel whose href sorts after it, else after the last
+    link of its rel; with no link of its rel left, where the removed ones were, else at the end. So a
+    sorted run of links stays sorted, and a link replaced by another keeps its place.
+    """
+    last = max((i for i, link in enumerate(links) if link.get("rel") == rel), default=None)
+    if last is None:
+        at = len(links) if removed_at is None else removed_at
+        return [*links[:at], *new, *links[at:]]
+    placed, waiting = [], iter(new)
+    pending = next(waiting, None)
+    for i, link in enumerate(links):
+        if link.get("rel") == rel:
+            while pending is not None and pending["href"] < link.get("href", ""):
+                placed.append(pending)
+                pending = next(waiting, None)
+        placed.append(link)
+        if i == last and pending is not None:
+            placed.extend([pending, *waiting])
+    return placed
 
 
 class StacCatalog:
@@ -178,6 +201,11 @@ class StacCatalog:
                 if name == DEPRECATED:
                     document.set_deprecated(wanted)
                     continue
+                for target in wanted or []:  # before any file is written: a refused batch changes nothing
+                    if problem := stac_path_problem(target):
+                        raise BackendError(self.backend, problem)
+                    if not (self.root / target).is_file():
+                        raise BackendError(self.backend, f"link target {target} is not in the catalog")
                 scope, targets = merged.get((path, name), (set(), set()))
                 scope = None if scope is None or slot["scope"] is None else scope | set(slot["scope"])
                 merged[(path, name)] = (scope, targets | set(wanted or []))
