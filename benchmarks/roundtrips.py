@@ -8,7 +8,7 @@ files, Cypher, the Elasticsearch client), never through kfmops. Then, with the p
 `apply` writes N references in batches of --batch (and reads them back, as apply verifies), `plan` reads them
 and checks their targets, and reads of 100, 1,000 and N references count round trips. Server backends use
 KFMOPS_TEST_NEO4J_URI, KFMOPS_TEST_ES_URL and KFMOPS_TEST_REDIS_URL and are skipped when unset or unreachable.
-Everything created is tagged and removed at the end; Neo4j keeps two range indexes on the benchmark labels.
+Everything created (tagged nodes, keys, indices, and two Neo4j range indexes) is removed at the end.
 """
 
 from __future__ import annotations
@@ -145,6 +145,7 @@ class Targets:
                             "CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF 5000 ROWS",
                             tag=f"{tag}-",
                         ).consume()
+                        session.run(f"DROP INDEX kfmops_bench_{label.lower()} IF EXISTS").consume()
                 driver.close()
 
             self.cleanups.append(drop_nodes)

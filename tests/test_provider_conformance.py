@@ -157,6 +157,14 @@ class Case:
         finally:
             database.close()
 
+    def sql_many(self, statement: str, rows: list[tuple[Any, ...]]) -> None:
+        database = sqlite3.connect(self.workspace / "state" / "local" / "references.sqlite")
+        try:
+            with database:
+                database.executemany(statement, rows)
+        finally:
+            database.close()
+
     def seed(self, n: int) -> None:
         """The targets of references 0..n-1 at versions 1 and 2 (and their source nodes and documents)."""
         tag = self.tag
@@ -179,14 +187,6 @@ class Case:
             for i in range(self.seeded, n):
                 write_stac(self.stac_root, f"{tag}/d{i}.json", "Collection")
         self.seeded = max(self.seeded, n)
-
-    def sql_many(self, statement: str, rows: list[tuple[Any, ...]]) -> None:
-        database = sqlite3.connect(self.workspace / "state" / "local" / "references.sqlite")
-        try:
-            with database:
-                database.executemany(statement, rows)
-        finally:
-            database.close()
 
     def live_pointers(self, n: int) -> int:
         """How many pointer entries references 0..n-1 hold live: relationships, (alias, index) pairs, keys or links."""

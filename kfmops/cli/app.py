@@ -22,6 +22,7 @@ from kfmops.engine.history import History
 from kfmops.engine.planner import PlanRequest, load_desired
 from kfmops.engine.state import StateStore
 from kfmops.errors import ExitCode, KfmopsError
+from kfmops.gitops import comment
 from kfmops.governance.ledger import Ledger, ledger_path
 from kfmops.plans import planfile
 from kfmops.providers.stac_check import check_catalog
@@ -140,6 +141,10 @@ def plan(
     base: Annotated[
         str | None, typer.Option("--base", help="Mark the documents changed since git REF (e.g. origin/main).")
     ] = None,
+    split: Annotated[
+        Path | None,
+        typer.Option("--split", help="Also write the PR comment as DIR/comment-N.md, each within GitHub's limit."),
+    ] = None,
 ) -> int:
     """Compare desired state with the live backends and write a plan file.
 
@@ -150,6 +155,9 @@ def plan(
         result = engine.plan(PlanRequest(list(target), list(exclude), git_ref, refresh_only, base))
     path = out or workspace.plans_dir / f"{result.plan_id}.json"
     planfile.write(result, path)
+    if split is not None:
+        parts = comment.write_comment(result, split)
+        stderr.print(f"Wrote the PR comment in {len(parts)} part(s) to {split}/comment-N.md")
     views.print_plan(result, output_format, stdout)
     if output_format == "text":
         stderr.print(f"Saved plan to {path}. Apply it with: kfmops apply {path}")
