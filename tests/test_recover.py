@@ -228,7 +228,10 @@ def records_of(cli: Callable, *workspaces: Path, via_cli: bool) -> list[tuple[di
 
 def listing(state: State) -> dict[str, Any]:
     """What `kfmops state list --json` prints for `state`."""
-    rows = [{"address": a, "kind": m.reference.kind, "value": m.value} for a, m in sorted(state.resources.items())]
+    rows = [
+        {"address": a, "kind": m.reference.kind, "backend": m.reference.backend, "value": m.value}
+        for a, m in sorted(state.resources.items())
+    ]
     return {"lineage": state.lineage, "serial": state.serial, "resources": rows}
 
 

@@ -220,6 +220,7 @@ def apply(
     """
     with open_engine("apply", progress=True) as engine:
         if plan_file is None:
+            engine.refuse_if_unfinished()  # before reading backends that may still be down
             chosen = engine.plan(PlanRequest())
             views.print_plan(chosen, "text", stdout)
             if not chosen.has_changes():

@@ -175,7 +175,7 @@ class Engine:
             self._check_git(plan, allow_dirty)
         with self.lock.held(operation, plan.plan_id, lock_timeout) as lock_info:
             self._settle_finished()
-            self._refuse_if_unfinished()
+            self.refuse_if_unfinished()
             state = self.store.load()
             self._verify(plan, state)
             mutations = plan.mutations
@@ -366,7 +366,7 @@ class Engine:
                 moved.update(self.history.load(entry["apply_id"]).applied)
         return moved
 
-    def _refuse_if_unfinished(self) -> None:
+    def refuse_if_unfinished(self) -> None:
         pending = wal.unfinished(self.wal_dir)
         if pending:
             raise RecoveryRequired(
@@ -434,6 +434,7 @@ class Engine:
     ) -> tuple[ApplyResult, Path]:
         """Apply one document change outside git through the safe path; returns the result and the git patch."""
         self._refuse_if_red("hotfix")
+        self.refuse_if_unfinished()
         if not reason.strip():
             raise KfmopsError("a hotfix needs --reason: it is recorded in history and the ledger")
         documents, fix = hotfixes.prepare(self.workspace, address, assignment)

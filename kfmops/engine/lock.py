@@ -170,12 +170,23 @@ class FileLockBackend(Lock):
         self.info_path.unlink(missing_ok=True)
         self.flock.release(force=True)
 
+    def _holder(self) -> LockInfo | None:
+        """The record of the process that holds the flock. One that took it an instant ago gets a moment to
+        write its record: until then the file is missing, or still the one a dead holder left."""
+        deadline = time.monotonic() + 1.0
+        while True:
+            info = self._read_info()
+            written = info is not None and (info.host != socket.gethostname() or _pid_alive(info.pid))
+            if written or time.monotonic() > deadline:
+                return info
+            time.sleep(0.01)
+
     def status(self) -> LockStatus:
         info = self._read_info()
         try:
             self.flock.acquire(timeout=0)
         except Timeout:
-            return LockStatus(True, info)
+            return LockStatus(True, self._holder())
         try:
             if info is None:
                 return LockStatus(False, None)
