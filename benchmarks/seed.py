@@ -39,18 +39,25 @@ def seed(workspace: Workspace, data: Path) -> dict[str, int]:
             if kind == "stac" and hasattr(provider, "catalog"):
                 shutil.copytree(data / "catalog", provider.catalog.root, dirs_exist_ok=True)
             elif kind == "graph" and hasattr(provider, "driver"):
-                rows = [{"dataset": d, "version": conventions.graph_version_id.replace("{dataset}", d)
-                         .replace("{version}", v)} for d, v in pairs]
+                rows = [
+                    {
+                        "dataset": d,
+                        "version": conventions.graph_version_id.replace("{dataset}", d).replace("{version}", v),
+                    }
+                    for d, v in pairs
+                ]
                 provider.driver.execute_query(
                     f"UNWIND $rows AS row MERGE (:`{conventions.graph_dataset_label}` "
                     f"{{`{conventions.graph_key}`: row.dataset}}) "
                     f"MERGE (:`{conventions.graph_version_label}` {{`{conventions.graph_key}`: row.version}})",
-                    {"rows": rows}, database_=provider.database,
+                    {"rows": rows},
+                    database_=provider.database,
                 )
                 counts["nodes"] = len(rows)
             elif kind == "search" and hasattr(provider, "client") and type(provider).__name__.startswith("Elastic"):
-                indices = sorted({conventions.search_index.replace("{dataset}", d).replace("{version}", v)
-                                  for d, v in pairs})
+                indices = sorted(
+                    {conventions.search_index.replace("{dataset}", d).replace("{version}", v) for d, v in pairs}
+                )
                 for index in indices:
                     if not provider.client.indices.exists(index=index):
                         provider.client.indices.create(index=index)
