@@ -33,31 +33,31 @@ def seed(workspace: Workspace, data: Path) -> dict[str, int]:
     conventions = workspace.conventions
     pairs = versions_in(data / "catalog")
     counts = {"versions": len(pairs)}
+    fill = lambda template, d, v="": template.replace("{dataset}", d).replace("{version}", v)  # noqa: E731
     with Providers(workspace) as providers:
         for kind, backend in workspace.routes.items():
             provider = providers.get(backend, kind)
-            if kind == "stac" and hasattr(provider, "catalog"):
+            backend_type = workspace.backends[backend].type
+            if backend_type == "stac":
                 shutil.copytree(data / "catalog", provider.catalog.root, dirs_exist_ok=True)
-            elif kind == "graph" and hasattr(provider, "driver"):
+            elif backend_type == "neo4j":
                 rows = [
                     {
-                        "dataset": d,
-                        "version": conventions.graph_version_id.replace("{dataset}", d).replace("{version}", v),
+                        "dataset": fill(conventions.graph_dataset_id, d),
+                        "version": fill(conventions.graph_version_id, d, v),
                     }
                     for d, v in pairs
                 ]
+                key = conventions.graph_key
                 provider.driver.execute_query(
-                    f"UNWIND $rows AS row MERGE (:`{conventions.graph_dataset_label}` "
-                    f"{{`{conventions.graph_key}`: row.dataset}}) "
-                    f"MERGE (:`{conventions.graph_version_label}` {{`{conventions.graph_key}`: row.version}})",
+                    f"UNWIND $rows AS row MERGE (:`{conventions.graph_dataset_label}` {{`{key}`: row.dataset}}) "
+                    f"MERGE (:`{conventions.graph_version_label}` {{`{key}`: row.version}})",
                     {"rows": rows},
                     database_=provider.database,
                 )
                 counts["nodes"] = len(rows)
-            elif kind == "search" and hasattr(provider, "client") and type(provider).__name__.startswith("Elastic"):
-                indices = sorted(
-                    {conventions.search_index.replace("{dataset}", d).replace("{version}", v) for d, v in pairs}
-                )
+            elif backend_type == "elasticsearch":
+                indices = sorted({fill(conventions.search_index, d, v) for d, v in pairs})
                 for index in indices:
                     if not provider.client.indices.exists(index=index):
                         provider.client.indices.create(index=index)

@@ -71,11 +71,6 @@ CASES = {
     "elasticsearch": ("search", "search", "es_url"),
     "redis": ("cache", "cache", "redis_url"),
 }
-LOCAL_WRITES_UNCHECKED = pytest.mark.xfail(
-    strict=True,
-    reason="LocalProvider.write inserts graph/search rows without checking that the node or index exists "
-    "(only missing_targets does); proposed: check inside its write transaction and raise BackendError",
-)
 
 
 class Case:
@@ -349,12 +344,10 @@ def test_a_missing_target_is_named(case):
     assert target in message, message
 
 
-def test_writing_a_pointer_at_nothing_fails_and_writes_nothing(case, request):
+def test_writing_a_pointer_at_nothing_fails_and_writes_nothing(case):
     """The batch [good, pointer at nothing] raises BackendError naming the backend, and the good one is not written."""
     if case.kind == "cache" and case.local:
         pytest.skip("a cache pointer's value is a plain string: it has no target to be missing")
-    if case.name in ("local-graph", "local-search"):
-        request.applymarker(LOCAL_WRITES_UNCHECKED)
     case.seed(2)
     good = (case.reference(0), case.value(0, 1))
     if case.kind == "cache":

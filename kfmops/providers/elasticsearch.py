@@ -9,6 +9,7 @@ Settings: url_env, user_env, password_env or api_key_env, ca_file, verify, timeo
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -23,6 +24,7 @@ from kfmops.workspace import BackendConfig, Workspace
 
 MAX_URL_NAMES = 3000  # characters of comma-joined names per request line (Elasticsearch allows 4 KiB)
 RETRYABLE_STATUS = {429, 502, 503, 504}
+MIN_PREFIX = 4
 
 
 class ElasticsearchProvider(Provider):
@@ -63,16 +65,31 @@ class ElasticsearchProvider(Provider):
         if group:
             yield group
 
+    def _request_names(self, names: list[str]) -> list[list[str]]:
+        """Name lists for `GET _alias/...`: one request per batch. When the names do not fit one request
+        line, their common prefix (at least 4 characters, e.g. `kfm-`) as `prefix*` asks for them all at
+        once; the answer is filtered to the names asked for."""
+        groups = list(self._names(names))
+        if len(groups) > 1:
+            prefix = posixpath.commonprefix(names)
+            if len(prefix) >= MIN_PREFIX and not search_name_problem(prefix, "alias prefix"):
+                return [[f"{prefix}*"]]
+        return groups
+
     def _live_aliases(self, aliases: Sequence[str]) -> dict[str, dict[str, Any]]:
         """{alias: {"indices": [...], "write_index": ...}} for the aliases that exist."""
         found: dict[str, dict[str, Any]] = {}
-        for group in self._names(sorted(set(aliases))):
+        names = sorted(set(aliases))
+        wanted = set(names)
+        for group in self._request_names(names):
             self.round_trips += 1
             body = self._call(lambda g=group: self.client.options(ignore_status=404).indices.get_alias(name=g)).body
             for index, entry in body.items():
                 if not isinstance(entry, dict):
                     continue  # the "error" and "status" members of a partly missing answer
                 for alias, properties in entry.get("aliases", {}).items():
+                    if alias not in wanted:
+                        continue  # matched the batch's prefix pattern but was not asked for
                     value = found.setdefault(alias, {"indices": [], "write_index": None})
                     value["indices"].append(index)
                     if properties.get("is_write_index"):

@@ -154,15 +154,33 @@ class LocalProvider(Provider):
             "DELETE FROM relationships WHERE from_label=? AND from_key=? AND from_id=? AND type=? AND to_label=?", key
         )
         if value is not None:
-            self.db.execute(
-                "INSERT INTO relationships VALUES (?, ?, ?, ?, ?, ?, ?)", (*key, reference.locator["to"]["key"], value)
-            )
+            to_key = reference.locator["to"]["key"]
+            inserted = self.db.execute(
+                "INSERT INTO relationships SELECT ?, ?, ?, ?, ?, ?, ? "
+                "WHERE EXISTS (SELECT 1 FROM nodes WHERE label=? AND key=? AND id=?) "
+                "AND EXISTS (SELECT 1 FROM nodes WHERE label=? AND key=? AND id=?)",
+                (*key, to_key, value, key[0], key[1], key[2], key[4], to_key, value),
+            ).rowcount
+            if inserted != 1:
+                raise BackendError(
+                    self.name,
+                    f"{reference.address}: a node of (:{key[0]} {{{key[1]}: {key[2]!r}}})"
+                    f"-[:{key[3]}]->(:{key[4]} {{{to_key}: {value!r}}}) does not exist; "
+                    "nothing in this batch was changed",
+                )
 
     def _write_search(self, reference: Reference, value: Any) -> None:
         alias = reference.locator["alias"]
         self.db.execute("DELETE FROM aliases WHERE alias=?", (alias,))
         for index in (value or {}).get("indices", []):
-            self.db.execute("INSERT INTO aliases VALUES (?, ?, ?)", (alias, index, int(index == value["write_index"])))
+            inserted = self.db.execute(
+                "INSERT INTO aliases SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM indices WHERE name=?)",
+                (alias, index, int(index == value["write_index"]), index),
+            ).rowcount
+            if inserted != 1:
+                raise BackendError(
+                    self.name, f"{reference.address}: index {index!r} does not exist; nothing in this batch was changed"
+                )
 
     def _write_cache(self, reference: Reference, value: Any) -> None:
         if value is None:
