@@ -1,4 +1,4 @@
-# CARE metadata: every dataset the plan touches declares a CARE label and a sovereignty status.
+# CARE metadata: every dataset the plan moves declares a CARE label and a sovereignty status.
 # Missing metadata is a deny, never a skip.
 package kfmops
 

@@ -6,6 +6,7 @@ Needs KFMOPS_TEST_REDIS_URL (scripts/servers/redis.sh start); every lock here ha
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 import subprocess
@@ -117,10 +118,10 @@ def test_no_two_processes_ever_hold_the_lock_at_once(redis_url, lock_name, tmp_p
     held = sorted(tuple(row) for out in outputs for row in json.loads(out.read_text()))
     assert len(held) == 8 * 50
     by_entry = sorted(held, key=lambda row: row[1])
-    overlaps = [(a, b) for a, b in zip(by_entry, by_entry[1:], strict=False) if b[1] <= a[2]]
+    overlaps = [(a, b) for a, b in itertools.pairwise(by_entry) if b[1] <= a[2]]
     assert overlaps == [], "two holders at once"
     tokens = [token for token, _, _ in by_entry]
-    assert all(a < b for a, b in zip(tokens, tokens[1:], strict=False)), "fencing tokens out of order"
+    assert all(a < b for a, b in itertools.pairwise(tokens)), "fencing tokens out of order"
 
 
 def test_a_paused_holder_loses_its_lease_and_cannot_release_the_next_holders_lock(redis_url, lock_name):

@@ -76,7 +76,7 @@ def make_plan(
             "base": request.base,
             "changed_documents": repo.changed_files(workspace.desired_dir, request.base, request.git_ref),
         }
-    touched = {c.reference.dataset for c in changes}
+    touched = {c.reference.dataset for c in changes if c.action.mutates}
     datasets = {name: record for name, record in desired.datasets.items() if name in touched}
     return Plan(
         plan_id=new_id("plan"),

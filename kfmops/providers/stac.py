@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import posixpath
 import re
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,8 @@ from kfmops.workspace import BackendConfig, Workspace
 
 DEPRECATED = "deprecated"
 LINK_TYPE = "application/json"
+RECENT_DOCUMENTS = 16
+REUSED_SIZE = 64 * 1024  # only large documents (a catalog with many children) are worth keeping
 
 
 class StacDocument:
@@ -143,26 +145,43 @@ class StacCatalog:
         self.root = root
         self.backend = backend
         self.durable = durable
+        # Large documents read by earlier batches, keyed by path, valid while the file's (mtime, size,
+        # inode) is unchanged: a catalog with one child link per dataset is then parsed once per plan,
+        # not once per batch. Only reads use it; writes always load fresh copies.
+        self._recent: OrderedDict[str, tuple[tuple[int, int, int], StacDocument]] = OrderedDict()
 
     def _file(self, path: str) -> Path:
         if problem := stac_path_problem(path):
             raise BackendError(self.backend, problem)
         return self.root / path
 
-    def _load(self, paths: set[str]) -> dict[str, StacDocument]:
+    def _load(self, paths: set[str], *, reuse: bool = False) -> dict[str, StacDocument]:
         documents = {}
         for path in paths:
             file = self._file(path)
-            if file.is_file():
-                try:
-                    documents[path] = StacDocument(path, file.read_text(encoding="utf-8"))
-                except json.JSONDecodeError as exc:
-                    raise BackendError(self.backend, f"{file} is not valid JSON: {exc}") from None
+            try:
+                stat = file.stat()
+            except FileNotFoundError:
+                continue
+            version = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+            recent = self._recent.get(path) if reuse else None
+            if recent is not None and recent[0] == version:
+                documents[path] = recent[1]
+                continue
+            try:
+                documents[path] = StacDocument(path, file.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as exc:
+                raise BackendError(self.backend, f"{file} is not valid JSON: {exc}") from None
+            if reuse and stat.st_size >= REUSED_SIZE:
+                self._recent[path] = (version, documents[path])
+                self._recent.move_to_end(path)
+                while len(self._recent) > RECENT_DOCUMENTS:
+                    self._recent.popitem(last=False)
         return documents
 
     def read(self, references: Sequence[Reference]) -> dict[str, Any]:
         paths = {slot["document"] for r in references for slot in r.locator["slots"]}
-        documents = self._load(paths)
+        documents = self._load(paths, reuse=True)
         values = {}
         for reference in references:
             value: dict[str, dict[str, Any]] = {}
