@@ -155,7 +155,7 @@ def test_with_lock_timeout_a_waiting_apply_applies_once_the_holder_lets_go(promo
 
 
 def test_two_applies_waiting_for_the_lock_with_the_same_changes_one_applies_and_one_is_stale(
-    promoted, cli, cli_process, live_snapshot
+    promoted, cli, cli_process
 ):
     workspace, _ = promoted
     first, second = plans(cli, workspace, "first", "second")
@@ -170,7 +170,7 @@ def test_two_applies_waiting_for_the_lock_with_the_same_changes_one_applies_and_
     assert len(set(committed(cli, workspace)) & ids) == 1
 
 
-def test_two_applies_racing_for_the_lock_exactly_one_applies(promoted, cli, cli_process, live_snapshot):
+def test_two_applies_racing_for_the_lock_exactly_one_applies(promoted, cli, cli_process):
     workspace, _ = promoted
     first, second = plans(cli, workspace, "first", "second")
     racing = [cli_process(workspace, "apply", str(plan)) for plan in (first, second)]

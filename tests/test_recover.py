@@ -437,7 +437,7 @@ def test_random_sigkills_of_a_2000_reference_apply_and_its_recovery_leave_every_
         process = cli_process(workspace, "apply", str(plan))
         path = new_wal(process, wal_dir)
         assert path is not None, process.finish()
-        time.sleep(rng.uniform(0.0, 0.8) * window)
+        time.sleep(rng.uniform(0.0, 0.6) * window)
         landed.append(kill(process))
         assert landed[-1], "the apply ended before it could be killed"
         if attempt < 2:  # then kill the first recover too, while it undoes the batches
