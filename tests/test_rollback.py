@@ -9,7 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 from conftest import execute_sql
 
@@ -59,11 +58,6 @@ def test_rollback_last_restores_exactly_and_rolling_back_the_rollback_reapplies(
     assert history(cli, workspace)[-1]["rolls_back"] == rollback["apply_id"]
 
 
-@pytest.mark.xfail(
-    reason="BUG: an apply records the dataset metadata (CARE labels, provenance) only of datasets still in "
-    "desired state, so the rollback of a dataset's removal carries none for it and policy denies it (exit 3)",
-    strict=True,
-)
 def test_rollback_of_an_apply_that_created_and_deleted_references_restores_them(make_workspace, cli, live_snapshot):
     workspace = make_workspace(n=3)
     first = workspace / "first.json"

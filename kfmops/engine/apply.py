@@ -236,6 +236,7 @@ def settle(
             for c in reversed(mutations)
         ]
         state.applied_plans.append(begin["plan_id"])
+        state.datasets.update(begin.get("datasets", {}))
         state.serial += 1
         _track_hotfixes(state, begin, changes, apply_id)
     summary = {"create": 0, "update": 0, "delete": 0, "no_op": 0}

@@ -77,7 +77,9 @@ def make_plan(
             "changed_documents": repo.changed_files(workspace.desired_dir, request.base, request.git_ref),
         }
     touched = {c.reference.dataset for c in changes if c.action.mutates}
-    datasets = {name: record for name, record in desired.datasets.items() if name in touched}
+    # A dataset removed from git is judged (and later rolled back) with the record it was last applied with.
+    known = state.datasets | desired.datasets
+    datasets = {name: known[name] for name in sorted(touched - {None}) if name in known}
     return Plan(
         plan_id=new_id("plan"),
         created_at=now(),

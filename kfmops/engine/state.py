@@ -34,6 +34,7 @@ class State:
     resources: dict[str, ManagedReference] = field(default_factory=dict)
     applied_plans: list[str] = field(default_factory=list)
     hotfixes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    datasets: dict[str, dict[str, Any]] = field(default_factory=dict)  # last applied desired record of each
 
     def managed(self) -> dict[str, tuple[Reference, Any]]:
         return {address: (m.reference, m.value) for address, m in self.resources.items()}
@@ -90,7 +91,14 @@ class StateStore:
             )
             for address, r in raw["resources"].items()
         }
-        return State(raw["lineage"], raw["serial"], resources, raw.get("applied_plans", []), raw.get("hotfixes", {}))
+        return State(
+            raw["lineage"],
+            raw["serial"],
+            resources,
+            raw.get("applied_plans", []),
+            raw.get("hotfixes", {}),
+            raw.get("datasets", {}),
+        )
 
     def save(self, state: State) -> None:
         raw = {
@@ -111,5 +119,6 @@ class StateStore:
             },
             "applied_plans": state.applied_plans,
             "hotfixes": state.hotfixes,
+            "datasets": state.datasets,
         }
         write_atomic(self.path, json.dumps(raw, indent=1, sort_keys=False).encode(), durable=self.durable)
