@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # benchmarks/ is not an installed package; it is importable from the checkout
@@ -206,3 +207,14 @@ def es_url() -> str:
     from servers import address_of
 
     return address_of("elasticsearch")
+
+
+def remove_dataset(workspace: Path, dataset: str) -> None:
+    """Remove one Dataset document from the desired YAML, as a pull request would."""
+    for file in (workspace / "desired").glob("*.yaml"):
+        documents = list(yaml.safe_load_all(file.read_text()))
+        kept = [d for d in documents if d["metadata"]["name"] != dataset]
+        if len(kept) != len(documents):
+            file.write_text(yaml.safe_dump_all(kept, sort_keys=False))
+            return
+    raise AssertionError(f"no document for {dataset}")

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import execute_sql, local_rows, stac_document, stac_links
+from conftest import execute_sql, local_rows, remove_dataset, stac_document, stac_links
 
 KINDS = ("stac", "graph", "search", "cache")
 
@@ -37,16 +37,6 @@ def set_version(workspace: Path, dataset: str, version: str) -> None:
         lines[at] = f"  version: {version}"
         file.write_text("\n".join(lines) + "\n")
         return
-    raise AssertionError(f"no document for {dataset}")
-
-
-def remove_dataset(workspace: Path, dataset: str) -> None:
-    for file in (workspace / "desired").glob("*.yaml"):
-        documents = list(yaml.safe_load_all(file.read_text()))
-        kept = [d for d in documents if d["metadata"]["name"] != dataset]
-        if len(kept) != len(documents):
-            file.write_text(yaml.safe_dump_all(kept, sort_keys=False))
-            return
     raise AssertionError(f"no document for {dataset}")
 
 

@@ -21,8 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from conftest import Background
+from conftest import Background, remove_dataset
 
 from benchmarks.generate import generate, promote
 from kfmops.engine import wal
@@ -59,17 +58,6 @@ def together(*calls: Callable[[], Any]) -> list[Any]:
     """Run independent commands (on different workspaces, or read-only) at the same time."""
     with ThreadPoolExecutor(len(calls)) as pool:
         return [future.result() for future in [pool.submit(call) for call in calls]]
-
-
-def drop_dataset(workspace: Path, dataset: str) -> None:
-    """Remove one Dataset document from the desired YAML, as a pull request would."""
-    for file in (workspace / "desired").glob("*.yaml"):
-        documents = list(yaml.safe_load_all(file.read_text()))
-        kept = [d for d in documents if d["metadata"]["name"] != dataset]
-        if len(kept) != len(documents):
-            file.write_text(yaml.safe_dump_all(kept, sort_keys=False))
-            return
-    raise AssertionError(f"no document for {dataset}")
 
 
 def resolve(document: str, href: str) -> str:
@@ -179,7 +167,7 @@ def create_update_delete(workspace: Path, cli: Callable) -> dict[str, int]:
     succeeded(cli(workspace, "plan", "--exclude", "dataset.ds-000003", "--out", str(first)))
     succeeded(cli(workspace, "apply", str(first)))
     promote(workspace, 1.0, SEED)
-    drop_dataset(workspace, "ds-000002")
+    remove_dataset(workspace, "ds-000002")
     return {"create": 4, "update": 8, "delete": 4, "no_op": 0}
 
 
