@@ -154,12 +154,7 @@ class Applier:
 
     def _write_verified(self, batch: Batch, items: list[tuple[Reference, Any]]) -> None:
         provider = self._provider(batch)
-        try:
-            provider.write(items)
-        except KfmopsError:
-            raise
-        except Exception as exc:
-            raise BackendError(batch.backend, f"write failed: {exc}", retryable=provider.is_retryable(exc)) from exc
+        provider.write(items)  # the registry's Resilient wrapper turns faults into BackendError
         crash.reached(f"write:{batch.number}")
         readback = provider.read([reference for reference, _ in items])
         wrong = [reference.address for reference, value in items if readback.get(reference.address) != value]

@@ -9,7 +9,6 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from kfmops.errors import BackendError, KfmopsError
 from kfmops.providers.base import Write, chunks
 from kfmops.providers.registry import Providers
 from kfmops.references import Reference
@@ -30,12 +29,7 @@ def read_live(providers: Providers, references: Iterable[Reference], batch_size:
             providers.get(backend, kind)
         provider = providers.get(backend)
         for batch in chunks(group, batch_size):
-            try:
-                live.update(provider.read(batch))
-            except KfmopsError:
-                raise
-            except Exception as exc:
-                raise BackendError(backend, f"read failed: {exc}", retryable=provider.is_retryable(exc)) from exc
+            live.update(provider.read(batch))  # the registry's Resilient wrapper turns faults into BackendError
     return live
 
 
