@@ -20,11 +20,12 @@ import time
 from pathlib import Path
 
 from benchmarks.generate import generate, promote
-from kfmops.engine import wal
-from kfmops.engine.engine import Engine
-from kfmops.engine.planner import PlanRequest
+from kfmops.engine.apply import apply
+from kfmops.engine.plan import PlanRequest, plan
+from kfmops.engine.session import Session
 from kfmops.plans import planfile
 from kfmops.plans.model import Plan
+from kfmops.stores import wal
 from kfmops.workspace import load_workspace
 
 NO_FSYNC = "apply:\n  fsync: false\n"
@@ -38,20 +39,20 @@ def set_fsync(workspace: Path, durable: bool) -> None:
 
 
 def plan_everything(workspace: Path) -> Plan:
-    with Engine(load_workspace(workspace)) as engine:
-        return engine.plan(PlanRequest())
+    with Session(load_workspace(workspace), "plan", read_only=True) as session:
+        return plan(session, PlanRequest())
 
 
 def timed_apply(workspace: Path, plan_path: Path) -> tuple[float, float, int]:
     """(wall seconds, CPU seconds, WAL records) of applying the plan file in `workspace`."""
     os.sync()
-    with Engine(load_workspace(workspace)) as engine:
-        plan = planfile.read(plan_path)
+    with Session(load_workspace(workspace), "apply") as session:
+        saved = planfile.read(plan_path)
         wall, cpu = time.perf_counter(), time.process_time()
-        result = engine.apply(plan)
+        result = apply(session, saved)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     assert result.outcome == "committed", result
-    archived = workspace / "state" / "wal" / "archive" / f"{result.apply_id}.jsonl"
+    archived = workspace / "state" / "wal" / "archive" / f"{result.id}.jsonl"
     return wall, cpu, len(wal.read_wal(archived))
 
 
@@ -66,19 +67,22 @@ def main(argv: list[str] | None = None) -> None:
         base = folder / "base"
         generate(base, args.datasets, 3, args.seed)
         set_fsync(base, durable=False)  # setting up is not what is measured
-        with Engine(load_workspace(base)) as engine:
-            engine.apply(engine.plan(PlanRequest()))
+        with Session(load_workspace(base), "apply") as session:
+            apply(session, plan(session, PlanRequest()))
         promote(base, 1.0, args.seed)
-        plan = plan_everything(base)
-        changed = len(plan.mutations)
-        print(f"plan: {changed} changed references ({plan.summary()}), batch size {load_workspace(base).batch_size}")
+        promotion = plan_everything(base)
+        changed = len(promotion.mutations)
+        print(
+            f"plan: {changed} changed references ({promotion.summary()}), "
+            f"batch size {load_workspace(base).batch_size}"
+        )
         rates = {}
         for durable in (True, False):
             copy = folder / ("fsync-on" if durable else "fsync-off")
             shutil.copytree(base, copy)
             set_fsync(copy, durable)
             plan_path = copy / "plan.json"
-            planfile.write(plan, plan_path)
+            planfile.write(promotion, plan_path)
             wall, cpu, records = timed_apply(copy, plan_path)
             rates[durable] = changed / wall
             print(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from kfmops.references import ReferenceKind
+
 DOCUMENT_TYPES = {
     "Dataset": "dataset",
     "StacLink": "stac_link",
@@ -12,11 +14,10 @@ DOCUMENT_TYPES = {
     "SearchAlias": "search_alias",
     "CacheKey": "cache_key",
 }
-REFERENCE_KINDS = ("stac", "graph", "search", "cache")
 NAME_PATTERN = r"[a-z0-9][a-z0-9_-]{0,127}"
 _ADDRESS = re.compile(
     rf"^(?P<type>{'|'.join(DOCUMENT_TYPES.values())})\.(?P<name>{NAME_PATTERN})"
-    rf"(?:\.(?P<part>{'|'.join(REFERENCE_KINDS)}))?"
+    rf"(?:\.(?P<part>{'|'.join(ReferenceKind)}))?"
 )
 
 

@@ -1,18 +1,35 @@
-"""References: where a managed pointer lives (kind, backend, locator) and the canonical form of its value.
+"""References: the four kinds of managed pointer, where one lives (kind, backend, locator), its canonical value.
 
 Values per kind (None always means "absent"):
 - cache:  the pointer key's string value.
 - search: {"indices": [sorted index names], "write_index": name or None}.
 - graph:  the key value of the node the relationship points at.
 - stac:   {document: {rel: [sorted root-relative paths], "deprecated": bool}} over the locator's slots.
+
+Everything that differs by kind is in one table, `KIND_RULES`; no other module branches on a kind's name.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
+
+from kfmops.io.canonical import canonical_json
+
+
+class ReferenceKind(StrEnum):
+    """The kinds of reference kfmops manages, in the default apply order."""
+
+    STAC = "stac"
+    GRAPH = "graph"
+    SEARCH = "search"
+    CACHE = "cache"
+
+    @property
+    def rules(self) -> KindRules:
+        return KIND_RULES[self]
 
 
 @dataclass(frozen=True)
@@ -20,51 +37,66 @@ class Reference:
     """Identity of one managed reference. `locator` is kind-specific, JSON-able and never secret."""
 
     address: str
-    kind: str
+    kind: ReferenceKind
     backend: str
     locator: dict[str, Any]
     dataset: str | None = None
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.kind, ReferenceKind):  # built from JSON or YAML text
+            object.__setattr__(self, "kind", ReferenceKind(self.kind))
+
     def identities(self) -> list[str]:
         """The live pointers this reference owns; two addresses may not own the same one."""
-        if self.kind == "stac":
-            return [
-                f"stac:{slot['document']}#{slot['field']}" + (f"@{','.join(slot['scope'])}" if slot["scope"] else "")
-                for slot in self.locator["slots"]
-            ]
-        if self.kind == "graph":
-            source, target = self.locator["from"], self.locator["to"]
-            return [f"graph:{canonical_json(source)}-{self.locator['type']}->{target['label']}"]
-        if self.kind == "search":
-            return [f"search:{self.locator['alias']}"]
-        return [f"cache:{self.locator['key']}"]
+        return self.kind.rules.identities(self.locator)
+
+    def normalize(self, value: Any) -> Any:
+        """`value` in the canonical form of this reference's kind."""
+        return None if value is None else self.kind.rules.normalize(value)
 
 
-def canonical_json(value: Any) -> str:
-    """Deterministic JSON used for digests, comparisons and fingerprints."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+@dataclass(frozen=True)
+class KindRules:
+    """What differs by kind: the live pointers a locator owns, and the canonical form of a value."""
+
+    identities: Callable[[dict[str, Any]], list[str]]
+    normalize: Callable[[Any], Any]
 
 
-def fingerprint(value: Any) -> str:
-    """Short, stable digest of a value (the compare-and-swap precondition shown in plans)."""
-    return "sha256:" + hashlib.sha256(canonical_json(value).encode()).hexdigest()[:16]
+def _stac_identities(locator: dict[str, Any]) -> list[str]:
+    return [
+        f"stac:{slot['document']}#{slot['field']}" + (f"@{','.join(slot['scope'])}" if slot["scope"] else "")
+        for slot in locator["slots"]
+    ]
 
 
-def normalize(kind: str, value: Any) -> Any:
-    """The canonical form of a value of `kind`, so that equal pointers compare equal."""
-    if value is None:
-        return None
-    if kind == "search":
-        return {"indices": sorted(value["indices"]), "write_index": value.get("write_index")}
-    if kind == "stac":
-        documents = {}
-        for document, fields in sorted(value.items()):
-            kept = {
-                name: (sorted(content) if isinstance(content, list) else content)
-                for name, content in sorted(fields.items())
-                if content not in ([], None)
-            }
-            if kept:
-                documents[document] = kept
-        return documents or None
+def _stac_value(value: Any) -> Any:
+    documents = {}
+    for document, fields in sorted(value.items()):
+        kept = {
+            name: (sorted(content) if isinstance(content, list) else content)
+            for name, content in sorted(fields.items())
+            if content not in ([], None)
+        }
+        if kept:
+            documents[document] = kept
+    return documents or None
+
+
+def _search_value(value: Any) -> Any:
+    return {"indices": sorted(value["indices"]), "write_index": value.get("write_index")}
+
+
+def _unchanged(value: Any) -> Any:
     return value
+
+
+KIND_RULES: dict[ReferenceKind, KindRules] = {
+    ReferenceKind.STAC: KindRules(_stac_identities, _stac_value),
+    ReferenceKind.GRAPH: KindRules(
+        lambda locator: [f"graph:{canonical_json(locator['from'])}-{locator['type']}->{locator['to']['label']}"],
+        _unchanged,
+    ),
+    ReferenceKind.SEARCH: KindRules(lambda locator: [f"search:{locator['alias']}"], _search_value),
+    ReferenceKind.CACHE: KindRules(lambda locator: [f"cache:{locator['key']}"], _unchanged),
+}

@@ -9,6 +9,8 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
+from referencing import Registry, Resource
+from referencing.jsonschema import Schema, SchemaRegistry
 
 from kfmops.errors import Diagnostic
 from kfmops.yamlio import line_of, plain
@@ -16,12 +18,27 @@ from kfmops.yamlio import line_of, plain
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 
 
+def _load(name: str) -> dict[str, Any]:
+    schema: dict[str, Any] = json.loads((SCHEMA_DIR / f"{name}.schema.json").read_text(encoding="utf-8"))
+    return schema
+
+
+@cache
+def _registry() -> SchemaRegistry:
+    """Every shipped schema under its $id, so that one schema can $ref a part of another."""
+    resources: list[Resource[Schema]] = [
+        Resource.from_contents(_load(path.name.removesuffix(".schema.json")))
+        for path in SCHEMA_DIR.glob("*.schema.json")
+    ]
+    return Registry().with_resources((uri, resource) for resource in resources if (uri := resource.id()))
+
+
 @cache
 def validator(name: str) -> Draft202012Validator:
     """The validator for `schemas/<name>.schema.json`, compiled once per process."""
-    schema = json.loads((SCHEMA_DIR / f"{name}.schema.json").read_text())
+    schema = _load(name)
     Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema)
+    return Draft202012Validator(schema, registry=_registry())
 
 
 def check(node: Any, name: str, file: str) -> list[Diagnostic]:

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kfmops.addresses import REFERENCE_KINDS
 from kfmops.errors import Diagnostic, InputError
+from kfmops.references import ReferenceKind
 from kfmops.schemas import check
 from kfmops.yamlio import line_of, load_documents, plain
 
@@ -59,8 +59,8 @@ class Workspace:
     plans_dir: Path
     state_dir: Path
     backends: dict[str, BackendConfig]
-    routes: dict[str, str]
-    apply_order: tuple[str, ...]
+    routes: dict[ReferenceKind, str]
+    apply_order: tuple[ReferenceKind, ...]
     batch_size: int
     conventions: Conventions
     raw: dict[str, Any]
@@ -105,7 +105,9 @@ def load_workspace(start: Path) -> Workspace:
         for backend, spec in backends_node.items()
     }
     backends.setdefault(LOCAL_BACKEND, BackendConfig(LOCAL_BACKEND, "local", {"type": "local"}))
-    routes = {kind: LOCAL_BACKEND for kind in REFERENCE_KINDS} | dict(node.get("routes") or {})
+    routes = {kind: LOCAL_BACKEND for kind in ReferenceKind} | {
+        ReferenceKind(kind): backend for kind, backend in (node.get("routes") or {}).items()
+    }
     unknown = [
         Diagnostic(
             f"routes.{kind}: unknown backend {backend!r}",
@@ -135,9 +137,10 @@ def load_workspace(start: Path) -> Workspace:
     )
 
 
-def _complete_order(given: list[str]) -> tuple[str, ...]:
+def _complete_order(given: list[str]) -> tuple[ReferenceKind, ...]:
     """The configured apply order, with kinds it does not name appended in the default order."""
-    return (*given, *(kind for kind in REFERENCE_KINDS if kind not in given))
+    named = tuple(ReferenceKind(kind) for kind in given)
+    return (*named, *(kind for kind in ReferenceKind if kind not in named))
 
 
 SKELETON = """\

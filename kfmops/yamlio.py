@@ -10,14 +10,14 @@ import yaml
 from kfmops.errors import Diagnostic, InputError
 
 
-class LineDict(dict):
+class LineDict(dict[Any, Any]):
     """A mapping that knows its own line and the line of each key (1-based)."""
 
     line: int = 0
     lines: dict[Any, int]
 
 
-class LineList(list):
+class LineList(list[Any]):
     """A sequence that knows its own line and the line of each item (1-based)."""
 
     line: int = 0

@@ -14,6 +14,12 @@ from conftest import ROOT
 from jsonschema import Draft202012Validator, FormatChecker
 
 from kfmops.governance.ledger import DEFAULT_PATH, GENESIS, Ledger, digest_values, ledger_path
+from kfmops.stores.ledger_file import FolderLedger
+
+
+def file_ledger(path: Path, *, durable: bool = True) -> Ledger:
+    """The ledger over the folder store's chain file at `path`."""
+    return Ledger(FolderLedger(path, durable=durable))
 
 
 def canonical(value: Any) -> str:
@@ -54,18 +60,18 @@ def engine_entry(number: int = 1, **overrides: Any) -> dict[str, Any]:
 @pytest.fixture
 def ledger(tmp_path: Path) -> Ledger:
     """A ledger of five committed applies."""
-    book = Ledger(tmp_path / "audit" / "ledger.jsonl")
+    book = file_ledger(tmp_path / "audit" / "ledger.jsonl")
     for number in range(1, 6):
         book.append(engine_entry(number))
     return book
 
 
 def lines(book: Ledger) -> list[bytes]:
-    return book.path.read_bytes().splitlines()
+    return book.store.path.read_bytes().splitlines()
 
 
 def rewrite(book: Ledger, new_lines: list[bytes]) -> None:
-    book.path.write_bytes(b"".join(line + b"\n" for line in new_lines))
+    book.store.path.write_bytes(b"".join(line + b"\n" for line in new_lines))
 
 
 def named(problems: list[str], line: int, seq: int | None = None) -> bool:
@@ -74,7 +80,7 @@ def named(problems: list[str], line: int, seq: int | None = None) -> bool:
 
 
 def test_append_chains_entries_as_documented(tmp_path: Path) -> None:
-    book = Ledger(tmp_path / "docs" / "ledger.jsonl")
+    book = file_ledger(tmp_path / "docs" / "ledger.jsonl")
     stored = [book.append(engine_entry(n)) for n in (1, 2, 3)]
 
     assert [entry["seq"] for entry in stored] == [1, 2, 3]
@@ -96,11 +102,11 @@ def test_stored_entries_match_the_schema(ledger: Ledger) -> None:
 
 
 def test_entry_fields_are_kept_as_given(tmp_path: Path) -> None:
-    book = Ledger(tmp_path / "ledger.jsonl")
+    book = file_ledger(tmp_path / "ledger.jsonl")
     given = engine_entry(7, time="2026-11-26T15:31:02+00:00", op_type="hotfix", changes={"update": 1, "no_op": 11})
     stored = book.append(given)
     assert {k: stored[k] for k in given} == given
-    assert "Ñ-safe" in book.path.read_text(encoding="utf-8")  # UTF-8, not \u escapes
+    assert "Ñ-safe" in book.store.path.read_text(encoding="utf-8")  # UTF-8, not \u escapes
 
 
 def test_digest_values_is_sha256_of_canonical_json() -> None:
@@ -160,10 +166,10 @@ def test_a_later_append_keeps_an_old_head_valid(ledger: Ledger) -> None:
 @pytest.mark.parametrize("position", [1, 3, 6])
 def test_an_inserted_entry_is_named(ledger: Ledger, tmp_path: Path, position: int) -> None:
     original = lines(ledger)
-    other = Ledger(tmp_path / "other.jsonl")
+    other = file_ledger(tmp_path / "other.jsonl")
     for number in range(1, position + 1):
         other.append(engine_entry(100 + number))
-    stranger = other.path.read_bytes().splitlines()[-1]  # a well-formed entry with the right seq, wrong chain
+    stranger = other.store.path.read_bytes().splitlines()[-1]  # a well-formed entry with the right seq, wrong chain
     rewrite(ledger, [*original[: position - 1], stranger, *original[position - 1 :]])
     problems = ledger.verify()
     if position == 1:  # another ledger's first entry is a valid first entry: the displaced one is named
@@ -201,11 +207,11 @@ def test_swapped_entries_are_named(ledger: Ledger, first: int, second: int) -> N
 
 
 def test_a_torn_last_line_is_kept_reported_and_appended_after(ledger: Ledger) -> None:
-    whole = ledger.path.read_bytes()
-    ledger.path.write_bytes(whole + b'{"seq":6,"time":"2026-11-')  # a crash in the middle of a write
+    whole = ledger.store.path.read_bytes()
+    ledger.store.path.write_bytes(whole + b'{"seq":6,"time":"2026-11-')  # a crash in the middle of a write
     stored = ledger.append(engine_entry(6))
     assert stored["seq"] == 6
-    assert ledger.path.read_bytes().startswith(whole + b'{"seq":6,"time":"2026-11-\n')
+    assert ledger.store.path.read_bytes().startswith(whole + b'{"seq":6,"time":"2026-11-\n')
     problems = ledger.verify()
     assert len(problems) == 1 and named(problems, 6)
     assert [entry["seq"] for entry in ledger.entries()] == [1, 2, 3, 4, 5, 6]
@@ -214,13 +220,13 @@ def test_a_torn_last_line_is_kept_reported_and_appended_after(ledger: Ledger) ->
 def test_separate_writers_continue_one_chain(tmp_path: Path) -> None:
     path = tmp_path / "ledger.jsonl"
     for number in range(1, 7):
-        Ledger(path).append(engine_entry(number))  # a fresh object each time, as separate processes would
-    assert [entry["seq"] for entry in Ledger(path).entries()] == [1, 2, 3, 4, 5, 6]
-    assert Ledger(path).verify() == []
+        file_ledger(path).append(engine_entry(number))  # a fresh object each time, as separate processes would
+    assert [entry["seq"] for entry in file_ledger(path).entries()] == [1, 2, 3, 4, 5, 6]
+    assert file_ledger(path).verify() == []
 
 
 def append_many(path: Path, writer: int, count: int) -> None:
-    book = Ledger(path, durable=False)
+    book = file_ledger(path, durable=False)
     for number in range(count):
         book.append(engine_entry(writer * 1000 + number))
 
@@ -230,13 +236,13 @@ def test_concurrent_processes_never_interleave_or_reuse_a_seq(tmp_path: Path) ->
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=4, mp_context=context) as pool:
         list(pool.map(append_many, [path] * 4, range(4), [15] * 4))
-    book = Ledger(path)
+    book = file_ledger(path)
     assert book.verify() == []
     assert [entry["seq"] for entry in book.entries()] == list(range(1, 61))
 
 
 def test_an_empty_or_missing_ledger_is_intact(tmp_path: Path) -> None:
-    book = Ledger(tmp_path / "none.jsonl")
+    book = file_ledger(tmp_path / "none.jsonl")
     assert book.entries() == [] and book.verify() == [] and book.head() is None
     assert "is empty" in book.verify(head={"seq": 1, "hash": "0" * 64})[0]
 
@@ -257,16 +263,16 @@ SECRETS = [
 
 @pytest.mark.parametrize(("overrides", "where"), SECRETS)
 def test_secrets_are_refused_and_never_written(tmp_path: Path, overrides: dict[str, Any], where: str) -> None:
-    book = Ledger(tmp_path / "ledger.jsonl")
+    book = file_ledger(tmp_path / "ledger.jsonl")
     with pytest.raises(ValueError, match="secret") as refused:
         book.append(engine_entry(1) | overrides)
     assert where in str(refused.value)
     assert "hunter2" not in str(refused.value) and "k-123" not in str(refused.value)
-    assert not book.path.exists()
+    assert not book.store.path.exists()
 
 
 def test_words_near_secrets_are_not_refused(tmp_path: Path) -> None:
-    book = Ledger(tmp_path / "ledger.jsonl")
+    book = file_ledger(tmp_path / "ledger.jsonl")
     book.append(
         engine_entry(
             1,
@@ -291,10 +297,10 @@ def test_words_near_secrets_are_not_refused(tmp_path: Path) -> None:
     ],
 )
 def test_malformed_entries_are_refused(tmp_path: Path, entry: dict[str, Any], message: str) -> None:
-    book = Ledger(tmp_path / "ledger.jsonl")
+    book = file_ledger(tmp_path / "ledger.jsonl")
     with pytest.raises(ValueError, match=message):
         book.append(entry)
-    assert not book.path.exists()
+    assert not book.store.path.exists()
 
 
 def test_ledger_path_defaults_under_the_workspace_root(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ import pytest
 from conftest import Background, execute_sql
 
 from benchmarks.generate import promote
-from kfmops.engine.lock import FileLockBackend
+from kfmops.stores.folder_lock import FolderLock
 
 SEED = 1854
 CI = {
@@ -132,7 +132,7 @@ def test_an_apply_while_another_process_holds_the_lock_exits_4_naming_it_and_cha
 ):
     workspace, before = promoted
     (plan,) = plans(cli, workspace, "promote")
-    with FileLockBackend(workspace / "state").held("apply", "plan-of-the-test", 0) as info:
+    with FolderLock(workspace / "state").held("apply", "plan-of-the-test", 0) as info:
         for command in (("apply", str(plan)), ("rollback", "--last"), ("recover",)):
             code, out, err = cli(workspace, *command)
             assert code == 4, (command, code, out, err)
@@ -145,7 +145,7 @@ def test_an_apply_while_another_process_holds_the_lock_exits_4_naming_it_and_cha
 def test_with_lock_timeout_a_waiting_apply_applies_once_the_holder_lets_go(promoted, cli, cli_process, live_snapshot):
     workspace, before = promoted
     (plan,) = plans(cli, workspace, "promote")
-    with FileLockBackend(workspace / "state").held("apply", "plan-of-the-test", 0):
+    with FolderLock(workspace / "state").held("apply", "plan-of-the-test", 0):
         waiting = cli_process(workspace, "apply", str(plan), "--lock-timeout", "60")
         time.sleep(1.5)
         assert waiting.running(), f"it should wait for the lock, not give up: {waiting.finish()}"
@@ -159,7 +159,7 @@ def test_two_applies_waiting_for_the_lock_with_the_same_changes_one_applies_and_
 ):
     workspace, _ = promoted
     first, second = plans(cli, workspace, "first", "second")
-    with FileLockBackend(workspace / "state").held("apply", "plan-of-the-test", 0):
+    with FolderLock(workspace / "state").held("apply", "plan-of-the-test", 0):
         waiting = [cli_process(workspace, "apply", str(plan), "--lock-timeout", "60") for plan in (first, second)]
         time.sleep(1.5)
         assert all(process.running() for process in waiting)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from kfmops.desired import Document, expand
-from kfmops.gitops.comment import GITHUB_LIMIT, blocks_of, split_comment, write_comment, write_parts
+from kfmops.render.comment import GITHUB_LIMIT, blocks_of, split_comment, write_comment, write_parts
 from kfmops.plans.diff import diff
 from kfmops.plans.model import Action, Change, Plan, StateRef
 from kfmops.references import Reference

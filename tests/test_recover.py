@@ -24,9 +24,9 @@ import pytest
 from conftest import Background, remove_dataset
 
 from benchmarks.generate import generate, promote
-from kfmops.engine import wal
-from kfmops.engine.history import History
-from kfmops.engine.state import State, StateStore
+from kfmops.stores import wal
+from kfmops.stores.folder import FolderHistory, FolderStateStore
+from kfmops.stores.state import State
 
 SEED = 1854
 KINDS = ("stac", "graph", "search", "cache")
@@ -212,7 +212,7 @@ def records_of(cli: Callable, *workspaces: Path, via_cli: bool) -> list[tuple[di
     """(`state list --json`, `history --json`) of each workspace, all read at once; without `via_cli`, from
     the library calls those commands print (a console script costs half a second to start)."""
     if not via_cli:
-        return [(listing(StateStore(w / "state").load()), History(w / "state").entries()) for w in workspaces]
+        return [(listing(FolderStateStore(w / "state").load()), FolderHistory(w / "state").entries()) for w in workspaces]
     reads = [
         lambda w=w, a=a: json_of(cli, w, *a)
         for w in workspaces
@@ -222,7 +222,7 @@ def records_of(cli: Callable, *workspaces: Path, via_cli: bool) -> list[tuple[di
     return list(zip(found[::2], found[1::2], strict=True))
 
 
-def listing(state: State) -> dict[str, Any]:
+def listing(state: State | None) -> dict[str, Any]:
     """What `kfmops state list --json` prints for `state`."""
     rows = [
         {"address": a, "kind": m.reference.kind, "backend": m.reference.backend, "value": m.value}

@@ -18,13 +18,15 @@ import pytest
 import redis
 from servers import delete_keys, redis_client, unique_tag
 
-from kfmops.engine.lock import LockInfo, RedisLockBackend
+from kfmops.stores.lock import LockInfo
+from kfmops.stores.redis_lock import RedisLock
 
 pytestmark = pytest.mark.servers
 
 CONNECT = """
 import sys, time
-from kfmops.engine.lock import LockInfo, RedisLockBackend
+from kfmops.stores.lock import LockInfo
+from kfmops.stores.redis_lock import RedisLock
 from kfmops.errors import LockHeld
 from kfmops.providers.redis import connect
 from kfmops.workspace import BackendConfig
@@ -36,7 +38,7 @@ client = connect(BackendConfig("shared", "redis", {"url_env": "KFMOPS_TEST_REDIS
 HOLDER = (
     CONNECT
     + """
-lock = RedisLockBackend(client, sys.argv[1], float(sys.argv[2]))
+lock = RedisLock(client, sys.argv[1], float(sys.argv[2]))
 held = lock.acquire(LockInfo.new("apply", None, lock.lease_seconds), 0)
 print("held", held.fencing_token, held.id, flush=True)
 sys.stdin.readline()
@@ -60,7 +62,7 @@ CONTENDER = (
     + """
 import json
 name, out, attempts, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-lock = RedisLockBackend(client, name, 10)
+lock = RedisLock(client, name, 10)
 held_times = []
 for _ in range(attempts):
     info = LockInfo.new("apply", None, 10)
@@ -95,7 +97,7 @@ def python(*args: str, **options) -> subprocess.Popen:
 
 def test_fencing_tokens_grow_with_every_holder_and_a_held_lock_is_refused(redis_url, lock_name):
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    first, second = RedisLockBackend(client, lock_name, 5), RedisLockBackend(client, lock_name, 5)
+    first, second = RedisLock(client, lock_name, 5), RedisLock(client, lock_name, 5)
     tokens = []
     for lock in (first, second, first, second):
         with lock.held("apply", "plan-test", 0) as info:
@@ -145,7 +147,7 @@ def test_a_paused_holder_loses_its_lease_and_cannot_release_the_next_holders_loc
         assert not client.exists(key), "the lease of a paused holder expires"
         assert expired <= lease + 1.0, f"it lasted {expired:.2f}s after the last possible renewal"
 
-        successor = RedisLockBackend(client, lock_name, 30)
+        successor = RedisLock(client, lock_name, 30)
         taken = successor.acquire(LockInfo.new("apply", None, 30), 0)
         assert taken.fencing_token > first_token
 
@@ -188,7 +190,7 @@ def test_apply_takes_the_redis_lock_records_its_fencing_token_and_exits_4_while_
         token = json.loads(path.read_text().splitlines()[0])["fencing_token"]
         assert isinstance(token, int)
 
-        lock = RedisLockBackend(client, lineage, 5)
+        lock = RedisLock(client, lineage, 5)
         with lock.held("apply", "plan-of-the-test", 0) as info:
             assert info.fencing_token > token
             status = json.loads(cli(workspace, "lock", "status", "--json")[1])

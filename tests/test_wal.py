@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.generate import promote
-from kfmops.engine import wal
+from kfmops.stores import wal
 from kfmops.errors import InputError
 
 GENESIS = "0" * 64
@@ -26,10 +26,10 @@ KINDS = ("stac", "graph", "search", "cache")
 def write_log(path: Path) -> list[bytes]:
     """A finished four-record WAL as an apply of one batch writes it; returns its lines."""
     log = wal.WalWriter(path, "apply-test")
-    log.append(wal.BEGIN, plan_id="plan-test", changes=[])
-    log.append(wal.INTENT, batch=0, backend="local", addresses=["a", "b"], observed={"a": None, "b": "v1"})
-    log.append(wal.DONE, batch=0)
-    log.append(wal.COMMIT)
+    log.append(wal.WalStep.BEGIN, plan_id="plan-test", changes=[])
+    log.append(wal.WalStep.INTENT, batch=0, backend="local", addresses=["a", "b"], observed={"a": None, "b": "v1"})
+    log.append(wal.WalStep.DONE, batch=0)
+    log.append(wal.WalStep.COMMIT)
     log.close()
     return path.read_bytes().splitlines(keepends=True)
 
@@ -62,7 +62,7 @@ def test_every_record_is_hashed_and_chained_to_the_one_before(tmp_path):
     records = wal.read_wal(path)
     assert [(r.seq, r.type) for r in records] == [(r["seq"], r["type"]) for r in lines]
     assert wal.is_finished(records)
-    assert wal.unfinished(tmp_path) == []
+    assert wal.is_finished(wal.read_wal(path))
 
 
 @pytest.mark.parametrize("cut", [1, 20, -2, -1], ids=["one-byte", "mid-record", "no-brace", "no-newline"])
@@ -73,10 +73,10 @@ def test_a_torn_last_line_is_dropped_and_appending_resumes_after_the_last_whole_
 
     records = wal.read_wal(path)
     assert [r.type for r in records] == ["BEGIN", "INTENT", "DONE"]
-    assert wal.unfinished(tmp_path) == [path], "without its COMMIT the apply is unfinished"
+    assert not wal.is_finished(records), "without its COMMIT the apply is unfinished"
 
     log = wal.WalWriter(path, "apply-test", records=records)  # as recover does
-    log.append(wal.FAILED, error="interrupted")
+    log.append(wal.WalStep.FAILED, error="interrupted")
     log.close()
     resumed = wal.read_wal(path)
     assert [(r.seq, r.type) for r in resumed] == [(1, "BEGIN"), (2, "INTENT"), (3, "DONE"), (4, "FAILED")]
@@ -138,7 +138,7 @@ def test_group_commit_logs_one_intent_and_done_pair_per_batch(make_workspace, cl
     assert Counter(r.type for r in records) == {"BEGIN": 1, "INTENT": batches, "DONE": batches, "COMMIT": 1}
     assert len(records) == 2 + 2 * batches, "one fsynced record per batch step, not per reference"
 
-    intents = [r for r in records if r.type == wal.INTENT]
+    intents = [r for r in records if r.type == wal.WalStep.INTENT]
     assert [r.fields["batch"] for r in intents] == list(range(batches))
     announced = [address for r in intents for address in r.fields["addresses"]]
     assert sorted(announced) == sorted(f"dataset.ds-{i:06d}.{k}" for i in range(10) for k in KINDS)

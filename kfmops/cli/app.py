@@ -1,10 +1,10 @@
-"""kfmops commands. Each one parses its arguments, calls one library function and renders the result."""
+"""kfmops commands. Each one parses its arguments, calls one library function and hands the result to a view."""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
@@ -12,20 +12,28 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from kfmops import __version__
-from kfmops.cli import views
-from kfmops.cli.errors import run, stderr
-from kfmops.engine.engine import Engine
-from kfmops.engine.history import History
-from kfmops.engine.planner import PlanRequest, load_desired
-from kfmops.engine.state import StateStore
+from kfmops.cli import inspect
+from kfmops.cli.consoles import stderr, stdout
+from kfmops.cli.errors import run
+from kfmops.engine.apply import ApplyOptions, refuse_if_unfinished
+from kfmops.engine.apply import apply as apply_plan
+from kfmops.engine.hotfix import hotfix as apply_hotfix
+from kfmops.engine.init import init as init_workspace
+from kfmops.engine.plan import PlanRequest, load_desired
+from kfmops.engine.plan import plan as make_plan
+from kfmops.engine.recover import recover as recover_workspace
+from kfmops.engine.rollback import rollback as rollback_apply
+from kfmops.engine.session import Session
 from kfmops.errors import ExitCode, KfmopsError
-from kfmops.gitops import comment
-from kfmops.governance.ledger import Ledger, ledger_path
 from kfmops.plans import planfile
-from kfmops.providers.stac_check import check_catalog
+from kfmops.render.comment import write_comment
+from kfmops.render.formats import view_for
+from kfmops.render.graph import render_graph
+from kfmops.render.human import HumanView
+from kfmops.render.progress import PlainProgress
+from kfmops.render.view import View
 from kfmops.workspace import Workspace, load_workspace
 
 app = typer.Typer(
@@ -37,24 +45,11 @@ app = typer.Typer(
     add_completion=False,
     rich_markup_mode=None,
 )
-state_app = typer.Typer(
-    help="Inspect kfmops' record of managed references.\n\nExample: kfmops state list --json", no_args_is_help=True
-)
-lock_app = typer.Typer(
-    help="Inspect or clear the workspace lock.\n\nExample: kfmops lock status --json", no_args_is_help=True
-)
-catalog_app = typer.Typer(
-    help="Check the STAC catalog kfmops writes links into.\n\nExample: kfmops catalog check --schemas schemas/stac",
-    no_args_is_help=True,
-)
-app.add_typer(catalog_app, name="catalog")
-ledger_app = typer.Typer(
-    help="Show or verify the governance ledger.\n\nExample: kfmops ledger verify", no_args_is_help=True
-)
-app.add_typer(ledger_app, name="ledger")
-app.add_typer(state_app, name="state")
-app.add_typer(lock_app, name="lock")
-stdout = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+app.add_typer(inspect.state_app, name="state")
+app.add_typer(inspect.lock_app, name="lock")
+app.add_typer(inspect.ledger_app, name="ledger")
+app.add_typer(inspect.catalog_app, name="catalog")
+app.command()(inspect.history)
 
 
 class OutputFormat(StrEnum):
@@ -63,20 +58,34 @@ class OutputFormat(StrEnum):
     markdown = "markdown"
 
 
+Format = typer.Option("--format", "-f", help="text, json or markdown.")
+LockTimeout = typer.Option("--lock-timeout", help="Seconds to wait for the workspace lock (0: fail at once).")
+
+
 def current_workspace() -> Workspace:
     return load_workspace(Path.cwd())
 
 
+def human() -> HumanView:
+    return HumanView(stdout, stderr)
+
+
+def view(output_format: str) -> View:
+    return view_for(output_format, stdout, stderr)
+
+
 @contextmanager
-def open_engine(command: str, *, progress: bool = False) -> Iterator[Engine]:
-    """An engine for one command: its span, its telemetry, and its warnings printed at the end."""
-    engine = Engine(current_workspace(), command=command, progress=views.progress_printer() if progress else None)
+def session(command: str, *, read_only: bool = False, progress: bool = False) -> Iterator[Session]:
+    """A session for one command: its span, its telemetry, progress lines, and its warnings printed at the end."""
+    opened = Session(current_workspace(), command, read_only=read_only)
+    if progress:
+        opened.subscribe(PlainProgress(stderr))
     try:
-        with engine.governance.span(f"kfmops.{command}"):
-            yield engine
+        with opened.span(f"kfmops.{command}"):
+            yield opened
     finally:
-        engine.close()
-        for warning in engine.warnings:
+        opened.close()
+        for warning in opened.warnings:
             stderr.print(f"Warning: {warning}", style="yellow")
 
 
@@ -96,11 +105,7 @@ def main_options(
     try:
         os.chdir(directory)  # like `terraform -chdir`: every relative path is then relative to DIR
     except OSError as exc:
-        raise KfmopsError(f"cannot change to directory {directory}: {exc.strerror}") from None
-
-
-Format = typer.Option("--format", "-f", help="text, json or markdown.")
-LockTimeout = typer.Option("--lock-timeout", help="Seconds to wait for the workspace lock (0: fail at once).")
+        raise KfmopsError(f"Cannot change to directory {directory}: {exc.strerror}") from None
 
 
 @app.command()
@@ -109,7 +114,7 @@ def init() -> None:
 
     Example: mkdir my-workspace && kfmops -C my-workspace init
     """
-    views.init_workspace(Path.cwd())
+    human().initialized(init_workspace(Path.cwd()))
 
 
 @app.command()
@@ -120,8 +125,7 @@ def validate(
 
     Example: kfmops validate
     """
-    workspace = current_workspace()
-    desired = load_desired(workspace, git_ref)
+    desired = load_desired(current_workspace(), git_ref)
     stdout.print(f"Valid: {len(desired.documents)} documents, {len(desired.references)} references.")
 
 
@@ -150,17 +154,15 @@ def plan(
 
     Example: kfmops plan --out plan.json --format markdown --detailed-exitcode
     """
-    workspace = current_workspace()
-    with open_engine("plan") as engine:
-        result = engine.plan(PlanRequest(list(target), list(exclude), git_ref, refresh_only, base))
-    path = out or workspace.plans_dir / f"{result.plan_id}.json"
+    chosen = view(output_format)
+    with session("plan", read_only=True) as opened:
+        result = make_plan(opened, PlanRequest(list(target), list(exclude), git_ref, refresh_only, base))
+        path = out or opened.workspace.plans_dir / f"{result.plan_id}.json"
     planfile.write(result, path)
     if split is not None:
-        parts = comment.write_comment(result, split)
+        parts = write_comment(result, split)
         stderr.print(f"Wrote the PR comment in {len(parts)} part(s) to {split}/comment-N.md")
-    views.print_plan(result, output_format, stdout)
-    if output_format == "text":
-        stderr.print(f"Saved plan to {path}. Apply it with: kfmops apply {path}")
+    chosen.plan(result, path)
     if result.policy.get("decision") != "allow":
         stderr.print("Policy denies this plan (see the findings above); it cannot be applied.", style="red")
         return int(ExitCode.POLICY_DENIED)
@@ -175,9 +177,10 @@ def drift(output_format: Annotated[OutputFormat, Format] = OutputFormat.text) ->
 
     Example: kfmops drift --format markdown
     """
-    with open_engine("drift") as engine:
-        result = engine.plan(PlanRequest(refresh_only=True))
-    views.print_plan(result, output_format, stdout)
+    chosen = view(output_format)
+    with session("drift", read_only=True) as opened:
+        result = make_plan(opened, PlanRequest(refresh_only=True))
+    chosen.plan(result)
     return int(ExitCode.CHANGES) if result.drift else 0
 
 
@@ -189,8 +192,7 @@ def graph(
 
     Example: kfmops graph --format dot | dot -Tsvg > references.svg
     """
-    desired = load_desired(current_workspace())
-    sys.stdout.write(views.reference_graph(desired, graph_format))
+    sys.stdout.write(render_graph(load_desired(current_workspace()), graph_format))
 
 
 @app.command()
@@ -202,7 +204,7 @@ def show(
 
     Example: kfmops show plans/plan-20261126T120000Z-ab12cd.json --format json
     """
-    views.print_plan(planfile.read(plan_file), output_format, stdout)
+    view(output_format).plan(planfile.read(plan_file))
 
 
 @app.command()
@@ -218,20 +220,21 @@ def apply(
 
     Example: kfmops apply plans/plan-20261126T120000Z-ab12cd.json
     """
-    with open_engine("apply", progress=True) as engine:
+    started = time.monotonic()
+    with session("apply", progress=True) as opened:
         if plan_file is None:
-            engine.refuse_if_unfinished()  # before reading backends that may still be down
-            chosen = engine.plan(PlanRequest())
-            views.print_plan(chosen, "text", stdout)
+            refuse_if_unfinished(opened)  # before reading backends that may still be down
+            chosen = make_plan(opened, PlanRequest())
+            human().plan(chosen)
             if not chosen.has_changes():
                 stdout.print("Nothing to apply.")
-            if chosen.has_changes() and not auto_approve and not views.confirm("Apply these changes?"):
+            if chosen.has_changes() and not auto_approve and not confirm("Apply these changes?"):
                 stderr.print("Apply cancelled; nothing was changed.")
                 return int(ExitCode.ERROR)
         else:
             chosen = planfile.read(plan_file)
-        result = engine.apply(chosen, lock_timeout=lock_timeout, allow_dirty=allow_dirty)
-    views.print_apply(result, stdout)
+        result = apply_plan(opened, chosen, ApplyOptions(lock_timeout=lock_timeout, allow_dirty=allow_dirty))
+    human().applied(result, time.monotonic() - started)
     return 0
 
 
@@ -246,10 +249,11 @@ def rollback(
     Example: kfmops rollback --last
     """
     if bool(apply_id) == last:
-        raise KfmopsError("give exactly one of APPLY_ID or --last")
-    with open_engine("rollback", progress=True) as engine:
-        result = engine.rollback(apply_id, lock_timeout=lock_timeout)
-    views.print_apply(result, stdout)
+        raise KfmopsError("Give exactly one of APPLY_ID or --last")
+    started = time.monotonic()
+    with session("rollback", progress=True) as opened:
+        result = rollback_apply(opened, apply_id, ApplyOptions(lock_timeout=lock_timeout))
+    human().applied(result, time.monotonic() - started)
     return 0
 
 
@@ -264,9 +268,9 @@ def recover(
 
     Example: kfmops recover --forward
     """
-    with open_engine("recover", progress=True) as engine:
-        result = engine.recover(forward=forward, lock_timeout=lock_timeout)
-    views.print_recover(result, stdout)
+    with session("recover", progress=True) as opened:
+        result = recover_workspace(opened, forward=forward, lock_timeout=lock_timeout)
+    human().recovered(result)
     return 0
 
 
@@ -281,116 +285,18 @@ def hotfix(
 
     Example: kfmops hotfix dataset.landcover --set version=v2011 --reason "v2019 tiles corrupt, INC-4411"
     """
-    with open_engine("hotfix", progress=True) as engine:
-        result, patch = engine.hotfix(address, assignment, reason, lock_timeout=lock_timeout)
-    views.print_apply(result, stdout)
+    started = time.monotonic()
+    with session("hotfix", progress=True) as opened:
+        result, patch = apply_hotfix(opened, address, assignment, reason, lock_timeout=lock_timeout)
+    human().applied(result, time.monotonic() - started)
     stdout.print(f"Make git match: patch -p1 < {patch}  (then commit); until then 'kfmops plan' shows hotfix drift.")
     return 0
 
 
-@ledger_app.command("show")
-def ledger_show(
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
-    last: Annotated[int, typer.Option("--last", help="Only the newest N entries (0: all).")] = 0,
-) -> None:
-    """Show the governance ledger: one entry per apply, rollback, hotfix and recover.
-
-    Example: kfmops ledger show --last 5
-    """
-    entries = Ledger(ledger_path(*_ledger_location())).entries()
-    views.print_ledger(entries[-last:] if last else entries, as_json, stdout)
-
-
-@ledger_app.command("verify")
-def ledger_verify() -> int:
-    """Check the ledger's hash chain; names every edited, removed, inserted or reordered entry.
-
-    Example: kfmops ledger verify
-    """
-    ledger = Ledger(ledger_path(*_ledger_location()))
-    problems = ledger.verify()
-    for problem in problems:
-        stdout.print(f"ledger {ledger.path}: {problem}")
-    if problems:
-        return int(ExitCode.ERROR)
-    stdout.print(f"Ledger intact: {len(ledger.entries())} entries, hash chain verified ({ledger.path}).")
-    return 0
-
-
-def _ledger_location() -> tuple[Path, dict]:
-    workspace = current_workspace()
-    return workspace.root, workspace.section("ledger")
-
-
-@app.command()
-def history(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
-    """List applies, rollbacks, hotfixes and recoveries, newest last.
-
-    Example: kfmops history --json
-    """
-    workspace = current_workspace()
-    views.print_history(History(workspace.state_dir).entries(), as_json, stdout)
-
-
-@state_app.command("list")
-def state_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
-    """List managed addresses with their last applied values.
-
-    Example: kfmops state list --json
-    """
-    views.print_state_list(StateStore(current_workspace().state_dir).load(), as_json, stdout)
-
-
-@state_app.command("show")
-def state_show(address: str, as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
-    """Show one managed reference: where it lives and its last applied value.
-
-    Example: kfmops state show dataset.landcover.search --json
-    """
-    views.print_state_entry(StateStore(current_workspace().state_dir).load(), address, as_json, stdout)
-
-
-@catalog_app.command("check")
-def catalog_check(
-    root: Annotated[Path | None, typer.Argument(help="Catalog folder (default: the workspace's stac backend).")] = None,
-    schemas: Annotated[
-        Path | None, typer.Option("--schemas", help="Folder of STAC JSON Schemas with a schema-map.json (offline).")
-    ] = None,
-) -> int:
-    """Validate every STAC document offline against local JSON Schemas and count broken links.
-
-    Example: kfmops catalog check --schemas ../shared/fixtures/stac-schemas
-    """
-    if root is None:
-        with open_engine("catalog") as engine:
-            root = engine.catalog_root()
-    report = check_catalog(root, schemas)
-    return views.print_catalog_report(report, root, stdout)
-
-
-@lock_app.command("status")
-def lock_status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
-    """Say who holds the workspace lock, or that it is free (or stale).
-
-    Example: kfmops lock status --json
-    """
-    with open_engine("lock") as engine:
-        status = engine.lock.status()
-    if as_json:
-        stdout.print_json(json.dumps(status.to_dict()))
-    else:
-        views.print_lock(status, stdout)
-
-
-@lock_app.command("force-unlock")
-def force_unlock(lock_id: Annotated[str, typer.Argument(help="The exact lock id from 'kfmops lock status'.")]) -> None:
-    """Remove a lock whose holder is gone. Needs the exact id.
-
-    Example: kfmops lock force-unlock 5f0c2d1e-...
-    """
-    with open_engine("lock") as engine:
-        info = engine.lock.force_unlock(lock_id)
-    stdout.print(f"Removed lock {info.id} ({info.who}, pid {info.pid}, {info.operation}).")
+def confirm(question: str) -> bool:
+    if not sys.stdin.isatty():
+        raise KfmopsError("Not a terminal, so apply cannot ask for approval: pass --auto-approve or a plan file")
+    return input(f"{question} Only 'yes' is accepted: ").strip() == "yes"
 
 
 def main() -> None:
@@ -398,4 +304,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -10,12 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
+from kfmops.cli.consoles import stderr
 from kfmops.errors import ExitCode, InputError, KfmopsError
-
-stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def report(error: BaseException) -> int:

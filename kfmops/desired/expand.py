@@ -6,15 +6,16 @@ every problem (duplicate addresses, unknown versions or backends, names a backen
 
 from __future__ import annotations
 
-import hashlib
 import posixpath
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from kfmops.desired import identifiers as ids
 from kfmops.desired.load import Document
 from kfmops.errors import Diagnostic, InputError
-from kfmops.references import Reference, canonical_json, normalize
+from kfmops.io.canonical import digest
+from kfmops.references import Reference
 from kfmops.workspace import Conventions
 from kfmops.yamlio import plain
 
@@ -41,7 +42,7 @@ class DesiredState:
             "references": {a: [r.reference.locator, r.value] for a, r in sorted(self.references.items())},
             "datasets": self.datasets,
         }
-        return "sha256:" + hashlib.sha256(canonical_json(content).encode()).hexdigest()
+        return digest(content)
 
 
 class _Collector:
@@ -91,11 +92,9 @@ class _Collector:
         if reference.kind == "stac":
             for slot in reference.locator["slots"]:
                 owners = self.stac_slots.setdefault((slot["document"], slot["field"]), {})
-                for path in slot["scope"] if slot["scope"] is not None else [None]:
-                    owners[path] = reference.address
-        self.references[reference.address] = DesiredReference(
-            reference, normalize(reference.kind, value), source, version
-        )
+                for target in slot["scope"] if slot["scope"] is not None else [None]:
+                    owners[target] = reference.address
+        self.references[reference.address] = DesiredReference(reference, reference.normalize(value), source, version)
 
     def owner_of(self, reference: Reference) -> str | None:
         """The address that already owns a live pointer `reference` would manage, if any."""
@@ -142,6 +141,10 @@ def expand(
     return DesiredState(collector.references, datasets, files)
 
 
+_Part = tuple[dict[str, Any] | None, Any]
+"""A dataset part's (locator, value); the locator is None when a name was refused (the problem is recorded)."""
+
+
 def _fill(template: str, dataset: str, version: str = "") -> str:
     return template.replace("{dataset}", dataset).replace("{version}", version)
 
@@ -184,7 +187,9 @@ def _expand_dataset(c: _Collector, doc: Document, conv: Conventions) -> dict[str
     }
 
 
-def _dataset_stac(c, doc, conv, name, versions, current):
+def _dataset_stac(
+    c: _Collector, doc: Document, conv: Conventions, name: str, versions: list[str], current: str
+) -> _Part:
     catalog = conv.stac_catalog
     paths = [_fill(conv.stac_collection, name, v) for v in versions]
     for path in (catalog, *paths):
@@ -192,7 +197,7 @@ def _dataset_stac(c, doc, conv, name, versions, current):
             c.problem(doc, problem, "version")
             return None, None
     current_path = paths[versions.index(current)]
-    slots = [{"document": catalog, "field": "child", "scope": sorted(paths)}]
+    slots: list[dict[str, Any]] = [{"document": catalog, "field": "child", "scope": sorted(paths)}]
     value: dict[str, dict[str, Any]] = {catalog: {"child": [current_path]}}
     for i, path in enumerate(paths):
         fields: dict[str, Any] = {"latest-version": [current_path], "deprecated": versions[i] != current}
@@ -203,7 +208,9 @@ def _dataset_stac(c, doc, conv, name, versions, current):
     return {"slots": slots}, value
 
 
-def _dataset_graph(c, doc, conv, name, versions, current):
+def _dataset_graph(
+    c: _Collector, doc: Document, conv: Conventions, name: str, versions: list[str], current: str
+) -> _Part:
     for label in (conv.graph_dataset_label, conv.graph_version_label, conv.graph_relationship, conv.graph_key):
         if problem := ids.graph_identifier_problem(label, "graph name"):
             c.problem(doc, problem)
@@ -216,7 +223,9 @@ def _dataset_graph(c, doc, conv, name, versions, current):
     return locator, _fill(conv.graph_version_id, name, current)
 
 
-def _dataset_search(c, doc, conv, name, versions, current):
+def _dataset_search(
+    c: _Collector, doc: Document, conv: Conventions, name: str, versions: list[str], current: str
+) -> _Part:
     alias = _fill(conv.search_alias, name)
     index = _fill(conv.search_index, name, current)
     for what, value in (("alias", alias), ("index", index)):
@@ -226,7 +235,9 @@ def _dataset_search(c, doc, conv, name, versions, current):
     return {"alias": alias}, {"indices": [index], "write_index": None}
 
 
-def _dataset_cache(c, doc, conv, name, versions, current):
+def _dataset_cache(
+    c: _Collector, doc: Document, conv: Conventions, name: str, versions: list[str], current: str
+) -> _Part:
     key = _fill(conv.cache_key, name)
     invalidate = [_fill(p, name) for p in conv.cache_invalidate]
     for problem in [ids.cache_key_problem(key), *(ids.cache_key_problem(p, pattern=True) for p in invalidate)]:
@@ -236,12 +247,19 @@ def _dataset_cache(c, doc, conv, name, versions, current):
     return {"key": key, "invalidate": invalidate}, current
 
 
-_DATASET_PARTS = {"stac": _dataset_stac, "graph": _dataset_graph, "search": _dataset_search, "cache": _dataset_cache}
+_DATASET_PARTS: dict[str, Callable[[_Collector, Document, Conventions, str, list[str], str], _Part]] = {
+    "stac": _dataset_stac,
+    "graph": _dataset_graph,
+    "search": _dataset_search,
+    "cache": _dataset_cache,
+}
 
 
 def _raw_stac(c: _Collector, doc: Document) -> None:
     spec = doc.spec
-    problems = [(p, "document") for p in [ids.stac_path_problem(spec["document"])] if p]
+    problems: list[tuple[str, *tuple[str | int, ...]]] = [
+        (p, "document") for p in [ids.stac_path_problem(spec["document"])] if p
+    ]
     problems += [(p, "targets", i) for i, t in enumerate(spec["targets"]) if (p := ids.stac_path_problem(t))]
     normal = [posixpath.normpath(t) for t in spec["targets"]]
     # `a.json` and `./a.json` are one link: listing both would never match what the catalog holds.
@@ -267,7 +285,7 @@ def _raw_graph(c: _Collector, doc: Document) -> None:
         (("from", "key"), "key"),
         (("to", "key"), "key"),
     ):
-        node = spec
+        node: Any = spec
         for step in path:
             node = node.get(step, "id") if isinstance(node, dict) else node
         if problem := ids.graph_identifier_problem(node, what):
@@ -291,7 +309,7 @@ def _raw_graph(c: _Collector, doc: Document) -> None:
 
 def _raw_search(c: _Collector, doc: Document) -> None:
     spec = doc.spec
-    names = [("alias", spec["alias"], ("alias",))]
+    names: list[tuple[str, str, tuple[str | int, ...]]] = [("alias", spec["alias"], ("alias",))]
     names += [("index", name, ("indices", i)) for i, name in enumerate(spec["indices"])]
     found = False
     for what, name, path in names:
@@ -312,7 +330,9 @@ def _raw_search(c: _Collector, doc: Document) -> None:
 def _raw_cache(c: _Collector, doc: Document) -> None:
     spec = doc.spec
     invalidate = list(spec.get("invalidate", []))
-    problems = [(p, ("key",)) for p in [ids.cache_key_problem(spec["key"])] if p]
+    problems: list[tuple[str, tuple[str | int, ...]]] = [
+        (p, ("key",)) for p in [ids.cache_key_problem(spec["key"])] if p
+    ]
     problems += [
         (p, ("invalidate", i)) for i, pat in enumerate(invalidate) if (p := ids.cache_key_problem(pat, pattern=True))
     ]

@@ -1,1 +1,1 @@
-"""The engine: refresh, apply, rollback, recover and hotfix, with the WAL, the lock and state persistence."""
+"""Orchestration only: plan, apply, rollback, recover and hotfix, one module each; they emit typed events."""

@@ -1,308 +1,180 @@
 """Apply a plan safely: under the lock, with a write-ahead log, as compare-and-swap, undoable.
 
-Order of one apply: verify the plan against the state -> check every precondition against live
-values -> WAL BEGIN -> per batch: re-read, compare-and-swap, INTENT (with the observed before
-values), write, read back, DONE -> COMMIT -> state, history and inverse plan (settle). On failure,
-completed batches are compensated in reverse from the observed before values, then ABORTED.
-COMMIT is the point of no return: settling is redone from the WAL if the process dies after it.
+Order: gates -> lock -> settle finished WALs -> refuse while one is unfinished (exit 6) -> verify the
+plan against the state -> compare every before value with the live one -> policy -> WAL BEGIN ->
+batches (runner) -> COMMIT -> settle. On failure, the started batches are compensated from the values
+observed under the lock, newest first, then ABORTED and settled. Rollback, hotfix and recovery all
+come through `run`.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, replace
 
-from deepdiff import DeepDiff
-
-from kfmops.engine import crash, wal
-from kfmops.engine.history import ApplyRecord
-from kfmops.engine.lock import operator
-from kfmops.engine.planner import new_id, now
-from kfmops.engine.state import State
-from kfmops.errors import BackendError, ExitCode, KfmopsError, StalePlan
-from kfmops.plans.model import Action, Change, Plan
-from kfmops.providers.base import Provider, chunks
-from kfmops.references import Reference
-
-Progress = Callable[[str, int], None]
-
-
-@dataclass
-class ApplyResult:
-    apply_id: str
-    plan_id: str
-    operation: str
-    outcome: str
-    summary: dict[str, int]
-    applied: list[str] = field(default_factory=list)
-    compensated: list[str] = field(default_factory=list)
-    serial: int | None = None
-    wal_path: str | None = None
-    wal_records: int = 0
-    error: str | None = None
-    seconds: float = 0.0
-    conflicts: list[str] = field(default_factory=list)
-
-
-class ApplyFailed(KfmopsError):
-    """The apply did not commit; `result` says what was applied and what was undone."""
-
-    def __init__(self, message: str, result: ApplyResult, exit_code: ExitCode = ExitCode.ERROR):
-        super().__init__(message)
-        self.result = result
-        self.exit_code = exit_code
+from kfmops.engine import gates
+from kfmops.engine.runner import BatchRunner, conflicts, stale
+from kfmops.engine.session import Session
+from kfmops.engine.settle import settle, settle_finished
+from kfmops.errors import Diagnostic, ExitCode, InputError, KfmopsError, RecoveryRequired, StalePlan
+from kfmops.events import PolicyEvaluated, TransactionStarted
+from kfmops.gitops import repo
+from kfmops.io.clock import new_id, now
+from kfmops.plans.model import Operation, Plan
+from kfmops.plans.transaction import Outcome, Transaction
+from kfmops.stores.lock import LockInfo, operator
+from kfmops.stores.state import State
+from kfmops.stores.wal import WalLog, WalStep, begin_fields, is_finished
 
 
 @dataclass(frozen=True)
-class Batch:
-    number: int
-    backend: str
-    changes: Sequence[Change]
-
-    @property
-    def references(self) -> list[Reference]:
-        return [c.reference for c in self.changes]
+class ApplyOptions:
+    lock_timeout: float = 0
+    allow_dirty: bool = False
+    reason: str | None = None
+    rolls_back: str | None = None
 
 
-def plan_batches(changes: Sequence[Change], order: Sequence[str], size: int) -> list[Batch]:
-    """Mutations grouped by kind (in apply order) and backend, cut into batches of `size`."""
-    groups: dict[tuple[int, str, str], list[Change]] = {}
-    rank = {kind: i for i, kind in enumerate(order)}
-    for change in changes:
-        if change.action.mutates:
-            reference = change.reference
-            groups.setdefault((rank[reference.kind], reference.kind, reference.backend), []).append(change)
-    batches = []
-    for (_, _, backend), group in sorted(groups.items()):
-        for part in chunks(group, size):
-            batches.append(Batch(len(batches), backend, part))
-    return batches
+DEFAULT_OPTIONS = ApplyOptions()
 
 
-def describe_conflict(change: Change, live: Any) -> str:
-    """One line saying what moved since the plan and by how much."""
-    moved = DeepDiff(change.before, live, ignore_order=True, verbose_level=2).to_dict()
-    detail = "; ".join(f"{kind}: {value}" for kind, value in moved.items()) if moved else ""
-    return f"{change.address}: plan expected {change.before!r}, live is {live!r}" + (f" ({detail})" if detail else "")
+class ApplyFailed(KfmopsError):
+    """The transaction did not commit; it was undone, and `transaction` says what was written and restored."""
+
+    def __init__(self, message: str, transaction: Transaction, exit_code: ExitCode):
+        super().__init__(message)
+        self.transaction = transaction
+        self.exit_code = exit_code
 
 
-def check_preconditions(changes: Sequence[Change], live: dict[str, Any]) -> list[str]:
-    return [describe_conflict(c, live.get(c.address)) for c in changes if live.get(c.address) != c.before]
-
-
-def change_dict(change: Change, before_version: str | None = None) -> dict[str, Any]:
-    reference = change.reference
-    return {
-        "version": change.version,
-        "before_version": before_version,
-        "address": change.address,
-        "kind": reference.kind,
-        "backend": reference.backend,
-        "dataset": reference.dataset,
-        "locator": reference.locator,
-        "action": change.action.value,
-        "before": change.before,
-        "after": change.after,
-    }
-
-
-def change_from(record: dict[str, Any], reason: str = "") -> Change:
-    reference = Reference(
-        record["address"], record["kind"], record["backend"], record["locator"], record.get("dataset")
-    )
-    return Change(
-        reference, Action(record["action"]), record["before"], record["after"], reason, version=record.get("version")
-    )
-
-
-def inverse_of(change: Change, observed_before: Any, before_version: str | None) -> Change:
-    """Undo `change` back to the value observed during apply (not the plan's copy of it)."""
-    if observed_before is None:
-        action = Action.DELETE
-    elif change.after is None:
-        action = Action.CREATE
-    else:
-        action = Action.UPDATE
-    reversed_change = change.reversed()
-    return Change(
-        change.reference, action, change.after, observed_before, reversed_change.reason, change.source, before_version
-    )
-
-
-class Applier:
-    """Runs one plan's batches against the providers, logging each step to the WAL."""
-
-    def __init__(
-        self,
-        providers: Any,
-        log: wal.WalWriter,
-        progress: Progress | None = None,
-        guard: Callable[[], None] | None = None,
-        span: Callable[..., AbstractContextManager[Any]] | None = None,
-    ):
-        self.providers = providers
-        self.log = log
-        self.progress = progress or (lambda _stage, _n: None)
-        self.guard = guard or (lambda: None)
-        self.span = span or (lambda _name, **_attributes: nullcontext())
-
-    def _provider(self, batch: Batch) -> Provider:
-        return self.providers.get(batch.backend)
-
-    def _write_verified(self, batch: Batch, items: list[tuple[Reference, Any]]) -> None:
-        provider = self._provider(batch)
-        provider.write(items)  # the registry's Resilient wrapper turns faults into BackendError
-        crash.reached(f"write:{batch.number}")
-        readback = provider.read([reference for reference, _ in items])
-        wrong = [reference.address for reference, value in items if readback.get(reference.address) != value]
-        if wrong:
-            raise BackendError(batch.backend, f"read-back after write differs for {', '.join(wrong[:5])}")
-
-    def run(self, batches: list[Batch]) -> dict[int, dict[str, Any]]:
-        """Apply every batch; returns the observed before values per batch. Raises on the first failure,
-        with `self.started` holding the batches whose INTENT was logged."""
-        self.started: dict[int, dict[str, Any]] = {}
-        for batch in batches:
-            self.guard()
-            with self.span("kfmops.batch", batch=batch.number, backend=batch.backend, references=len(batch.changes)):
-                self._run_batch(batch)
-            self.progress("applied", len(batch.changes))
-        return self.started
-
-    def _run_batch(self, batch: Batch) -> None:
-        live = self._provider(batch).read(batch.references)
-        conflicts = check_preconditions(batch.changes, live)
-        if conflicts:
-            raise StalePlan("live values moved since the plan was made:\n  " + "\n  ".join(conflicts))
-        observed = {c.address: live.get(c.address) for c in batch.changes}
-        self.log.append(
-            wal.INTENT,
-            batch=batch.number,
-            backend=batch.backend,
-            addresses=[c.address for c in batch.changes],
-            observed=observed,
+def apply(session: Session, plan: Plan, options: ApplyOptions = DEFAULT_OPTIONS) -> Transaction:
+    """Apply `plan`; returns the settled transaction (outcome NOTHING when there was nothing to write)."""
+    gates.refuse_if_red(session.workspace.section("apply"), str(plan.operation))
+    if plan.operation is Operation.APPLY:
+        check_git(session, plan, options.allow_dirty)
+    with session.lock.held(str(plan.operation), plan.plan_id, options.lock_timeout) as lock:
+        settle_finished(session)
+        refuse_if_unfinished(session)
+        state = session.state() or State.new(plan.state.lineage)
+        verify(session, plan, state)
+        mutations = plan.mutations
+        found = conflicts(mutations, session.providers.read_live(c.reference for c in mutations))
+        if found:
+            raise stale("live values moved since the plan was made (nothing was changed)", found)
+        missing = session.providers.missing_targets([(c.reference, c.after) for c in mutations if c.after])
+        if missing:
+            raise InputError([Diagnostic(f"{a} points at a target that does not exist: {m}") for a, m in missing])
+        policy = session.policy.require_allowed(plan, str(plan.operation))
+        session.bus.emit(
+            PolicyEvaluated(str(plan.operation), policy.decision, tuple(f.to_dict() for f in policy.findings))
         )
-        self.started[batch.number] = observed
-        self._write_verified(batch, [(c.reference, c.after) for c in batch.changes])
-        self.log.append(wal.DONE, batch=batch.number)
-
-    def compensate(self, batches: list[Batch], started: dict[int, dict[str, Any]]) -> list[str]:
-        """Restore every started batch, newest first, to its observed before values."""
-        restored = []
-        for batch in sorted((b for b in batches if b.number in started), key=lambda b: -b.number):
-            observed = started[batch.number]
-            self.log.append(wal.COMPENSATE, batch=batch.number, addresses=list(observed))
-            self._write_verified(batch, [(c.reference, observed[c.address]) for c in batch.changes])
-            self.log.append(wal.COMPENSATED, batch=batch.number)
-            restored.extend(observed)
-            self.progress("compensated", len(batch.changes))
-        return restored
+        transaction = begin(plan, state, lock, options)
+        if not mutations and all(
+            (managed := state.resources.get(c.address)) is not None and managed.value == c.after for c in plan.changes
+        ):
+            return transaction.settle(Outcome.NOTHING, now(), state.serial)
+        return run(session, transaction, session.stores.wal.begin(transaction.id))
 
 
-def settle(
-    state: State,
-    begin: dict[str, Any],
-    observed: dict[str, Any],
-    apply_id: str,
-    finished: str,
-    outcome: str,
-    compensated: Sequence[str] = (),
-) -> ApplyRecord:
-    """Record a finished apply in `state` (in memory) and return its history record.
-
-    committed: every change's after value is recorded (no-ops adopt, deletes forget), the serial
-    advances, the plan id is consumed, and the inverse is built from the observed before values.
-    aborted: every reference is back at its observed value, so the state is left as it was.
-    """
-    changes = [change_from(c) for c in begin["changes"]]
-    before_versions = {c["address"]: c.get("before_version") for c in begin["changes"]}
-    applied: list[str] = []
-    inverse: list[dict[str, Any]] = []
-    if outcome == "committed":
-        for change in changes:
-            state.record(change.reference, change.after, apply_id, change.version)
-        mutations = [c for c in changes if c.action.mutates]
-        applied = [c.address for c in mutations]
-        inverse = [
-            change_dict(inverse_of(c, observed.get(c.address, c.before), before_versions.get(c.address)))
-            for c in reversed(mutations)
-        ]
-        state.applied_plans.append(begin["plan_id"])
-        state.datasets.update(begin.get("datasets", {}))
-        state.serial += 1
-        _track_hotfixes(state, begin, changes, apply_id)
-    summary = {"create": 0, "update": 0, "delete": 0, "no_op": 0}
-    for change in changes:
-        summary["no_op" if change.action is Action.NOOP else change.action.value] += 1
-    return ApplyRecord(
-        apply_id=apply_id,
-        plan_id=begin["plan_id"],
-        operation=begin["operation"],
-        operator=begin["operator"],
-        started=begin["time"],
-        finished=finished,
-        outcome=outcome,
-        summary=summary,
-        wal=f"{apply_id}.jsonl",
-        serial=state.serial,
-        reason=begin.get("reason"),
-        datasets=begin.get("datasets", {}),
-        rolls_back=begin.get("rolls_back"),
-        applied=applied,
-        compensated=list(compensated),
-        inverse=inverse,
+def begin(plan: Plan, state: State, lock: LockInfo, options: ApplyOptions) -> Transaction:
+    """The transaction of `plan` as fixed at BEGIN; each change knows the version it would restore."""
+    versions = state.versions()
+    return Transaction(
+        id=new_id("apply"),
+        plan_id=plan.plan_id,
+        operation=plan.operation,
+        operator=operator(),
+        started=now(),
+        state=plan.state,
+        changes=tuple(replace(c, before_version=versions.get(c.address)) for c in plan.changes),
+        datasets=plan.datasets,
+        origin=plan.origin,
+        reason=options.reason,
+        rolls_back=options.rolls_back,
+        lock_id=lock.id,
+        fencing_token=lock.fencing_token,
     )
 
 
-def _track_hotfixes(state: State, begin: dict[str, Any], changes: list[Change], apply_id: str) -> None:
-    """A hotfix marks its addresses until git holds the value; any other apply of them settles it."""
-    for change in changes:
-        if begin["operation"] != "hotfix":
-            state.hotfixes.pop(change.address, None)
-        elif change.action.mutates:
-            state.hotfixes[change.address] = {
-                "apply_id": apply_id,
-                "value": change.after,
-                "reason": begin.get("reason"),
-                "patch": begin.get("origin", {}).get("patch"),
-            }
+def run(session: Session, transaction: Transaction, log: WalLog) -> Transaction:
+    """Log BEGIN, write every batch, COMMIT and settle; on failure undo what was written and raise ApplyFailed."""
+    log.append(WalStep.BEGIN, **begin_fields(transaction))
+    session.bus.emit(TransactionStarted(transaction))
+    workspace = session.workspace
+    batches = transaction.batches(workspace.apply_order, workspace.batch_size)
+    runner = BatchRunner(session, log, transaction, session.lock.check)
+    try:
+        transaction = runner.run(batches, len(transaction.mutations))
+    except BaseException as exc:
+        undone = abort(session, runner, log, exc)
+        code = ExitCode.STALE if isinstance(exc, StalePlan) else ExitCode.ERROR
+        raise ApplyFailed(f"{transaction.operation} failed and was undone: {undone.error}", undone, code) from exc
+    log.append(WalStep.COMMIT)
+    log.close()
+    return settle(session, transaction, Outcome.COMMITTED, log.count)
 
 
-def begin_fields(
-    plan: Plan,
-    operation: str,
-    lock_info: Any,
-    reason: str | None,
-    rolls_back: str | None,
-    versions: dict[str, str | None],
-) -> dict:
-    """The BEGIN record: everything recover and settle need without the plan file.
-
-    `versions` are the dataset versions the state last recorded, kept as each change's
-    before_version so that the inverse plan knows which version it restores.
-    """
-    return {
-        "plan_id": plan.plan_id,
-        "operation": operation,
-        "operator": operator(),
-        "time": now(),
-        "lock_id": lock_info.id,
-        "fencing_token": lock_info.fencing_token,
-        "state": {"lineage": plan.state.lineage, "serial": plan.state.serial},
-        "reason": reason,
-        "rolls_back": rolls_back,
-        "origin": plan.origin,
-        "datasets": plan.datasets,
-        "changes": [change_dict(c, versions.get(c.address)) for c in plan.changes],
-    }
+def abort(session: Session, runner: BatchRunner, log: WalLog, error: BaseException) -> Transaction:
+    """Compensate the started batches and settle as aborted; RecoveryRequired when undoing fails too."""
+    message = str(error) or type(error).__name__
+    log.append(WalStep.FAILED, error=message)
+    try:
+        restored = runner.compensate(runner.started, runner.transaction.observed)
+    except Exception as failure:
+        log.close()
+        raise RecoveryRequired(
+            f"{runner.transaction.operation} failed ({message}) and undoing it failed too ({failure}); some "
+            f"references may be half-changed. Run 'kfmops recover' once the backend is back "
+            f"(WAL of {runner.transaction.id})"
+        ) from failure
+    log.append(WalStep.ABORTED, compensated=restored)
+    log.close()
+    return settle(session, runner.transaction, Outcome.ABORTED, log.count, compensated=restored, error=message)
 
 
-def new_apply_id() -> str:
-    return new_id("apply")
+def refuse_if_unfinished(session: Session) -> None:
+    """Exit 6 while a WAL neither committed nor aborted: `recover` must resolve it first."""
+    pending = [entry for entry in session.stores.wal.open_entries() if not is_finished(entry.records)]
+    if pending:
+        raise RecoveryRequired(
+            f"An earlier apply did not finish ({pending[0].apply_id}.jsonl); "
+            "run 'kfmops recover' (or 'kfmops recover --forward') first"
+        )
 
 
-def elapsed(start: float) -> float:
-    return round(time.monotonic() - start, 3)
+def check_git(session: Session, plan: Plan, allow_dirty: bool) -> None:
+    """A plan from uncommitted desired state needs --allow-dirty; `git.apply_branch` pins the branch."""
+    if plan.git.get("dirty") and not allow_dirty:
+        raise KfmopsError(
+            f"Plan {plan.plan_id} was made from uncommitted desired state; commit first, or pass --allow-dirty"
+        )
+    branch = session.workspace.section("git").get("apply_branch")
+    commit = plan.git.get("commit")
+    if branch and commit and not repo.is_on_branch(session.workspace.desired_dir, commit, branch):
+        raise KfmopsError(
+            f"Plan {plan.plan_id} was made at commit {commit[:12]}, which is not on "
+            f"branch {branch!r} (kfmops.yaml git.apply_branch); merge it first"
+        )
+
+
+def verify(session: Session, plan: Plan, state: State) -> None:
+    """Refuse a plan made for another lineage, already applied, or whose references applies since moved."""
+    if plan.state.lineage != state.lineage:
+        raise StalePlan(
+            f"Plan {plan.plan_id} was made for state lineage {plan.state.lineage}, "
+            f"but this workspace's state is lineage {state.lineage}"
+        )
+    if plan.plan_id in state.applied_plans:
+        raise StalePlan(f"Plan {plan.plan_id} was already applied; make a new plan")
+    if plan.state.serial == state.serial:
+        return
+    moved: set[str] = set()
+    for entry in session.stores.history.entries():
+        if entry["outcome"] == "committed" and (entry.get("serial") or 0) > plan.state.serial:
+            moved.update(session.stores.history.load(entry["apply_id"]).applied)
+    overlap = sorted(moved & {c.address for c in plan.changes})
+    if overlap:
+        raise StalePlan(
+            f"Plan {plan.plan_id} was made at state serial {plan.state.serial}; applies since "
+            f"(now serial {state.serial}) changed {len(overlap)} of its references: "
+            f"{', '.join(overlap[:10])}. Make a new plan"
+        )

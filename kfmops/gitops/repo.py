@@ -17,6 +17,12 @@ def _repository(path: Path) -> git.Repo | None:
         return None
 
 
+def _work_tree(repo: git.Repo) -> Path:
+    """The repository's work tree (kfmops reads desired state from a checkout, never a bare repository)."""
+    assert repo.working_tree_dir is not None
+    return Path(repo.working_tree_dir)
+
+
 def describe(path: Path) -> dict[str, Any]:
     """{commit, branch, dirty} of the repository holding `path`; empty outside a repository.
 
@@ -30,7 +36,7 @@ def describe(path: Path) -> dict[str, Any]:
     except ValueError:
         commit = None
     branch = None if repo.head.is_detached else repo.active_branch.name
-    relative = str(path.resolve().relative_to(Path(repo.working_tree_dir).resolve())) or "."
+    relative = str(path.resolve().relative_to(_work_tree(repo).resolve())) or "."
     dirty = repo.is_dirty(untracked_files=True, path=relative)
     return {"commit": commit, "branch": branch, "dirty": dirty}
 
@@ -44,7 +50,7 @@ def files_at(path: Path, ref: str) -> list[tuple[str, str]]:
         commit = repo.commit(ref)
     except (git.BadName, ValueError):
         raise InputError([Diagnostic(f"git ref {ref!r} does not exist", "use a branch, tag or commit")]) from None
-    top = Path(repo.working_tree_dir).resolve()
+    top = _work_tree(repo).resolve()
     prefix = str(path.resolve().relative_to(top))
     try:
         tree = commit.tree / prefix if prefix != "." else commit.tree
@@ -53,7 +59,7 @@ def files_at(path: Path, ref: str) -> list[tuple[str, str]]:
     return sorted(
         (f"{ref}:{blob.path}", blob.data_stream.read().decode("utf-8"))
         for blob in tree.traverse()
-        if blob.type == "blob" and blob.path.endswith((".yaml", ".yml"))
+        if isinstance(blob, git.Blob) and str(blob.path).endswith((".yaml", ".yml"))
     )
 
 
@@ -72,7 +78,7 @@ def changed_files(path: Path, base: str, head: str | None = None) -> list[Path]:
         repo.commit(base)
     except (git.BadName, ValueError):
         raise InputError([Diagnostic(f"git ref {base!r} does not exist", "use a branch, tag or commit")]) from None
-    top = Path(repo.working_tree_dir).resolve()
+    top = _work_tree(repo).resolve()
     prefix = str(path.resolve().relative_to(top))
     names = repo.git.diff("--name-only", base, *([head] if head else []), "--", prefix).splitlines()
     if head is None:
@@ -86,6 +92,7 @@ def is_on_branch(path: Path, commit: str, branch: str) -> bool:
     if repo is None:
         return False
     try:
-        return repo.is_ancestor(commit, branch)
+        # GitPython annotates Commit, but hands both revs to `git merge-base` as they are: names work.
+        return repo.is_ancestor(commit, branch)  # type: ignore[arg-type]
     except git.GitCommandError:
         return False

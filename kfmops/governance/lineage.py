@@ -35,14 +35,14 @@ from openlineage.client.serde import Serde
 from openlineage.client.transport.file import FileConfig, FileTransport
 from openlineage.client.transport.http import HttpConfig, HttpTransport
 from openlineage.client.transport.transport import Transport
-from prov.identifier import Namespace
+from prov.identifier import Namespace, QualifiedName
 from prov.model import PROV, PROV_TYPE, ProvDocument
 from prov.serializers import DoNotExist
 from prov.serializers import get as prov_serializer
 
-from kfmops.engine.files import write_atomic
 from kfmops.errors import KfmopsError
-from kfmops.references import canonical_json
+from kfmops.io.canonical import canonical_json
+from kfmops.io.files import write_atomic
 
 KFM_NAMESPACE = "https://kfmops.dev/ns/"
 FACET_KEY = "kfmops_reference"
@@ -69,6 +69,10 @@ class KfmopsReferenceDatasetFacet(DatasetFacet):
     @staticmethod
     def _get_schema() -> str:
         return FACET_SCHEMA_URL
+
+
+_Attributes = dict[QualifiedName | str, QualifiedName | str]
+"""Attributes of a PROV record: qualified names (prov:type) or `kfm:` prefixed strings, to text values."""
 
 
 def run_id_for(apply_id: str) -> str:
@@ -183,7 +187,9 @@ def write_prov(
     otherwise a RuntimeWarning says it was skipped and only PROV-JSON is written.
     """
     document = prov_document(apply, operator, references)
-    write_atomic(path, document.serialize(format="json").encode())
+    text = document.serialize(format="json")
+    assert text is not None  # without a destination, prov returns the serialization
+    write_atomic(path, text.encode())
     if provo:
         try:
             prov_serializer("rdf")
@@ -196,6 +202,7 @@ def write_prov(
             )
         else:
             turtle = document.serialize(format="rdf", rdf_format="turtle")
+            assert turtle is not None
             write_atomic(path.with_suffix(".ttl"), turtle.encode() if isinstance(turtle, str) else turtle)
     return path
 
@@ -207,7 +214,7 @@ def prov_document(apply: Mapping[str, Any], operator: str, references: Sequence[
         raise ValueError("write_prov needs the apply's apply_id and op_type (or operation)")
     document = ProvDocument()
     kfm = document.add_namespace("kfm", KFM_NAMESPACE)
-    attributes: dict[str, Any] = {PROV_TYPE: kfm[str(op_type)], "kfm:op_type": str(op_type)}
+    attributes: _Attributes = {PROV_TYPE: kfm[str(op_type)], "kfm:op_type": str(op_type)}
     for key in ("plan_id", "outcome", "openlineage_run_id"):
         if apply.get(key):
             attributes[f"kfm:{key}"] = str(apply[key])
@@ -215,7 +222,7 @@ def prov_document(apply: Mapping[str, Any], operator: str, references: Sequence[
         f"kfm:apply/{_local(apply['apply_id'])}", apply.get("started"), apply.get("finished"), attributes
     )
     ci_run_url = apply.get("ci_run_url")
-    agent_attributes: dict[str, Any] = {PROV_TYPE: PROV["SoftwareAgent"] if ci_run_url else PROV["Person"]}
+    agent_attributes: _Attributes = {PROV_TYPE: PROV["SoftwareAgent"] if ci_run_url else PROV["Person"]}
     if ci_run_url:
         agent_attributes["kfm:ci_run_url"] = str(ci_run_url)
     agent_attributes["kfm:operator"] = operator
@@ -245,7 +252,7 @@ def _local(name: Any) -> str:
     return quote(str(name), safe="@._-~/:")
 
 
-def _state(kfm: Namespace, reference: Mapping[str, Any], value: Any) -> dict[str, Any]:
+def _state(kfm: Namespace, reference: Mapping[str, Any], value: Any) -> _Attributes:
     return {
         PROV_TYPE: kfm["ReferenceState"],
         "kfm:address": str(reference["address"]),

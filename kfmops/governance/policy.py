@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from regopy import Interpreter, LogLevel, NodeKind, RegoError
-from regopy.rego_shared import rego_node_value
+# regopy ships neither type hints nor a py.typed marker, and PyPI has no stub package for it.
+from regopy import Interpreter, LogLevel, NodeKind, RegoError  # type: ignore[import-untyped]
+from regopy.rego_shared import rego_node_value  # type: ignore[import-untyped]
 
 NAMESPACE = "kfmops"
 DEFAULT_POLICY_DIR = Path(__file__).resolve().parents[2] / "policies"

@@ -52,8 +52,8 @@ from opentelemetry.trace import Span
 
 from kfmops import __version__
 from kfmops.errors import KfmopsError
-from kfmops.governance.ledger import refuse_secrets
-from kfmops.references import canonical_json
+from kfmops.io.canonical import canonical_json
+from kfmops.io.redact import refuse_secrets
 
 EXPORTERS = ("file", "console", "otlp", "none")
 DEFAULT_CPU_WATTS = 15.0
@@ -262,6 +262,7 @@ def metric_records(metrics_data: MetricsData) -> list[dict[str, Any]]:
 def span_record(span: ReadableSpan) -> dict[str, Any]:
     """One finished span as a JSON-able record (ids in hex, times in ISO 8601, duration in ms)."""
     context = span.get_span_context()
+    assert context is not None  # an SDK span always has one
     start, end = span.start_time or 0, span.end_time or 0
     return {
         "record": "span",
@@ -283,7 +284,9 @@ def span_record(span: ReadableSpan) -> dict[str, Any]:
     }
 
 
-def _exporters(exporter: str, folder: Path, settings: Mapping[str, Any]) -> tuple[Any, Any]:
+def _exporters(
+    exporter: str, folder: Path, settings: Mapping[str, Any]
+) -> tuple[MetricExporter | None, SpanExporter | None]:
     if exporter == "file":
         return JsonLinesMetricExporter(folder / METRICS_FILE), JsonLinesSpanExporter(folder / SPANS_FILE)
     if exporter == "console":
@@ -293,8 +296,9 @@ def _exporters(exporter: str, folder: Path, settings: Mapping[str, Any]) -> tupl
         )
     if exporter == "otlp":
         try:
-            from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+            # The `otlp` extra is optional: without it installed mypy cannot see these modules.
+            from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter  # type: ignore[import-not-found,unused-ignore]
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter  # type: ignore[import-not-found,unused-ignore]
         except ImportError:
             raise KfmopsError(
                 "telemetry exporter 'otlp' needs the optional extra: pip install 'kfmops[otlp]' "

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from kfmops.references import Reference, fingerprint
+from kfmops.io.canonical import fingerprint
+from kfmops.references import Reference
 
 
 class Action(StrEnum):
@@ -25,6 +27,16 @@ class Action(StrEnum):
         return self is not Action.NOOP
 
 
+class Operation(StrEnum):
+    """Why a plan is run; every operation takes the same safe path."""
+
+    APPLY = "apply"
+    REFRESH = "refresh"
+    ROLLBACK = "rollback"
+    HOTFIX = "hotfix"
+    RECOVER = "recover"
+
+
 @dataclass(frozen=True)
 class Change:
     """One reference moving from `before` to `after`.
@@ -35,6 +47,8 @@ class Change:
     after:  the value apply writes. None for delete. For no-op, equal to before.
     reason: display only; apply never branches on it.
     version: for a dataset part, the dataset version `after` expresses (policy checks that version).
+    before_version: the dataset version `before` expressed when kfmops last applied it (the version an
+            undo restores); None when unknown.
     """
 
     reference: Reference
@@ -44,6 +58,7 @@ class Change:
     reason: str
     source: str | None = None
     version: str | None = None
+    before_version: str | None = None
 
     @property
     def address(self) -> str:
@@ -53,10 +68,40 @@ class Change:
     def precondition(self) -> str:
         return fingerprint(self.before)
 
-    def reversed(self) -> Change:
-        """The change that undoes this one: swap before and after (Alembic's reverse())."""
-        action = {Action.CREATE: Action.DELETE, Action.DELETE: Action.CREATE}.get(self.action, self.action)
-        return Change(self.reference, action, self.after, self.before, f"undo: {self.reason}", self.source)
+    def reversed(self, restore: Any = None, *, observed: bool = False) -> Change:
+        """The change that undoes this one (Alembic's reverse()): from `after` back to `before`.
+
+        With `observed=True`, back to `restore` instead: the value seen under the lock just before the
+        write, which is what an apply really replaced (the plan's `before` may be older).
+        """
+        target = restore if observed else self.before
+        if target is None:
+            action = Action.DELETE if self.after is not None else Action.NOOP
+        elif self.after is None:
+            action = Action.CREATE
+        else:
+            action = Action.UPDATE if target != self.after else Action.NOOP
+        return Change(
+            self.reference,
+            action,
+            self.after,
+            target,
+            f"undo: {self.reason}",
+            self.source,
+            self.before_version,
+            self.version,
+        )
+
+
+def summarize(changes: Iterable[Change]) -> dict[str, int]:
+    """How many changes of each action: {"create", "update", "delete", "no_op"}."""
+    counts = Counter(change.action for change in changes)
+    return {
+        "create": counts[Action.CREATE],
+        "update": counts[Action.UPDATE],
+        "delete": counts[Action.DELETE],
+        "no_op": counts[Action.NOOP],
+    }
 
 
 @dataclass(frozen=True)
@@ -71,7 +116,7 @@ class StateRef:
 class Plan:
     plan_id: str
     created_at: str
-    operation: str
+    operation: Operation
     workspace: str
     state: StateRef
     changes: tuple[Change, ...]
@@ -83,13 +128,7 @@ class Plan:
     origin: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, int]:
-        counts = Counter(change.action.value for change in self.changes)
-        return {
-            "create": counts["create"],
-            "update": counts["update"],
-            "delete": counts["delete"],
-            "no_op": counts["no-op"],
-        }
+        return summarize(self.changes)
 
     @property
     def mutations(self) -> list[Change]:

@@ -5,7 +5,10 @@
   only touch the references it is given (and, for cache pointers, the keys they invalidate).
 - missing_targets(items): the immutable targets (version documents, nodes, indices) that values
   point at but that do not exist; kfmops refuses to plan or apply a pointer at nothing.
+- broken_links(references): links that resolve to nothing in what the references point from (STAC).
 - is_retryable(error): transient (timeout, connection reset, 429/503) vs permanent.
+
+Constructors take `(config, workspace, *, read_only=False)`; a read-only provider creates nothing.
 """
 
 from __future__ import annotations
@@ -40,6 +43,10 @@ class Provider(ABC):
     def missing_targets(self, items: Sequence[Write]) -> list[tuple[str, str]]:
         """(address, message) for each value that points at an immutable target that is absent."""
         ...
+
+    def broken_links(self, references: Sequence[Reference]) -> int:
+        """Links in the documents these references live in that resolve to nothing (0 where links do not exist)."""
+        return 0
 
     def is_retryable(self, error: Exception) -> bool:
         if isinstance(error, BackendError):

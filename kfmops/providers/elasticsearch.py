@@ -19,7 +19,7 @@ import elasticsearch
 from kfmops.desired.identifiers import search_name_problem
 from kfmops.errors import BackendError
 from kfmops.providers.base import Provider, Write, from_environment
-from kfmops.references import Reference, normalize
+from kfmops.references import Reference
 from kfmops.workspace import BackendConfig, Workspace
 
 MAX_URL_NAMES = 3000  # characters of comma-joined names per request line (Elasticsearch allows 4 KiB)
@@ -30,7 +30,7 @@ MIN_PREFIX = 4
 class ElasticsearchProvider(Provider):
     kinds = frozenset({"search"})
 
-    def __init__(self, config: BackendConfig, workspace: Workspace):
+    def __init__(self, config: BackendConfig, workspace: Workspace, *, read_only: bool = False):
         super().__init__(config.name)
         settings = config.settings
         url = from_environment(config.name, settings, "url")
@@ -98,7 +98,7 @@ class ElasticsearchProvider(Provider):
 
     def read(self, references: Sequence[Reference]) -> dict[str, Any]:
         live = self._live_aliases([r.locator["alias"] for r in references])
-        return {r.address: normalize("search", live.get(r.locator["alias"])) for r in references}
+        return {r.address: r.normalize(live.get(r.locator["alias"])) for r in references}
 
     def write(self, items: Sequence[Write]) -> None:
         for _, value in items:

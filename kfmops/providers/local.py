@@ -21,7 +21,7 @@ import yaml
 from kfmops.errors import BackendError
 from kfmops.providers.base import Provider, Write, chunks
 from kfmops.providers.stac import StacCatalog
-from kfmops.references import Reference, normalize
+from kfmops.references import Reference, ReferenceKind
 from kfmops.workspace import BackendConfig, Conventions, Workspace
 
 SCHEMA = """
@@ -38,29 +38,36 @@ BATCH = 400
 
 
 class LocalProvider(Provider):
-    kinds = frozenset({"stac", "graph", "search", "cache"})
+    kinds = frozenset(ReferenceKind)
 
-    def __init__(self, config: BackendConfig, workspace: Workspace):
+    def __init__(self, config: BackendConfig, workspace: Workspace, *, read_only: bool = False):
         super().__init__(config.name)
         settings = config.settings
         self.path = workspace.root / settings["path"] if "path" in settings else workspace.state_dir / "local"
         durable = workspace.section("apply").get("fsync", True)
-        self.catalog = StacCatalog(self.path / "stac", config.name, durable=durable)
+        seed = workspace.root / settings["seed"] if "seed" in settings else None
         database = self.path / "references.sqlite"
+        if read_only and not database.exists():
+            # Never written yet: its live state is its seed. Read that in place; create nothing.
+            self.catalog = StacCatalog(seed / "catalog" if seed else self.path / "stac", config.name)
+            self.db = sqlite3.connect(":memory:", isolation_level=None)
+            self._seed(seed, workspace.conventions, copy_catalog=False)
+            return
+        self.catalog = StacCatalog(self.path / "stac", config.name, durable=durable)
         fresh = not database.exists()
         self.path.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(database, isolation_level=None)
         self.db.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
         self.db.execute("PRAGMA journal_mode=WAL")
         if fresh:
-            seed = workspace.root / settings["seed"] if "seed" in settings else None
             self._seed(seed, workspace.conventions)
 
-    def _seed(self, seed: Path | None, conventions: Conventions) -> None:
+    def _seed(self, seed: Path | None, conventions: Conventions, *, copy_catalog: bool = True) -> None:
         nodes: set[tuple[str, str, str]] = set()
         indices: set[str] = set()
         if seed is not None and (seed / "catalog").is_dir():
-            shutil.copytree(seed / "catalog", self.catalog.root, dirs_exist_ok=True)
+            if copy_catalog:
+                shutil.copytree(seed / "catalog", self.catalog.root, dirs_exist_ok=True)
             for file in sorted(self.catalog.root.rglob("*.json")):
                 data = json.loads(file.read_text(encoding="utf-8"))
                 fields = data.get("properties", data) if data.get("type") == "Feature" else data
@@ -119,7 +126,7 @@ class LocalProvider(Provider):
                 entry["indices"].append(index)
                 if is_write:
                     entry["write_index"] = index
-        return {r.address: normalize("search", aliases.get(r.locator["alias"])) for r in references}
+        return {r.address: r.normalize(aliases.get(r.locator["alias"])) for r in references}
 
     def _read_cache(self, references: list[Reference]) -> dict[str, Any]:
         found: dict[str, str] = {}
@@ -128,13 +135,18 @@ class LocalProvider(Provider):
             found.update(self.db.execute(f"SELECT key, value FROM kv WHERE key IN ({_marks(1, len(keys))})", keys))
         return {r.address: found.get(r.locator["key"]) for r in references}
 
-    _readers = {"stac": _read_stac, "graph": _read_graph, "search": _read_search, "cache": _read_cache}
+    _readers = {
+        ReferenceKind.STAC: _read_stac,
+        ReferenceKind.GRAPH: _read_graph,
+        ReferenceKind.SEARCH: _read_search,
+        ReferenceKind.CACHE: _read_cache,
+    }
 
     # writes --------------------------------------------------------------------------------------
 
     def write(self, items: Sequence[Write]) -> None:
-        stac = [item for item in items if item[0].kind == "stac"]
-        rows = [item for item in items if item[0].kind != "stac"]
+        stac = [item for item in items if item[0].kind is ReferenceKind.STAC]
+        rows = [item for item in items if item[0].kind is not ReferenceKind.STAC]
         if stac:
             self.round_trips += 1
             self.catalog.write(stac)
@@ -190,14 +202,21 @@ class LocalProvider(Provider):
         for pattern in reference.locator.get("invalidate", []):
             self.db.execute("DELETE FROM kv WHERE key GLOB ?", (pattern,))
 
-    _writers = {"graph": _write_graph, "search": _write_search, "cache": _write_cache}
+    _writers = {
+        ReferenceKind.GRAPH: _write_graph,
+        ReferenceKind.SEARCH: _write_search,
+        ReferenceKind.CACHE: _write_cache,
+    }
 
     # targets -------------------------------------------------------------------------------------
 
+    def broken_links(self, references: Sequence[Reference]) -> int:
+        return self.catalog.broken_links([r for r in references if r.kind is ReferenceKind.STAC])
+
     def missing_targets(self, items: Sequence[Write]) -> list[tuple[str, str]]:
-        missing = self.catalog.missing_targets([i for i in items if i[0].kind == "stac"])
+        missing = self.catalog.missing_targets([i for i in items if i[0].kind is ReferenceKind.STAC])
         for reference, value in items:
-            if reference.kind == "graph":
+            if reference.kind is ReferenceKind.GRAPH:
                 locator = reference.locator
                 ends = [(locator["from"]["label"], locator["from"]["key"], locator["from"]["id"])]
                 if value is not None:
@@ -207,7 +226,7 @@ class LocalProvider(Provider):
                         "SELECT 1 FROM nodes WHERE label=? AND key=? AND id=?", (label, key, node_id)
                     ).fetchone():
                         missing.append((reference.address, f"node (:{label} {{{key}: {node_id!r}}}) does not exist"))
-            elif reference.kind == "search" and value is not None:
+            elif reference.kind is ReferenceKind.SEARCH and value is not None:
                 for index in value["indices"]:
                     if not self.db.execute("SELECT 1 FROM indices WHERE name=?", (index,)).fetchone():
                         missing.append((reference.address, f"index {index!r} does not exist"))

@@ -28,10 +28,11 @@ Shape = tuple[str, str, str, str, str]  # from label, from key, type, to label, 
 class Neo4jProvider(Provider):
     kinds = frozenset({"graph"})
 
-    def __init__(self, config: BackendConfig, workspace: Workspace):
+    def __init__(self, config: BackendConfig, workspace: Workspace, *, read_only: bool = False):
         super().__init__(config.name)
         settings = config.settings
         uri = from_environment(config.name, settings, "uri")
+        assert uri is not None  # required: from_environment raises instead
         user = from_environment(config.name, settings, "user", required=False)
         password = from_environment(config.name, settings, "password", required=False)
         timeout = settings.get("timeout", 10.0)
@@ -126,7 +127,9 @@ class Neo4jProvider(Provider):
                 try:
                     with self.driver.session(database=self.database) as session, session.begin_transaction() as tx:
                         tx.run(detach, rows=rows).consume()
-                        linked = tx.run(attach, rows=rows).single()["linked"]
+                        record = tx.run(attach, rows=rows).single()
+                        assert record is not None  # count(*) always returns exactly one row
+                        linked = record["linked"]
                         if linked != expected:
                             tx.rollback()
                             raise BackendError(
@@ -145,7 +148,7 @@ class Neo4jProvider(Provider):
             wanted[(locator["from"]["label"], locator["from"]["key"])][locator["from"]["id"]].append(reference.address)
             if value is not None:
                 wanted[(locator["to"]["label"], locator["to"]["key"])][value].append(reference.address)
-        missing = []
+        missing: list[tuple[str, str]] = []
         for (label, key), ids in wanted.items():
             cypher = (
                 f"UNWIND $ids AS id OPTIONAL MATCH (n:{self._quoted(label, 'label')} "

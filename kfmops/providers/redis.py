@@ -28,6 +28,7 @@ def connect(config: BackendConfig) -> redis.Redis:
     """A client for a `redis` backend from its settings; credentials come from the environment only."""
     settings = config.settings
     url = from_environment(config.name, settings, "url")
+    assert url is not None  # required: from_environment raises instead
     password = from_environment(config.name, settings, "password", required=False)
     tls = settings.get("tls") or {}
     options: dict[str, Any] = {
@@ -48,7 +49,7 @@ def connect(config: BackendConfig) -> redis.Redis:
 class RedisProvider(Provider):
     kinds = frozenset({"cache"})
 
-    def __init__(self, config: BackendConfig, workspace: Workspace):
+    def __init__(self, config: BackendConfig, workspace: Workspace, *, read_only: bool = False):
         super().__init__(config.name)
         self.client = connect(config)
         # Resilient (engine/retry.py) is the one retry layer: redis-py's own default (10 retries with backoff)
@@ -75,7 +76,7 @@ class RedisProvider(Provider):
 
     def write(self, items: Sequence[Write]) -> None:
         for batch in chunks(items, self.batch):
-            patterns = set()
+            patterns: set[str] = set()
             pipeline = self.client.pipeline(transaction=True)
             for reference, value in batch:
                 key = self._guard(reference.locator["key"])

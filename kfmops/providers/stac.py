@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from kfmops.desired.identifiers import stac_path_problem
-from kfmops.engine.files import write_atomic
 from kfmops.errors import BackendError
+from kfmops.io.files import write_atomic
 from kfmops.providers.base import Provider, Write
 from kfmops.providers.stac_check import broken_links
-from kfmops.references import Reference, normalize
+from kfmops.references import Reference
 from kfmops.workspace import BackendConfig, Workspace
 
 DEPRECATED = "deprecated"
@@ -195,7 +195,7 @@ class StacCatalog:
                 else:
                     scope = set(slot["scope"]) if slot["scope"] is not None else None
                     fields[slot["field"]] = document.links_of(slot["field"], scope)
-            values[reference.address] = normalize("stac", value)
+            values[reference.address] = reference.normalize(value)
         return values
 
     def write(self, items: Sequence[Write]) -> None:
@@ -234,10 +234,11 @@ class StacCatalog:
             if document.changed:
                 write_atomic(self._file(path), document.serialize(), durable=self.durable)
 
-    def broken_links(self, path: str) -> list[str]:
-        """Relative hrefs of document `path` that do not resolve to a file in the catalog."""
-        document = self._load({path}).get(path)
-        return broken_links(path, document.data, self.root) if document else []
+    def broken_links(self, references: Sequence[Reference]) -> int:
+        """Relative hrefs that do not resolve to a file in the catalog, in the documents of `references`."""
+        paths = {slot["document"] for reference in references for slot in reference.locator["slots"]}
+        documents = self._load(paths)
+        return sum(len(broken_links(path, document.data, self.root)) for path, document in sorted(documents.items()))
 
     def missing_targets(self, items: Sequence[Write]) -> list[tuple[str, str]]:
         missing = []
@@ -258,7 +259,7 @@ class StacProvider(Provider):
 
     kinds = frozenset({"stac"})
 
-    def __init__(self, config: BackendConfig, workspace: Workspace):
+    def __init__(self, config: BackendConfig, workspace: Workspace, *, read_only: bool = False):
         super().__init__(config.name)
         root = workspace.root / config.settings.get("root", "catalog")
         self.catalog = StacCatalog(root, config.name, durable=workspace.section("apply").get("fsync", True))
@@ -273,3 +274,6 @@ class StacProvider(Provider):
 
     def missing_targets(self, items: Sequence[Write]) -> list[tuple[str, str]]:
         return self.catalog.missing_targets(items)
+
+    def broken_links(self, references: Sequence[Reference]) -> int:
+        return self.catalog.broken_links(references)

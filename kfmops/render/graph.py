@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 from kfmops.desired.expand import DesiredReference, DesiredState
+from kfmops.errors import KfmopsError
 
 
 def _target(reference: DesiredReference) -> str:
@@ -63,3 +64,13 @@ def dot(desired: DesiredState) -> str:
             lines.append(f'  "{_quoted(owner)}" -> "{_quoted(address)}";')
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+GRAPH_FORMATS = {"mermaid": mermaid, "dot": dot}
+
+
+def render_graph(desired: DesiredState, graph_format: str) -> str:
+    """The reference graph as Mermaid or DOT."""
+    if graph_format not in GRAPH_FORMATS:
+        raise KfmopsError(f"Unknown graph format {graph_format!r}; use mermaid or dot")
+    return GRAPH_FORMATS[graph_format](desired)

@@ -17,8 +17,8 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
+from kfmops.io.canonical import canonical_json
 from kfmops.plans.model import Action, Change, Plan
-from kfmops.references import canonical_json
 from kfmops.render.text import summary_line
 from kfmops.render.values import MISSING, field_changes, show
 

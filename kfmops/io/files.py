@@ -1,4 +1,4 @@
-"""Durable file writes: temporary file, fsync, rename, fsync of the folder."""
+"""Durable file writes: whole files replaced atomically, and lines appended unbuffered and fsynced."""
 
 from __future__ import annotations
 
@@ -23,6 +23,20 @@ def write_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
         raise
     if durable:
         fsync_folder(path.parent)
+
+
+def append_line(fd: int, line: bytes, *, durable: bool = True) -> None:
+    """Write one whole line to an open append-only descriptor, then fsync it.
+
+    Unbuffered `os.write`: a failed write raises here, before the caller acts on the line, and never
+    leaves bytes in a user-space buffer to be flushed later out of order.
+    """
+    view = memoryview(line)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+    if durable:
+        os.fsync(fd)
 
 
 def fsync_folder(folder: Path) -> None:

@@ -1,22 +1,25 @@
-"""Make a plan: load desired state (from the work tree or a git ref), read live values, diff."""
+"""Make a plan: load desired state (from the work tree or a git ref), read live values, diff, judge.
+
+Read-only on the workspace: planning creates no state, lock or folder. A workspace never applied plans
+against a new, unsaved state; its lineage is adopted by the first apply of that plan.
+"""
 
 from __future__ import annotations
 
-import secrets
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kfmops.addresses import Address, select
 from kfmops.desired import DesiredState, expand, load_documents_from, parse_documents
-from kfmops.engine.refresh import missing_targets, read_live
-from kfmops.engine.state import StateStore
+from kfmops.engine.session import Session
 from kfmops.errors import Diagnostic, InputError
+from kfmops.events import PlanMade, PolicyEvaluated
 from kfmops.gitops import repo
+from kfmops.io.clock import new_id, now
 from kfmops.plans.diff import diff, drift
-from kfmops.plans.model import Action, Change, Plan, StateRef
-from kfmops.providers.registry import Providers
+from kfmops.plans.model import Action, Change, Operation, Plan, StateRef
 from kfmops.references import Reference
+from kfmops.stores.state import State
 from kfmops.workspace import Workspace
 
 
@@ -29,15 +32,6 @@ class PlanRequest:
     base: str | None = None
 
 
-def new_id(prefix: str) -> str:
-    """A sortable, unique id such as `plan-20261126T153000Z-3f9a1c`."""
-    return f"{prefix}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
-
-
-def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
 def load_desired(workspace: Workspace, git_ref: str | None = None) -> DesiredState:
     """Validated, expanded desired state from the work tree, or from `git_ref` without a checkout."""
     if git_ref:
@@ -47,20 +41,29 @@ def load_desired(workspace: Workspace, git_ref: str | None = None) -> DesiredSta
     return expand(documents, workspace.conventions, workspace.routes, set(workspace.backends))
 
 
-def make_plan(
-    workspace: Workspace, providers: Providers, request: PlanRequest, desired: DesiredState | None = None
-) -> Plan:
+def plan(session: Session, request: PlanRequest, desired: DesiredState | None = None) -> Plan:
+    """The plan with the policy decision over it (a deny is reported in the plan, not raised)."""
+    made = make_plan(session, request, desired)
+    result = session.policy.check(made)
+    session.bus.emit(PolicyEvaluated("plan", result.decision, tuple(f.to_dict() for f in result.findings)))
+    judged = replace(made, policy=result.to_dict())
+    session.bus.emit(PlanMade(judged))
+    return judged
+
+
+def make_plan(session: Session, request: PlanRequest, desired: DesiredState | None = None) -> Plan:
     """The plan from `desired` (default: loaded from the work tree or request.git_ref) to live state."""
+    workspace, providers = session.workspace, session.providers
     desired = desired or load_desired(workspace, request.git_ref)
-    state = StateStore(workspace.state_dir).load()
+    state = session.state() or State.new()
     managed = state.managed()
     _check_selectors(request.targets + request.excludes, [*desired.references, *managed])
     chosen = set(select(sorted(set(desired.references) | set(managed)), request.targets, request.excludes))
     wanted = {a: r for a, r in desired.references.items() if a in chosen}
     kept = {a: m for a, m in managed.items() if a in chosen}
     references = [r.reference for r in wanted.values()] + [m[0] for a, m in kept.items() if a not in wanted]
-    live = read_live(providers, references, workspace.batch_size)
-    missing = missing_targets(providers, [(r.reference, r.value) for r in wanted.values()], workspace.batch_size)
+    live = providers.read_live(references)
+    missing = providers.missing_targets([(r.reference, r.value) for r in wanted.values()])
     if missing:
         raise InputError([_missing_target(address, message, desired) for address, message in missing])
     drifted = drift(live, kept, wanted, state.hotfixes)
@@ -83,7 +86,7 @@ def make_plan(
     return Plan(
         plan_id=new_id("plan"),
         created_at=now(),
-        operation="refresh" if request.refresh_only else "apply",
+        operation=Operation.REFRESH if request.refresh_only else Operation.APPLY,
         workspace=str(workspace.root),
         state=StateRef(state.lineage, state.serial),
         changes=tuple(changes),

@@ -1,4 +1,4 @@
-"""Riding out backend faults: retries with full-jitter backoff, a circuit breaker per backend, a kill switch.
+"""Riding out backend faults: retries with full-jitter backoff and a circuit breaker per backend.
 
 Every provider call goes through `Resilient`: a retryable error (the provider's own classification:
 timeouts, resets, refused connections, 429/503, Neo4j transient errors, Redis LOADING/BUSY) is retried
@@ -16,7 +16,6 @@ call's `max_seconds`, or count a permanent error against the backend's health (t
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -30,8 +29,6 @@ from kfmops.providers.base import Provider, Write
 from kfmops.references import Reference
 
 T = TypeVar("T")
-KILL_SWITCH_VARIABLE = "KFMOPS_KILL_SWITCH"
-OFF = {"", "0", "false", "off", "no"}
 
 
 @dataclass(frozen=True)
@@ -250,6 +247,9 @@ class Resilient:
     def missing_targets(self, items: Sequence[Write]) -> list[tuple[str, str]]:
         return self._call(lambda: self.inner.missing_targets(items))
 
+    def broken_links(self, references: Sequence[Reference]) -> int:
+        return self._call(lambda: self.inner.broken_links(references))
+
     def is_retryable(self, error: Exception) -> bool:
         return self.inner.is_retryable(error)
 
@@ -264,16 +264,3 @@ def _error_class(error: BaseException | None) -> str:
         return "CircuitOpen"
     cause = error.__cause__ if isinstance(error, BackendError) and error.__cause__ else error
     return type(cause).__name__
-
-
-def kill_switch(config: dict[str, Any]) -> str | None:
-    """Why mutations are refused ("red state"), or None. Set by KFMOPS_KILL_SWITCH or `apply.kill_switch`.
-
-    Fails closed: any value of the variable other than empty, 0, false, off or no turns it on.
-    """
-    reason = os.environ.get(KILL_SWITCH_VARIABLE)
-    if reason is not None and reason.strip().lower() not in OFF:
-        return f"{KILL_SWITCH_VARIABLE} is set ({reason})"
-    if config.get("kill_switch"):
-        return f"kfmops.yaml apply.kill_switch is on ({config['kill_switch']})"
-    return None

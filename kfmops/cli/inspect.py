@@ -1,0 +1,145 @@
+"""Commands that look without changing references: history, state, lock, ledger and catalog checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kfmops.cli.consoles import stderr, stdout
+from kfmops.engine.session import Session
+from kfmops.errors import ExitCode, KfmopsError
+from kfmops.providers.stac_check import check_catalog
+from kfmops.render.human import HumanView
+from kfmops.render.view import JsonView, View
+from kfmops.workspace import load_workspace
+
+Json = typer.Option("--json", help="Print JSON.")
+state_app = typer.Typer(
+    help="Inspect kfmops' record of managed references.\n\nExample: kfmops state list --json", no_args_is_help=True
+)
+lock_app = typer.Typer(
+    help="Inspect or clear the workspace lock.\n\nExample: kfmops lock status --json", no_args_is_help=True
+)
+ledger_app = typer.Typer(
+    help="Show or verify the governance ledger.\n\nExample: kfmops ledger verify", no_args_is_help=True
+)
+catalog_app = typer.Typer(
+    help="Check the STAC catalog kfmops writes links into.\n\nExample: kfmops catalog check --schemas schemas/stac",
+    no_args_is_help=True,
+)
+
+
+def looking(command: str) -> Session:
+    """A read-only session on the workspace of the current directory."""
+    return Session(load_workspace(Path.cwd()), command, read_only=True)
+
+
+def view(as_json: bool) -> View:
+    return (JsonView if as_json else HumanView)(stdout, stderr)
+
+
+def history(as_json: Annotated[bool, Json] = False) -> None:
+    """List applies, rollbacks, hotfixes and recoveries, newest last.
+
+    Example: kfmops history --json
+    """
+    with looking("history") as session:
+        view(as_json).history(session.stores.history.entries())
+
+
+@state_app.command("list")
+def state_list(as_json: Annotated[bool, Json] = False) -> None:
+    """List managed addresses with their last applied values.
+
+    Example: kfmops state list --json
+    """
+    with looking("state") as session:
+        view(as_json).state_list(session.state())
+
+
+@state_app.command("show")
+def state_show(address: str, as_json: Annotated[bool, Json] = False) -> None:
+    """Show one managed reference: where it lives and its last applied value.
+
+    Example: kfmops state show dataset.landcover.search --json
+    """
+    with looking("state") as session:
+        state = session.state()
+    managed = state.resources.get(address) if state else None
+    if managed is None:
+        raise KfmopsError(f"{address} is not managed; see 'kfmops state list'")
+    view(as_json).state_entry(address, managed)
+
+
+@lock_app.command("status")
+def lock_status(as_json: Annotated[bool, Json] = False) -> None:
+    """Say who holds the workspace lock, or that it is free (or stale).
+
+    Example: kfmops lock status --json
+    """
+    with looking("lock") as session:
+        view(as_json).lock(session.lock.status())
+
+
+@lock_app.command("force-unlock")
+def force_unlock(lock_id: Annotated[str, typer.Argument(help="The exact lock id from 'kfmops lock status'.")]) -> None:
+    """Remove a lock whose holder is gone. Needs the exact id.
+
+    Example: kfmops lock force-unlock 5f0c2d1e-...
+    """
+    with looking("lock") as session:
+        info = session.lock.force_unlock(lock_id)
+    stdout.print(f"Removed lock {info.id} ({info.who}, pid {info.pid}, {info.operation}).")
+
+
+@ledger_app.command("show")
+def ledger_show(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+    last: Annotated[int, typer.Option("--last", help="Only the newest N entries (0: all).")] = 0,
+) -> None:
+    """Show the governance ledger: one entry per apply, rollback, hotfix and recover.
+
+    Example: kfmops ledger show --last 5
+    """
+    with looking("ledger") as session:
+        entries = session.ledger.entries()
+    view(as_json).ledger(entries[-last:] if last else entries)
+
+
+@ledger_app.command("verify")
+def ledger_verify() -> int:
+    """Check the ledger's hash chain; names every edited, removed, inserted or reordered entry.
+
+    Example: kfmops ledger verify
+    """
+    with looking("ledger") as session:
+        ledger = session.ledger
+        problems = ledger.verify()
+        count = len(ledger.entries())
+    for problem in problems:
+        stdout.print(f"ledger {ledger.location}: {problem}")
+    if problems:
+        return int(ExitCode.ERROR)
+    stdout.print(f"Ledger intact: {count} entries, hash chain verified ({ledger.location}).")
+    return 0
+
+
+@catalog_app.command("check")
+def catalog_check(
+    root: Annotated[Path | None, typer.Argument(help="Catalog folder (default: the workspace's stac backend).")] = None,
+    schemas: Annotated[
+        Path | None, typer.Option("--schemas", help="Folder of STAC JSON Schemas with a schema-map.json (offline).")
+    ] = None,
+) -> int:
+    """Validate every STAC document offline against local JSON Schemas and count broken links.
+
+    Example: kfmops catalog check --schemas ../shared/fixtures/stac-schemas
+    """
+    if root is None:
+        with looking("catalog") as session:
+            root = session.providers.catalog_root()
+    report = check_catalog(root, schemas)
+    HumanView(stdout, stderr).catalog(report, root)
+    return 0 if report.ok else int(ExitCode.ERROR)

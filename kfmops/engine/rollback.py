@@ -1,0 +1,66 @@
+"""Rollback: the inverse of a committed transaction, applied through the same safe path.
+
+The inverse comes from the before values observed while the transaction ran (its WAL), not from its
+plan. If live values moved since, the compare-and-swap refuses (exit 5). A rollback is itself a
+transaction, so it can be rolled back too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from kfmops.engine.apply import ApplyOptions, apply
+from kfmops.engine.session import Session
+from kfmops.errors import KfmopsError, StalePlan
+from kfmops.io.clock import new_id, now
+from kfmops.plans.model import Change, Operation, Plan, StateRef
+from kfmops.plans.transaction import Outcome, Transaction
+from kfmops.stores.state import State
+
+
+def rollback_plan(session: Session, apply_id: str | None) -> tuple[Plan, Transaction]:
+    """The plan that undoes `apply_id` (None: the last committed one that moved something), and that apply."""
+    history = session.stores.history
+    undone = history.load(apply_id) if apply_id else history.last_committed()
+    if undone.outcome is not Outcome.COMMITTED:
+        raise KfmopsError(f"{undone.id} did not commit ({undone.outcome}); there is nothing to roll back")
+    state = session.state() or State.new()
+    changes = tuple(replace(c, reason=f"rollback of {undone.id}") for c in undone.inverse())
+    plan = Plan(
+        plan_id=new_id("rollback"),
+        created_at=now(),
+        operation=Operation.ROLLBACK,
+        workspace=str(session.workspace.root),
+        state=StateRef(state.lineage, state.serial),
+        changes=changes,
+        datasets=retarget(undone.datasets, changes),
+        origin={"rolls_back": undone.id},
+    )
+    return plan, undone
+
+
+def rollback(session: Session, apply_id: str | None, options: ApplyOptions | None = None) -> Transaction:
+    plan, undone = rollback_plan(session, apply_id)
+    try:
+        return apply(session, plan, replace(options or ApplyOptions(), rolls_back=undone.id))
+    except StalePlan as moved:
+        raise StalePlan(f"cannot roll back {undone.id}: references changed since it was applied. {moved}") from None
+
+
+def retarget(datasets: Mapping[str, Any], changes: tuple[Change, ...]) -> dict[str, Any]:
+    """Dataset records as of the version the changes point each dataset at (a rollback moves it back).
+
+    Policy judges the version a pointer moves to; a version missing from the record is judged with no
+    metadata at all, so it cannot pass by accident.
+    """
+    records = {}
+    for name, record in datasets.items():
+        versions = {c.version for c in changes if c.reference.dataset == name and c.version}
+        if len(versions) == 1:
+            version = versions.pop()
+            target = next((v for v in record.get("versions", []) if v.get("id") == version), {"id": version})
+            record = {**record, "version": version, "target": target}
+        records[name] = record
+    return records

@@ -1,0 +1,119 @@
+"""A session: one command's hold on a workspace — its providers, stores, policy gate and event bus.
+
+Opened by the CLI (or any caller of the library) for one command and closed once. A read-only session
+(for `plan`, `drift`, `validate`) creates nothing in the workspace: no state, lock or folder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cached_property
+from types import TracebackType
+from typing import Any
+
+from kfmops.errors import Diagnostic, InputError
+from kfmops.events import EventBus, Observer, RetryHappened
+from kfmops.governance.gate import PolicyGate
+from kfmops.governance.ledger import Ledger, ledger_path
+from kfmops.governance.observers import Metrics, Recorder
+from kfmops.governance.telemetry import Telemetry
+from kfmops.providers.registry import Providers
+from kfmops.stores.base import Stores
+from kfmops.stores.folder import FolderHistory, FolderStateStore, FolderWal
+from kfmops.stores.folder_lock import FolderLock
+from kfmops.stores.ledger_file import FolderLedger
+from kfmops.stores.lock import Locker
+from kfmops.stores.state import State
+from kfmops.workspace import Workspace
+
+
+class Session:
+    def __init__(self, workspace: Workspace, command: str, *, read_only: bool = False):
+        self.workspace = workspace
+        self.command = command
+        self.durable = bool(workspace.section("apply").get("fsync", True))
+        self.bus = EventBus()
+        self.providers = Providers(
+            workspace, on_retry=lambda backend, error: self.bus.emit(RetryHappened(backend, error)), read_only=read_only
+        )
+        settings = workspace.section("telemetry")
+        exporter = settings.get("exporter", "file")
+        if read_only and exporter == "file" and not workspace.state_dir.is_dir():
+            exporter = "none"  # looking at a workspace never applied creates nothing in it, telemetry included
+        self.telemetry = Telemetry(exporter, workspace.state_dir / "telemetry", settings)
+        self.metrics = Metrics(self.telemetry, command)
+        self.bus.subscribe(self.metrics)
+        self.bus.subscribe(Recorder(workspace, lambda: self.ledger))
+
+    @cached_property
+    def stores(self) -> Stores:
+        folder, durable = self.workspace.state_dir, self.durable
+        return Stores(
+            state=FolderStateStore(folder, durable=durable),
+            history=FolderHistory(folder, durable=durable),
+            wal=FolderWal(folder, durable=durable),
+            ledger=FolderLedger(ledger_path(self.workspace.root, self.workspace.section("ledger")), durable=durable),
+        )
+
+    @cached_property
+    def ledger(self) -> Ledger:
+        return Ledger(self.stores.ledger)
+
+    @cached_property
+    def policy(self) -> PolicyGate:
+        return PolicyGate(self.workspace)
+
+    def state(self) -> State | None:
+        return self.stores.state.load()
+
+    def subscribe(self, observer: Observer) -> None:
+        self.bus.subscribe(observer)
+
+    @property
+    def warnings(self) -> list[str]:
+        return self.bus.warnings
+
+    @contextmanager
+    def span(self, name: str, **attributes: Any) -> Iterator[None]:
+        with self.telemetry.span(name, **attributes):
+            yield
+
+    @cached_property
+    def lock(self) -> Locker:
+        """A file lock, or with `apply.lock: redis` a lease in the named redis backend."""
+        settings = self.workspace.section("apply")
+        if settings.get("lock", "file") != "redis":
+            return FolderLock(self.workspace.state_dir)
+        name = settings.get("lock_backend")
+        config = self.workspace.backends.get(name or "")
+        if config is None or config.type != "redis":
+            raise InputError(
+                [
+                    Diagnostic(
+                        "apply.lock is redis but apply.lock_backend does not name a redis backend",
+                        file=self.workspace.relative(self.workspace.config_file),
+                    )
+                ]
+            )
+        from kfmops.providers.redis import connect
+        from kfmops.stores.redis_lock import RedisLock
+
+        # Named by the state's lineage; before the first apply (no lineage yet) by the workspace's folder.
+        state = self.state()
+        name = state.lineage if state is not None else f"workspace:{self.workspace.root}"
+        return RedisLock(connect(config), name, float(settings.get("lock_lease", 30)))
+
+    def close(self) -> None:
+        try:
+            self.providers.close()
+        finally:
+            self.metrics.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.close()

@@ -1,0 +1,51 @@
+"""The policy gate: every plan is judged once, in one query, before anything it moves is written.
+
+Fails closed: a deny (or an evaluation error, which is a deny) stops the operation before the WAL
+begins. The gate answers; the engine decides when to ask and emits what it heard.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kfmops.errors import PolicyDenied
+from kfmops.governance.policy import DEFAULT_POLICY_DIR, PolicyResult, evaluate, load_policies
+from kfmops.plans import codec
+from kfmops.plans.model import Plan
+from kfmops.workspace import Workspace
+
+
+class PolicyGate:
+    def __init__(self, workspace: Workspace):
+        settings = workspace.section("policy")
+        self.settings = {k: v for k, v in settings.items() if k not in {"paths", "defaults"}}
+        extra = [workspace.root / path for path in settings.get("paths", [])]
+        if settings.get("defaults", True):
+            self.policies = load_policies(DEFAULT_POLICY_DIR, extra)
+        else:
+            self.policies = load_policies(extra[0], extra[1:]) if extra else []
+
+    def check(self, plan: Plan) -> PolicyResult:
+        """The policy decision over `plan` (one query)."""
+        return evaluate(policy_input(plan), self.policies, self.settings)
+
+    def require_allowed(self, plan: Plan, operation: str) -> PolicyResult:
+        """The decision, or PolicyDenied (exit 3) naming every denying finding and its fix."""
+        result = self.check(plan)
+        if result.decision != "allow":
+            lines = [
+                f"{f.rule}: {f.address or '-'}: {f.message}" + (f" (fix: {f.fix})" if f.fix else "")
+                for f in result.findings
+                if f.severity == "deny"
+            ]
+            raise PolicyDenied(f"Policy denies this {operation}; nothing was changed:\n  " + "\n  ".join(lines))
+        return result
+
+
+def policy_input(plan: Plan) -> dict[str, Any]:
+    """The plan JSON without its no-op changes: they move nothing, and a plan of 10,000 references
+    that are up to date would otherwise cost seconds to hand to the interpreter. Findings are the same
+    as `opa`/`conftest` give on the full `kfmops show --format json` (the summary still counts no-ops)."""
+    document = codec.plan_to_dict(plan)
+    document["changes"] = [change for change in document["changes"] if change["action"] != "no-op"]
+    return document

@@ -1,0 +1,38 @@
+"""Hash chains: each record carries `prev_hash` (the hash of the record before it) and its own `hash`.
+
+One module for every chained log kfmops keeps (the WAL of an apply, the governance ledger), so that both
+start at the same genesis and hash the same way: sha256 of the canonical JSON of the record without its
+`hash` field. An edited record no longer matches its hash; a removed, inserted or reordered one breaks
+the `prev_hash` link of the record after it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from kfmops.io.canonical import sha256_hex
+
+GENESIS = "0" * 64
+
+
+def record_hash(record: Mapping[str, Any]) -> str:
+    """sha256 (hex) of the canonical JSON of `record` without its own `hash` field."""
+    return sha256_hex({key: value for key, value in record.items() if key != "hash"})
+
+
+def link(record: dict[str, Any], prev_hash: str) -> dict[str, Any]:
+    """`record` with `prev_hash` and `hash` set, chained after the record whose hash is `prev_hash`."""
+    linked = {**record, "prev_hash": prev_hash}
+    linked["hash"] = record_hash(linked)
+    return linked
+
+
+def problems(record: Mapping[str, Any], prev_hash: str) -> list[str]:
+    """Why `record` does not follow the record whose hash is `prev_hash` (empty when it does)."""
+    found = []
+    if record.get("hash") != record_hash(record):
+        found.append("its content does not match its hash")
+    if record.get("prev_hash") != prev_hash:
+        found.append("its prev_hash does not match the record before it")
+    return found

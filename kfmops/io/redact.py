@@ -1,0 +1,76 @@
+"""Redaction: refuse values that look like credentials before they reach any record kfmops keeps.
+
+Governance records (ledger, lineage, telemetry) hold no secrets. Secrets reach kfmops only through
+environment variables named in `kfmops.yaml`; anything shaped like one in a record is refused.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Mapping
+from typing import Any
+
+# Key names are split into words ("apiKey", "api-key", "API_KEY" -> api, key) before matching.
+_SECRET_WORDS = {
+    "password",
+    "passwd",
+    "passphrase",
+    "pwd",
+    "secret",
+    "secrets",
+    "token",
+    "tokens",
+    "apikey",
+    "credential",
+    "credentials",
+    "authorization",
+    "cookie",
+    "privatekey",
+    "accesskey",
+    "secretkey",
+}
+_SECRET_PAIRS = {("api", "key"), ("access", "key"), ("private", "key"), ("secret", "key"), ("client", "secret")}
+_SECRET_VALUES = (
+    ("a URL with a password", re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]*:[^/\s@]+@", re.I)),
+    ("a private key", re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")),
+    ("an HTTP credential", re.compile(r"\b(?:Bearer|Basic)\s+[A-Za-z0-9._~+/=-]{12,}")),
+    ("an AWS access key id", re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b")),
+    (
+        "a GitHub or Slack token",
+        re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_\w{20,}|xox[abprs]-[\w-]{10,})"),
+    ),
+    ("a password assignment", re.compile(r"\b(?:password|passwd|secret|token|api[_-]?key)\s*=\s*\S+", re.I)),
+)
+
+
+def refuse_secrets(value: Any, where: str = "entry") -> None:
+    """Raise ValueError if `value` holds a key named like a credential or a string shaped like one.
+
+    The message names the field, never the value. Used for ledger entries, telemetry attributes and lineage records.
+    """
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            path = f"{where}.{key}"
+            if _secret_key(str(key)):
+                raise ValueError(
+                    f"{path}: a field named like a credential is refused; governance records hold no secrets"
+                )
+            refuse_secrets(item, path)
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            refuse_secrets(item, f"{where}[{index}]")
+    elif isinstance(value, str):
+        for what, pattern in _SECRET_VALUES:
+            if pattern.search(value):
+                raise ValueError(
+                    f"{where}: the value looks like {what} and is refused; governance records hold no secrets"
+                )
+
+
+def _secret_key(key: str) -> bool:
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", key).lower()
+    words = [word for word in re.split(r"[^a-z0-9]+", spaced) if word]
+    if any(word in _SECRET_WORDS for word in words) or "".join(words) in _SECRET_WORDS:
+        return True
+    return any(pair in _SECRET_PAIRS for pair in itertools.pairwise(words))

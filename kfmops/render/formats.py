@@ -1,0 +1,18 @@
+"""The output formats a command can be asked for, each mapped to its view class."""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+from kfmops.errors import KfmopsError
+from kfmops.render.human import HumanView, MarkdownView
+from kfmops.render.view import JsonView, View
+
+VIEWS: dict[str, type[View]] = {"text": HumanView, "json": JsonView, "markdown": MarkdownView}
+
+
+def view_for(output_format: str, out: Console, err: Console) -> View:
+    """The view of `output_format` (text, json or markdown)."""
+    if output_format not in VIEWS:
+        raise KfmopsError(f"Unknown format {output_format!r}; use one of {', '.join(VIEWS)}")
+    return VIEWS[output_format](out, err)

@@ -1,0 +1,126 @@
+"""The human view: rich text for a terminal (or plain lines when stdout is not one), and its Markdown
+variant for plans (PR comments)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from kfmops.engine.init import Initialized
+from kfmops.engine.recover import Recovery
+from kfmops.plans.model import Operation, Plan
+from kfmops.plans.transaction import Outcome, Transaction
+from kfmops.providers.stac_check import CatalogReport
+from kfmops.render import markdown, text
+from kfmops.render.view import View, entry_of
+from kfmops.stores.lock import LockStatus
+from kfmops.stores.state import ManagedReference, State
+
+VERBS = {Operation.ROLLBACK: "Rollback", Operation.HOTFIX: "Hotfix"}
+
+
+class HumanView(View):
+    def plan(self, plan: Plan, saved: Path | None = None) -> None:
+        text.render_plan(plan, self.out)
+        if saved is not None:
+            self.err.print(f"Saved plan to {saved}. Apply it with: kfmops apply {saved}")
+
+    def applied(self, transaction: Transaction, seconds: float) -> None:
+        if transaction.outcome is Outcome.NOTHING:
+            self.out.print("No changes. Nothing was applied.")
+            return
+        s = transaction.summary()
+        verb = VERBS.get(transaction.operation, "Apply")
+        self.out.print(
+            f"[bold green]{verb} complete![/] {s['create']} created, {s['update']} updated, "
+            f"{s['delete']} deleted ({seconds:.2f}s, state serial {transaction.serial})."
+        )
+        self.out.print(f"Apply id: {transaction.id}. Undo with: kfmops rollback {transaction.id}")
+
+    def recovered(self, recovery: Recovery) -> None:
+        self.out.print(recovery.message)
+        for address, what in sorted(recovery.written.items()):
+            self.out.print(f"  {address}: {what} when the apply stopped")
+        if recovery.restored:
+            self.out.print(f"Restored {len(recovery.restored)} references to their values before the apply.")
+        if recovery.completed:
+            self.out.print(f"Completed {len(recovery.completed)} references as planned.")
+
+    def history(self, entries: list[dict[str, Any]]) -> None:
+        table = Table("apply id", "finished", "operation", "operator", "plan", "changes", "outcome")
+        for e in entries:
+            s = e["summary"]
+            table.add_row(
+                e["apply_id"],
+                e["finished"],
+                e["operation"],
+                e["operator"],
+                e["plan_id"],
+                f"+{s['create']} ~{s['update']} -{s['delete']}",
+                e["outcome"],
+            )
+        self.out.print(table)
+
+    def state_list(self, state: State | None) -> None:
+        for address in sorted(state.resources if state else {}):
+            self.out.print(address)
+
+    def state_entry(self, address: str, managed: ManagedReference) -> None:
+        for key, value in entry_of(address, managed).items():
+            self.out.print(f"{key}: {json.dumps(value) if isinstance(value, dict | list) else value}")
+
+    def lock(self, status: LockStatus) -> None:
+        if status.held and status.info:
+            self.out.print(f"Locked: {status.info.describe()}")
+        elif status.stale and status.info:
+            self.out.print(f"Free, with a stale lock record {status.info.id}: {status.note}")
+        else:
+            self.out.print("Free.")
+
+    def ledger(self, entries: list[dict[str, Any]]) -> None:
+        table = Table("seq", "time", "op", "apply id", "outcome", "operator", "changes", "reason")
+        for e in entries:
+            changes = e.get("changes", {})
+            counts = " ".join(f"{k}:{len(v) if isinstance(v, list) else v}" for k, v in changes.items())
+            table.add_row(
+                str(e["seq"]),
+                e["time"],
+                e["op_type"],
+                e["apply_id"],
+                e["outcome"],
+                e["operator"],
+                counts,
+                e.get("reason") or "",
+            )
+        self.out.print(table)
+
+    def catalog(self, report: CatalogReport, root: Path) -> None:
+        for path, problem in report.invalid:
+            self.out.print(f"invalid  {path}: {problem}")
+        for path, href in report.broken_links:
+            self.out.print(f"broken   {path}: link {href}")
+        if report.unchecked_extensions:
+            self.out.print(f"not checked (no local schema): {', '.join(sorted(report.unchecked_extensions))}")
+        self.out.print(
+            f"{report.documents} STAC documents under {root}: {len(report.invalid)} schema problems, "
+            f"{len(report.broken_links)} broken links."
+        )
+
+    def initialized(self, done: Initialized) -> None:
+        for created in done.created:
+            self.err.print(f"created {created}")
+        self.err.print(
+            f"Workspace ready at {done.root}: state lineage {done.state.lineage}, serial {done.state.serial}; "
+            f"backends {', '.join(done.backends)}. Next: kfmops plan"
+        )
+
+
+class MarkdownView(HumanView):
+    """Plans as Markdown (a PR comment); everything else as the human view shows it."""
+
+    def plan(self, plan: Plan, saved: Path | None = None) -> None:
+        sys.stdout.write(markdown.render_plan(plan))

@@ -1,0 +1,166 @@
+"""The folder store, the default: state, history and WALs as files under the workspace's `state/` folder.
+
+- `state.json`: the state, replaced atomically (temporary file, fsync, rename, folder fsync).
+- `applies/<apply_id>.json`: each settled transaction; `history.jsonl`: the index `kfmops history` lists.
+- `wal/<apply_id>.jsonl`: open WALs; `wal/archive/`: finished ones.
+
+Nothing is created by reading: a workspace never applied has no state folder at all.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from kfmops.errors import Diagnostic, InputError, KfmopsError
+from kfmops.io.files import write_atomic
+from kfmops.plans import codec
+from kfmops.plans.transaction import Transaction
+from kfmops.references import Reference, ReferenceKind
+from kfmops.stores.base import HistoryStore, StateStore, WalEntry, WalStore
+from kfmops.stores.state import ManagedReference, State
+from kfmops.stores.wal import WalLog, WalRecord, WalWriter, read_wal
+
+STATE_FORMAT = 1
+
+
+class FolderStateStore(StateStore):
+    """Reads and atomically replaces `state.json`."""
+
+    def __init__(self, folder: Path, *, durable: bool = True):
+        self.path = folder / "state.json"
+        self.durable = durable
+
+    def location(self) -> str:
+        return str(self.path)
+
+    def load(self) -> State | None:
+        if not self.path.is_file():
+            return None
+        try:
+            raw = json.loads(self.path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise InputError([Diagnostic(f"state file is not valid JSON: {exc}", file=str(self.path))]) from None
+        if not isinstance(raw, dict) or raw.get("format_version") != STATE_FORMAT:
+            version = raw.get("format_version") if isinstance(raw, dict) else None
+            raise InputError(
+                [
+                    Diagnostic(
+                        f"state format {version!r} is not supported (this kfmops reads format {STATE_FORMAT})",
+                        file=str(self.path),
+                    )
+                ]
+            )
+        try:
+            return _state_from(raw)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise InputError(
+                [Diagnostic(f"state file lacks or mistypes a field ({exc!r})", file=str(self.path))]
+            ) from None
+
+    def save(self, state: State) -> None:
+        raw = {
+            "format_version": STATE_FORMAT,
+            "lineage": state.lineage,
+            "serial": state.serial,
+            "resources": {
+                address: {
+                    "kind": str(m.reference.kind),
+                    "backend": m.reference.backend,
+                    "locator": m.reference.locator,
+                    "dataset": m.reference.dataset,
+                    "value": m.value,
+                    "apply_id": m.apply_id,
+                    "version": m.version,
+                }
+                for address, m in sorted(state.resources.items())
+            },
+            "applied_plans": state.applied_plans,
+            "hotfixes": state.hotfixes,
+            "datasets": state.datasets,
+        }
+        write_atomic(self.path, json.dumps(raw, indent=1).encode(), durable=self.durable)
+
+
+def _state_from(raw: dict[str, Any]) -> State:
+    resources = {
+        address: ManagedReference(
+            Reference(address, ReferenceKind(r["kind"]), r["backend"], r["locator"], r.get("dataset")),
+            r["value"],
+            r.get("apply_id"),
+            r.get("version"),
+        )
+        for address, r in raw["resources"].items()
+    }
+    return State(
+        str(raw["lineage"]),
+        int(raw["serial"]),
+        resources,
+        list(raw.get("applied_plans", [])),
+        dict(raw.get("hotfixes", {})),
+        dict(raw.get("datasets", {})),
+    )
+
+
+class FolderHistory(HistoryStore):
+    def __init__(self, folder: Path, *, durable: bool = True):
+        self.folder = folder / "applies"
+        self.index = folder / "history.jsonl"
+        self.durable = durable
+
+    def append(self, transaction: Transaction) -> None:
+        if any(entry["apply_id"] == transaction.id for entry in self.entries()):
+            return
+        body = json.dumps(codec.transaction_to_dict(transaction), indent=1, ensure_ascii=False)
+        write_atomic(self.folder / f"{transaction.id}.json", body.encode(), durable=self.durable)
+        with open(self.index, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(codec.history_entry(transaction)) + "\n")
+
+    def entries(self) -> list[dict[str, Any]]:
+        if not self.index.exists():
+            return []
+        return [json.loads(line) for line in self.index.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    def load(self, apply_id: str) -> Transaction:
+        path = self.folder / f"{apply_id}.json"
+        if not path.is_file():
+            raise KfmopsError(f"No apply with id {apply_id!r}; see 'kfmops history'")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise InputError([Diagnostic(f"history record is not valid JSON: {exc}", file=str(path))]) from None
+        return codec.transaction_from_dict(data, str(path))
+
+
+class FolderWal(WalStore):
+    def __init__(self, folder: Path, *, durable: bool = True):
+        self.folder = folder / "wal"
+        self.durable = durable
+
+    def _path(self, apply_id: str) -> Path:
+        return self.folder / f"{apply_id}.jsonl"
+
+    def begin(self, apply_id: str) -> WalLog:
+        return WalWriter(self._path(apply_id), apply_id, durable=self.durable)
+
+    def resume(self, entry: WalEntry) -> WalLog:
+        return WalWriter(self._path(entry.apply_id), entry.apply_id, durable=self.durable, records=entry.records)
+
+    def open_entries(self) -> list[WalEntry]:
+        if not self.folder.is_dir():
+            return []
+        return [WalEntry(path.stem, str(path), read_wal(path)) for path in sorted(self.folder.glob("*.jsonl"))]
+
+    def archive(self, apply_id: str) -> None:
+        path, archive = self._path(apply_id), self.folder / "archive"
+        archive.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            shutil.move(str(path), archive / path.name)
+
+    def discard(self, apply_id: str) -> None:
+        self._path(apply_id).unlink(missing_ok=True)
+
+    def archived(self, apply_id: str) -> list[WalRecord]:
+        return read_wal(self.folder / "archive" / f"{apply_id}.jsonl")

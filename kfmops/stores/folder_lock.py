@@ -1,0 +1,104 @@
+"""The folder store's lock: flock on `state/.lock` (the kernel frees it when its holder dies) plus the
+holder's record in `state/lock.json` and a fencing-token counter in `state/lock.counter`."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from kfmops.errors import KfmopsError, LockHeld
+from kfmops.io.files import write_atomic
+from kfmops.stores.lock import Locker, LockInfo, LockStatus
+
+
+class FolderLock(Locker):
+    """flock on `state/.lock` (the kernel frees it when the holder dies) plus `state/lock.json` info."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder  # created by the first acquire: looking at a lock creates nothing
+        self.flock = FileLock(folder / ".lock")
+        self.info_path = folder / "lock.json"
+        self.counter_path = folder / "lock.counter"
+        self.stale_note = ""
+
+    def _read_info(self) -> LockInfo | None:
+        try:
+            return LockInfo(**json.loads(self.info_path.read_text()))
+        except (FileNotFoundError, json.JSONDecodeError, TypeError):
+            return None
+
+    def try_acquire(self, info: LockInfo) -> LockInfo | None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.flock.acquire(timeout=0)
+        except Timeout:
+            return None
+        left = self._read_info()
+        self.stale_note = f"cleared stale lock {left.id} left by pid {left.pid} on {left.host}" if left else ""
+        token = int(self.counter_path.read_text() or 0) + 1 if self.counter_path.exists() else 1
+        write_atomic(self.counter_path, str(token).encode())
+        held = LockInfo(**{**asdict(info), "fencing_token": token})
+        write_atomic(self.info_path, json.dumps(asdict(held), indent=1).encode())
+        return held
+
+    def release(self, info: LockInfo) -> None:
+        self.info_path.unlink(missing_ok=True)
+        self.flock.release(force=True)
+
+    def _holder(self) -> LockInfo | None:
+        """The record of the process that holds the flock. One that took it an instant ago gets a moment to
+        write its record: until then the file is missing, or still the one a dead holder left."""
+        deadline = time.monotonic() + 1.0
+        while True:
+            info = self._read_info()
+            written = info is not None and (info.host != socket.gethostname() or _pid_alive(info.pid))
+            if written or time.monotonic() > deadline:
+                return info
+            time.sleep(0.01)
+
+    def status(self) -> LockStatus:
+        if not self.folder.is_dir():
+            return LockStatus(False, None)
+        info = self._read_info()
+        try:
+            self.flock.acquire(timeout=0)
+        except Timeout:
+            return LockStatus(True, self._holder())
+        try:
+            if info is None:
+                return LockStatus(False, None)
+            alive = info.host == socket.gethostname() and _pid_alive(info.pid)
+            note = f"left by pid {info.pid} on {info.host}, " + (
+                "which is alive but no longer holds it" if alive else "which is no longer running"
+            )
+            return LockStatus(False, info, stale=True, note=note)
+        finally:
+            self.flock.release()
+
+    def force_unlock(self, lock_id: str) -> LockInfo:
+        current = self.status()
+        if current.info is None or current.info.id != lock_id:
+            raise KfmopsError(f"no lock with id {lock_id!r} (current: {current.info.id if current.info else 'none'})")
+        if current.held:
+            raise LockHeld(
+                f"{current.info.describe()}: the process still holds its file lock; stop it first "
+                "(a file lock is freed by the kernel when its holder exits)"
+            )
+        self.info_path.unlink(missing_ok=True)
+        return current.info
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
