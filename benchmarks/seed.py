@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from kfmops.providers.registry import Providers
-from kfmops.workspace import Workspace, load_workspace
+from kfmops.workspace import Workspace, fill, load_workspace
 
 
 def versions_in(catalog: Path) -> list[tuple[str, str]]:
@@ -33,7 +33,6 @@ def seed(workspace: Workspace, data: Path) -> dict[str, int]:
     conventions = workspace.conventions
     pairs = versions_in(data / "catalog")
     counts = {"versions": len(pairs)}
-    fill = lambda template, d, v="": template.replace("{dataset}", d).replace("{version}", v)  # noqa: E731
     with Providers(workspace) as providers:
         for kind, backend in workspace.routes.items():
             provider = providers.get(backend, kind)

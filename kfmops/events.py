@@ -17,6 +17,8 @@ from kfmops.plans.transaction import Batch, Transaction
 
 @dataclass(frozen=True)
 class PlanMade:
+    """A plan was made and judged by policy."""
+
     plan: Plan
 
 
@@ -30,58 +32,60 @@ class PolicyEvaluated:
 
 
 @dataclass(frozen=True)
-class RefreshProgress:
-    """Live values of `done` of `total` references were read."""
+class TransactionEvent:
+    """Something happened to `transaction` (as it stood at that moment)."""
 
-    done: int
-    total: int
-
-
-@dataclass(frozen=True)
-class TransactionStarted:
     transaction: Transaction
 
 
 @dataclass(frozen=True)
-class BatchStarted:
-    transaction: Transaction
+class TransactionStarted(TransactionEvent):
+    """BEGIN is durable in the WAL; batches follow."""
+
+
+@dataclass(frozen=True)
+class BatchStarted(TransactionEvent):
+    """The batch is about to be read, compared and written."""
+
     batch: Batch
     total_batches: int
 
 
 @dataclass(frozen=True)
-class BatchFinished:
-    transaction: Transaction
+class BatchFinished(TransactionEvent):
+    """The batch is written, read back and DONE; `done` of `total` mutations are written so far."""
+
     batch: Batch
-    done: int  # mutations written so far, this batch included
-    total: int  # mutations in the transaction
+    done: int
+    total: int
 
 
 @dataclass(frozen=True)
-class BatchCompensated:
-    transaction: Transaction
+class BatchCompensated(TransactionEvent):
+    """The batch is back at its observed before values (COMPENSATED)."""
+
     batch: Batch
 
 
 @dataclass(frozen=True)
-class TransactionCommitted:
+class TransactionCommitted(TransactionEvent):
     """Settled as committed: state, history and WAL archive are written."""
 
-    transaction: Transaction
     wal_records: int
     broken_links: int = 0
 
 
 @dataclass(frozen=True)
-class TransactionAborted:
+class TransactionAborted(TransactionEvent):
     """Settled as aborted: every written batch was compensated (or nothing was written)."""
 
-    transaction: Transaction
     wal_records: int
 
 
 @dataclass(frozen=True)
 class RetryHappened:
+    """A backend call failed with a transient error and is tried again."""
+
     backend: str
     error_class: str
 
@@ -89,7 +93,6 @@ class RetryHappened:
 Event = (
     PlanMade
     | PolicyEvaluated
-    | RefreshProgress
     | TransactionStarted
     | BatchStarted
     | BatchFinished

@@ -54,6 +54,14 @@ class Reference:
         """`value` in the canonical form of this reference's kind."""
         return None if value is None else self.kind.rules.normalize(value)
 
+    def describe(self, value: Any) -> str:
+        """One line saying where `value` points, e.g. `kfm-roads -> kfm-roads-v2` (for graphs and tables)."""
+        return self.kind.rules.describe(self.locator, value)
+
+    def target_names(self, value: Any) -> str:
+        """The names `value` points at, comma-joined (index names, child paths, the node key, the key's value)."""
+        return self.kind.rules.targets(value)
+
 
 @dataclass(frozen=True)
 class KindRules:
@@ -61,6 +69,8 @@ class KindRules:
 
     identities: Callable[[dict[str, Any]], list[str]]
     normalize: Callable[[Any], Any]
+    describe: Callable[[dict[str, Any], Any], str]
+    targets: Callable[[Any], str]
 
 
 def _stac_identities(locator: dict[str, Any]) -> list[str]:
@@ -91,12 +101,42 @@ def _unchanged(value: Any) -> Any:
     return value
 
 
+def _stac_children(value: Any) -> list[str]:
+    return [str(t) for fields in value.values() if isinstance(fields, dict) for t in fields.get("child", [])]
+
+
+def _stac_describe(locator: dict[str, Any], value: Any) -> str:
+    children = _stac_children(value)
+    return f"child -> {children[0]}" if children else f"{len(value)} documents"
+
+
+def _indices(value: Any) -> str:
+    return ",".join(str(i) for i in value.get("indices", [])) if isinstance(value, dict) else str(value)
+
+
 KIND_RULES: dict[ReferenceKind, KindRules] = {
-    ReferenceKind.STAC: KindRules(_stac_identities, _stac_value),
+    ReferenceKind.STAC: KindRules(
+        _stac_identities,
+        _stac_value,
+        _stac_describe,
+        lambda value: ",".join(_stac_children(value)) if isinstance(value, dict) else str(value),
+    ),
     ReferenceKind.GRAPH: KindRules(
         lambda locator: [f"graph:{canonical_json(locator['from'])}-{locator['type']}->{locator['to']['label']}"],
         _unchanged,
+        lambda locator, value: f"({locator['to']['label']} {value})",
+        str,
     ),
-    ReferenceKind.SEARCH: KindRules(lambda locator: [f"search:{locator['alias']}"], _search_value),
-    ReferenceKind.CACHE: KindRules(lambda locator: [f"cache:{locator['key']}"], _unchanged),
+    ReferenceKind.SEARCH: KindRules(
+        lambda locator: [f"search:{locator['alias']}"],
+        _search_value,
+        lambda locator, value: f"{locator['alias']} -> {', '.join(value['indices'])}",
+        _indices,
+    ),
+    ReferenceKind.CACHE: KindRules(
+        lambda locator: [f"cache:{locator['key']}"],
+        _unchanged,
+        lambda locator, value: f"{locator['key']} = {value}",
+        str,
+    ),
 }

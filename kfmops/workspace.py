@@ -41,6 +41,11 @@ class Conventions:
         return cls(**values)
 
 
+def fill(template: str, dataset: str, version: str = "") -> str:
+    """A naming convention (see Conventions) with `{dataset}` and `{version}` substituted."""
+    return template.replace("{dataset}", dataset).replace("{version}", version)
+
+
 @dataclass(frozen=True)
 class BackendConfig:
     """A named backend: its type and its settings (secrets only as environment-variable names)."""

@@ -90,8 +90,12 @@ def cli(tmp_path: Path) -> Cli:
 
 
 def local_rows(workspace: Path) -> dict[str, set[tuple[Any, ...]]]:
-    """Every row of the reference tables of the local backend's SQLite file."""
-    database = sqlite3.connect(workspace / "state" / "local" / "references.sqlite")
+    """Every row of the reference tables of the local backend's SQLite file (none before the first apply
+    creates it: planning creates nothing)."""
+    path = workspace / "state" / "local" / "references.sqlite"
+    if not path.exists():
+        return {"relationships": set(), "aliases": set(), "kv": set()}
+    database = sqlite3.connect(path)
     try:
         return {
             "relationships": set(database.execute("SELECT * FROM relationships")),

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kfmops.desired.expand import DesiredReference
+from kfmops.desired.collector import DesiredReference
 from kfmops.plans.diff import diff
 from kfmops.plans.model import Action, Change
 from kfmops.references import Reference

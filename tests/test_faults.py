@@ -672,6 +672,8 @@ def test_retries_are_counted_by_backend_and_error_class(
     """A plan rides out 1 s of Redis resetting every connection; metrics.jsonl then holds kfm.ops_retry_count
     points for backend cache and error class ConnectionError, and none for the backends that answered."""
     case = scenario("counted", list(KIND_OF.values()))
+    code, out, err = finish(cli_process(case.root, "init", env=case.env))  # a plan of a workspace never
+    assert code == 0, (out, err)  # initialized or applied writes nothing in it, telemetry included
     proxy = proxies["redis"]
     proxy.set_mode("cut")
     process = cli_process(case.root, "plan", env=case.env)

@@ -212,7 +212,9 @@ def records_of(cli: Callable, *workspaces: Path, via_cli: bool) -> list[tuple[di
     """(`state list --json`, `history --json`) of each workspace, all read at once; without `via_cli`, from
     the library calls those commands print (a console script costs half a second to start)."""
     if not via_cli:
-        return [(listing(FolderStateStore(w / "state").load()), FolderHistory(w / "state").entries()) for w in workspaces]
+        return [
+            (listing(FolderStateStore(w / "state").load()), FolderHistory(w / "state").entries()) for w in workspaces
+        ]
     reads = [
         lambda w=w, a=a: json_of(cli, w, *a)
         for w in workspaces
@@ -224,6 +226,8 @@ def records_of(cli: Callable, *workspaces: Path, via_cli: bool) -> list[tuple[di
 
 def listing(state: State | None) -> dict[str, Any]:
     """What `kfmops state list --json` prints for `state`."""
+    if state is None:
+        return {"lineage": None, "serial": 0, "resources": []}
     rows = [
         {"address": a, "kind": m.reference.kind, "backend": m.reference.backend, "value": m.value}
         for a, m in sorted(state.resources.items())

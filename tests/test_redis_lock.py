@@ -180,7 +180,7 @@ def test_apply_takes_the_redis_lock_records_its_fencing_token_and_exits_4_while_
     workspace = make_workspace(n=2)
     config = workspace / "kfmops.yaml"
     config.write_text(config.read_text() + REDIS_LOCKED)
-    assert cli(workspace, "plan")[0] == 0
+    assert cli(workspace, "init")[0] == 0  # mints the state lineage that names the lock
     lineage = json.loads((workspace / "state" / "state.json").read_text())["lineage"]
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     try:

@@ -1,4 +1,4 @@
-"""RetrySettings, CircuitBreaker and Resilient (kfmops/providers/resilient.py), and the kill switch (kfmops/engine/gates.py).
+"""RetrySettings, CircuitBreaker and Resilient (kfmops/providers/resilient.py); the kill switch (engine/gates.py).
 
 The breaker's state machine is checked with a fake clock. Everything else runs a real Redis provider
 against the shared Redis through a FaultProxy (tests/faultproxy.py), or against a Redis of the test's
@@ -19,9 +19,9 @@ from faultproxy import DedicatedRedis, FaultProxy
 from servers import REQUIRED, address_of, open_provider, unique_tag
 
 from kfmops.engine.gates import KILL_SWITCH_VARIABLE, kill_switch
-from kfmops.providers.resilient import CircuitBreaker, CircuitOpen, Resilient, RetrySettings
 from kfmops.errors import BackendError, InputError
 from kfmops.providers.registry import Providers
+from kfmops.providers.resilient import CircuitBreaker, CircuitOpen, Resilient, RetrySettings
 from kfmops.references import Reference
 from kfmops.workspace import load_workspace
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from benchmarks.generate import promote
-from kfmops.stores import wal
 from kfmops.errors import InputError
+from kfmops.stores import wal
 
 GENESIS = "0" * 64
 KINDS = ("stac", "graph", "search", "cache")

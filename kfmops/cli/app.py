@@ -29,11 +29,10 @@ from kfmops.engine.session import Session
 from kfmops.errors import ExitCode, KfmopsError
 from kfmops.plans import planfile
 from kfmops.render.comment import write_comment
-from kfmops.render.formats import view_for
+from kfmops.render.formats import View, view_for
 from kfmops.render.graph import render_graph
 from kfmops.render.human import HumanView
 from kfmops.render.progress import PlainProgress
-from kfmops.render.view import View
 from kfmops.workspace import Workspace, load_workspace
 
 app = typer.Typer(
@@ -105,7 +104,7 @@ def main_options(
     try:
         os.chdir(directory)  # like `terraform -chdir`: every relative path is then relative to DIR
     except OSError as exc:
-        raise KfmopsError(f"Cannot change to directory {directory}: {exc.strerror}") from None
+        raise KfmopsError(f"cannot change to directory {directory}: {exc.strerror}") from None
 
 
 @app.command()
@@ -249,7 +248,7 @@ def rollback(
     Example: kfmops rollback --last
     """
     if bool(apply_id) == last:
-        raise KfmopsError("Give exactly one of APPLY_ID or --last")
+        raise KfmopsError("give exactly one of APPLY_ID or --last")
     started = time.monotonic()
     with session("rollback", progress=True) as opened:
         result = rollback_apply(opened, apply_id, ApplyOptions(lock_timeout=lock_timeout))
@@ -295,7 +294,7 @@ def hotfix(
 
 def confirm(question: str) -> bool:
     if not sys.stdin.isatty():
-        raise KfmopsError("Not a terminal, so apply cannot ask for approval: pass --auto-approve or a plan file")
+        raise KfmopsError("not a terminal, so apply cannot ask for approval: pass --auto-approve or a plan file")
     return input(f"{question} Only 'yes' is accepted: ").strip() == "yes"
 
 

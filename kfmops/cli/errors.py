@@ -34,7 +34,7 @@ def report(error: BaseException) -> int:
 try:  # newer typer runs on its own vendored copy of click
     from typer._click.exceptions import ClickException
 except ImportError:  # pragma: no cover - older typer uses click itself
-    from click.exceptions import ClickException
+    from click.exceptions import ClickException  # type: ignore[assignment]
 
 
 def run(app: Any) -> None:

@@ -11,8 +11,9 @@ from kfmops.cli.consoles import stderr, stdout
 from kfmops.engine.session import Session
 from kfmops.errors import ExitCode, KfmopsError
 from kfmops.providers.stac_check import check_catalog
+from kfmops.render.formats import View
 from kfmops.render.human import HumanView
-from kfmops.render.view import JsonView, View
+from kfmops.render.view import JsonView
 from kfmops.workspace import load_workspace
 
 Json = typer.Option("--json", help="Print JSON.")

@@ -1,6 +1,7 @@
 """Desired state: YAML documents loaded, validated and expanded into references (pure, no backend I/O)."""
 
-from kfmops.desired.expand import DesiredReference, DesiredState, expand
+from kfmops.desired.collector import DesiredReference
+from kfmops.desired.expand import DesiredState, expand
 from kfmops.desired.load import Document, load_documents_from, parse_documents
 
 __all__ = ["DesiredReference", "DesiredState", "Document", "expand", "load_documents_from", "parse_documents"]

@@ -136,7 +136,7 @@ def refuse_if_unfinished(session: Session) -> None:
     pending = [entry for entry in session.stores.wal.open_entries() if not is_finished(entry.records)]
     if pending:
         raise RecoveryRequired(
-            f"An earlier apply did not finish ({pending[0].apply_id}.jsonl); "
+            f"an earlier apply did not finish ({pending[0].apply_id}.jsonl); "
             "run 'kfmops recover' (or 'kfmops recover --forward') first"
         )
 
@@ -145,13 +145,13 @@ def check_git(session: Session, plan: Plan, allow_dirty: bool) -> None:
     """A plan from uncommitted desired state needs --allow-dirty; `git.apply_branch` pins the branch."""
     if plan.git.get("dirty") and not allow_dirty:
         raise KfmopsError(
-            f"Plan {plan.plan_id} was made from uncommitted desired state; commit first, or pass --allow-dirty"
+            f"plan {plan.plan_id} was made from uncommitted desired state; commit first, or pass --allow-dirty"
         )
     branch = session.workspace.section("git").get("apply_branch")
     commit = plan.git.get("commit")
     if branch and commit and not repo.is_on_branch(session.workspace.desired_dir, commit, branch):
         raise KfmopsError(
-            f"Plan {plan.plan_id} was made at commit {commit[:12]}, which is not on "
+            f"plan {plan.plan_id} was made at commit {commit[:12]}, which is not on "
             f"branch {branch!r} (kfmops.yaml git.apply_branch); merge it first"
         )
 
@@ -160,11 +160,11 @@ def verify(session: Session, plan: Plan, state: State) -> None:
     """Refuse a plan made for another lineage, already applied, or whose references applies since moved."""
     if plan.state.lineage != state.lineage:
         raise StalePlan(
-            f"Plan {plan.plan_id} was made for state lineage {plan.state.lineage}, "
+            f"plan {plan.plan_id} was made for state lineage {plan.state.lineage}, "
             f"but this workspace's state is lineage {state.lineage}"
         )
     if plan.plan_id in state.applied_plans:
-        raise StalePlan(f"Plan {plan.plan_id} was already applied; make a new plan")
+        raise StalePlan(f"plan {plan.plan_id} was already applied; make a new plan")
     if plan.state.serial == state.serial:
         return
     moved: set[str] = set()
@@ -174,7 +174,7 @@ def verify(session: Session, plan: Plan, state: State) -> None:
     overlap = sorted(moved & {c.address for c in plan.changes})
     if overlap:
         raise StalePlan(
-            f"Plan {plan.plan_id} was made at state serial {plan.state.serial}; applies since "
+            f"plan {plan.plan_id} was made at state serial {plan.state.serial}; applies since "
             f"(now serial {state.serial}) changed {len(overlap)} of its references: "
             f"{', '.join(overlap[:10])}. Make a new plan"
         )

@@ -32,6 +32,6 @@ def refuse_if_red(config: dict[str, Any], operation: str) -> None:
     reason = kill_switch(config)
     if reason:
         raise KfmopsError(
-            f"Red state: every mutation is refused ({reason}); {operation} did nothing. "
+            f"red state: every mutation is refused ({reason}); {operation} did nothing. "
             "Plans still work; clear the kill switch to change references again"
         )

@@ -27,12 +27,12 @@ def hotfix(
     gates.refuse_if_red(session.workspace.section("apply"), "hotfix")
     refuse_if_unfinished(session)
     if not reason.strip():
-        raise KfmopsError("A hotfix needs --reason: it is recorded in history and the ledger")
+        raise KfmopsError("a hotfix needs --reason: it is recorded in history and the ledger")
     workspace = session.workspace
     documents, fix = patch.prepare(workspace, address, assignment)
     plan = make_plan(session, PlanRequest(targets=[address]), patch.desired_with(workspace, documents))
     if not plan.has_changes():
-        raise KfmopsError(f"Hotfix changes nothing: {address} already holds {assignment}")
+        raise KfmopsError(f"hotfix changes nothing: {address} already holds {assignment}")
     path = workspace.plans_dir / f"hotfix-{plan.plan_id}.patch"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(fix.patch, encoding="utf-8")

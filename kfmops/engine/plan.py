@@ -79,10 +79,10 @@ def make_plan(session: Session, request: PlanRequest, desired: DesiredState | No
             "base": request.base,
             "changed_documents": repo.changed_files(workspace.desired_dir, request.base, request.git_ref),
         }
-    touched = {c.reference.dataset for c in changes if c.action.mutates}
+    touched = {c.reference.dataset for c in changes if c.action.mutates and c.reference.dataset}
     # A dataset removed from git is judged (and later rolled back) with the record it was last applied with.
     known = state.datasets | desired.datasets
-    datasets = {name: known[name] for name in sorted(touched - {None}) if name in known}
+    datasets = {name: known[name] for name in sorted(touched) if name in known}
     return Plan(
         plan_id=new_id("plan"),
         created_at=now(),

@@ -44,7 +44,7 @@ def recover(session: Session, *, forward: bool = False, lock_timeout: float = 0)
         settle_finished(session)
         pending = [entry for entry in session.stores.wal.open_entries() if not is_finished(entry.records)]
         if not pending:
-            return Recovery(mode, "nothing", "No unfinished apply; nothing to recover")
+            return Recovery(mode, "nothing", "no unfinished apply; nothing to recover")
         entry = pending[0]
         if entry.records[:1] == [] or entry.records[0].type is not WalStep.BEGIN:
             session.stores.wal.discard(entry.apply_id)
@@ -79,7 +79,7 @@ def _compensate(session: Session, entry: WalEntry) -> Recovery:
     return Recovery(
         "compensate",
         "restored",
-        f"Every reference of {transaction.id} is back at its value before the apply",
+        f"every reference of {transaction.id} is back at its value before the apply",
         settled,
         written,
         restored,
@@ -92,20 +92,20 @@ def _forward(session: Session, entry: WalEntry) -> Recovery:
     try:
         if replay.compensating:
             raise StalePlan(
-                "The interrupted apply had already started undoing itself; run 'kfmops recover' without --forward"
+                "the interrupted apply had already started undoing itself; run 'kfmops recover' without --forward"
             )
         policy = session.policy.require_allowed(interrupted_plan(session, transaction), "recover --forward")
         session.bus.emit(PolicyEvaluated("recover", policy.decision, tuple(f.to_dict() for f in policy.findings)))
         moved = sorted(address for address, what in written.items() if what == "moved")
         if moved:
             raise StalePlan(
-                f"Cannot finish forward: {', '.join(moved[:10])} moved outside kfmops since the "
+                f"cannot finish forward: {', '.join(moved[:10])} moved outside kfmops since the "
                 "interrupted apply; run 'kfmops recover' to restore the previous values"
             )
         remaining = [c for c in transaction.mutations if c.address not in replay.announced]
         found = conflicts(remaining, session.providers.read_live(c.reference for c in remaining))
         if found:
-            raise stale("Cannot finish forward, preconditions no longer hold", found)
+            raise stale("cannot finish forward, preconditions no longer hold", found)
     except BaseException:
         log.close()
         raise

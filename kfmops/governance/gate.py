@@ -38,7 +38,7 @@ class PolicyGate:
                 for f in result.findings
                 if f.severity == "deny"
             ]
-            raise PolicyDenied(f"Policy denies this {operation}; nothing was changed:\n  " + "\n  ".join(lines))
+            raise PolicyDenied(f"policy denies this {operation}; nothing was changed:\n  " + "\n  ".join(lines))
         return result
 
 

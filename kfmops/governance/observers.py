@@ -30,7 +30,7 @@ from kfmops.events import (
 from kfmops.governance.ledger import OP_TYPES, Ledger, entry_for
 from kfmops.governance.lineage import emit_openlineage, run_id_for, write_prov
 from kfmops.governance.telemetry import Telemetry
-from kfmops.plans.model import Change
+from kfmops.plans import codec
 from kfmops.plans.transaction import Outcome, Transaction
 from kfmops.workspace import Workspace
 
@@ -87,7 +87,7 @@ class Recorder:
                 "finished": transaction.finished,
             },
             transaction.operator,
-            [_prov_reference(c) for c in transaction.outputs()] if committed else [],
+            [codec.change_to_dict(c) for c in transaction.outputs()] if committed else [],
             provo=self.provo,
         )
         lineage_refs = {
@@ -97,17 +97,6 @@ class Recorder:
         self.ledger().append(entry_for(transaction, findings=self.findings, lineage_refs=lineage_refs))
 
 
-def _prov_reference(change: Change) -> dict[str, Any]:
-    reference = change.reference
-    return {
-        "address": change.address,
-        "kind": str(reference.kind),
-        "backend": reference.backend,
-        "before": change.before,
-        "after": change.after,
-    }
-
-
 class Metrics:
     """Counts what one command did and exports it once, at `close`."""
 
@@ -115,7 +104,12 @@ class Metrics:
         self.telemetry = telemetry
         self.command = command
         self.started = (time.monotonic(), time.process_time())
-        self.counts = {"wal_entries": 0, "care_flags": 0, "sovereignty_escalations": 0, "broken_links": 0}
+        self.counts: dict[str, Any] = {
+            "wal_entries": 0,
+            "care_flags": 0,
+            "sovereignty_escalations": 0,
+            "broken_links": 0,
+        }
         self.retries: dict[str, int] = {}
         self.batch_span = ExitStack()
 

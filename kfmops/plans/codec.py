@@ -81,12 +81,9 @@ def plan_from_dict(data: Any, name: str) -> Plan:
     """A Plan from its JSON document; InputError naming `name` and the first problem when it does not fit."""
     _check(data, "plan", name)
     return Plan(
-        plan_id=data["plan_id"],
+        **_shared(data),
         created_at=data["created_at"],
-        operation=Operation(data["operation"]),
         workspace=data["workspace"],
-        state=StateRef(data["state"]["lineage"], data["state"]["serial"]),
-        changes=tuple(change_from_dict(c) for c in data["changes"]),
         desired_digest=data.get("desired_digest"),
         git=data.get("git") or {},
         datasets=data.get("datasets") or {},
@@ -130,13 +127,10 @@ def transaction_from_dict(data: Any, name: str) -> Transaction:
     """A Transaction from its JSON data (a history record, or a WAL BEGIN record's fields)."""
     _check(data, "transaction", name)
     return Transaction(
+        **_shared(data),
         id=data["apply_id"],
-        plan_id=data["plan_id"],
-        operation=Operation(data["operation"]),
         operator=data["operator"],
         started=data["started"],
-        state=StateRef(data["state"]["lineage"], data["state"]["serial"]),
-        changes=tuple(change_from_dict(c) for c in data["changes"]),
         datasets=data.get("datasets") or {},
         origin=data.get("origin") or {},
         reason=data.get("reason"),
@@ -167,6 +161,16 @@ def history_entry(transaction: Transaction) -> dict[str, Any]:
         "serial": transaction.serial,
         "reason": transaction.reason,
         "rolls_back": transaction.rolls_back,
+    }
+
+
+def _shared(data: dict[str, Any]) -> dict[str, Any]:
+    """The fields a plan and a transaction share, decoded."""
+    return {
+        "plan_id": data["plan_id"],
+        "operation": Operation(data["operation"]),
+        "state": StateRef(data["state"]["lineage"], data["state"]["serial"]),
+        "changes": tuple(change_from_dict(c) for c in data["changes"]),
     }
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from kfmops.desired.expand import DesiredReference
+from kfmops.desired.collector import DesiredReference
 from kfmops.plans.model import Action, Change
 from kfmops.references import Reference
 

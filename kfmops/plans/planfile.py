@@ -50,7 +50,7 @@ def from_dict(body: Any, name: str = "plan") -> Plan:
     if recorded != digest(unsigned):
         raise _refused(name, "its digest does not match its content (the file was changed after it was written)")
     key = os.environ.get(KEY_VARIABLE)
-    if key and not hmac.comparedigest(str(body.get("signature", "")), _sign(key, recorded)):
+    if key and not hmac.compare_digest(str(body.get("signature", "")), _sign(key, recorded)):
         raise _refused(name, f"its signature does not verify with {KEY_VARIABLE} (unsigned or signed with another key)")
     return codec.plan_from_dict(body, name)
 

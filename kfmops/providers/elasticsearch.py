@@ -19,7 +19,7 @@ import elasticsearch
 from kfmops.desired.identifiers import search_name_problem
 from kfmops.errors import BackendError
 from kfmops.providers.base import Provider, Write, from_environment
-from kfmops.references import Reference
+from kfmops.references import Reference, ReferenceKind
 from kfmops.workspace import BackendConfig, Workspace
 
 MAX_URL_NAMES = 3000  # characters of comma-joined names per request line (Elasticsearch allows 4 KiB)
@@ -28,27 +28,11 @@ MIN_PREFIX = 4
 
 
 class ElasticsearchProvider(Provider):
-    kinds = frozenset({"search"})
+    kinds = frozenset({ReferenceKind.SEARCH})
 
     def __init__(self, config: BackendConfig, workspace: Workspace, *, read_only: bool = False):
         super().__init__(config.name)
-        settings = config.settings
-        url = from_environment(config.name, settings, "url")
-        options: dict[str, Any] = {"request_timeout": settings.get("timeout", 10.0), "max_retries": 0}
-        user = from_environment(config.name, settings, "user", required=False)
-        if user is not None:
-            options["basic_auth"] = (user, from_environment(config.name, settings, "password") or "")
-        api_key = from_environment(config.name, settings, "api_key", required=False)
-        if api_key is not None:
-            options["api_key"] = api_key
-        if settings.get("ca_file"):
-            options["ca_certs"] = settings["ca_file"]
-        if settings.get("verify") is False:
-            options["verify_certs"] = False
-        try:
-            self.client = elasticsearch.Elasticsearch(url, **options)
-        except ValueError as exc:
-            raise BackendError(config.name, f"invalid Elasticsearch settings: {exc}") from None
+        self.client = _client(config)
 
     def _names(self, names: Sequence[str]) -> Iterator[list[str]]:
         """Names in groups whose comma-joined length fits one request line."""
@@ -172,3 +156,24 @@ class ElasticsearchProvider(Provider):
 
     def close(self) -> None:
         self.client.close()
+
+
+def _client(config: BackendConfig) -> elasticsearch.Elasticsearch:
+    """A client for the backend's settings; credentials come only from the environment variables they name."""
+    settings = config.settings
+    url = from_environment(config.name, settings, "url")
+    options: dict[str, Any] = {"request_timeout": settings.get("timeout", 10.0), "max_retries": 0}
+    user = from_environment(config.name, settings, "user", required=False)
+    if user is not None:
+        options["basic_auth"] = (user, from_environment(config.name, settings, "password") or "")
+    api_key = from_environment(config.name, settings, "api_key", required=False)
+    if api_key is not None:
+        options["api_key"] = api_key
+    if settings.get("ca_file"):
+        options["ca_certs"] = settings["ca_file"]
+    if settings.get("verify") is False:
+        options["verify_certs"] = False
+    try:
+        return elasticsearch.Elasticsearch(url, **options)
+    except ValueError as exc:
+        raise BackendError(config.name, f"invalid Elasticsearch settings: {exc}") from None

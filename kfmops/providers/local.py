@@ -22,7 +22,7 @@ from kfmops.errors import BackendError
 from kfmops.providers.base import Provider, Write, chunks
 from kfmops.providers.stac import StacCatalog
 from kfmops.references import Reference, ReferenceKind
-from kfmops.workspace import BackendConfig, Conventions, Workspace
+from kfmops.workspace import BackendConfig, Conventions, Workspace, fill
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS nodes (label TEXT, key TEXT, id TEXT, PRIMARY KEY (label, key, id));
@@ -73,11 +73,12 @@ class LocalProvider(Provider):
                 fields = data.get("properties", data) if data.get("type") == "Feature" else data
                 dataset, version = fields.get("kfm:dataset"), fields.get("version")
                 if dataset and version:
-                    fill = lambda t, d=dataset, v=version: t.replace("{dataset}", d).replace("{version}", v)  # noqa: E731
                     key = conventions.graph_key
-                    nodes.add((conventions.graph_dataset_label, key, fill(conventions.graph_dataset_id)))
-                    nodes.add((conventions.graph_version_label, key, fill(conventions.graph_version_id)))
-                    indices.add(fill(conventions.search_index))
+                    nodes.add((conventions.graph_dataset_label, key, fill(conventions.graph_dataset_id, dataset)))
+                    nodes.add(
+                        (conventions.graph_version_label, key, fill(conventions.graph_version_id, dataset, version))
+                    )
+                    indices.add(fill(conventions.search_index, dataset, version))
         if seed is not None and (seed / "targets.yaml").is_file():
             extra = yaml.load((seed / "targets.yaml").read_text(encoding="utf-8"), Loader=yaml.CSafeLoader) or {}
             nodes.update((n["label"], n.get("key", "id"), n["id"]) for n in extra.get("nodes", []))
@@ -90,7 +91,7 @@ class LocalProvider(Provider):
     # reads ---------------------------------------------------------------------------------------
 
     def read(self, references: Sequence[Reference]) -> dict[str, Any]:
-        by_kind: dict[str, list[Reference]] = {}
+        by_kind: dict[ReferenceKind, list[Reference]] = {}
         for reference in references:
             by_kind.setdefault(reference.kind, []).append(reference)
         values: dict[str, Any] = {}
@@ -103,7 +104,7 @@ class LocalProvider(Provider):
         return self.catalog.read(references)
 
     def _read_graph(self, references: list[Reference]) -> dict[str, Any]:
-        found: dict[tuple, str] = {}
+        found: dict[tuple[str, ...], str] = {}
         for batch in chunks(references, BATCH):
             keys = [_graph_key(r) for r in batch]
             rows = self.db.execute(

@@ -19,14 +19,14 @@ from neo4j import exceptions as neo4j_errors
 from kfmops.desired.identifiers import graph_identifier_problem
 from kfmops.errors import BackendError
 from kfmops.providers.base import Provider, Write, chunks, from_environment
-from kfmops.references import Reference
+from kfmops.references import Reference, ReferenceKind
 from kfmops.workspace import BackendConfig, Workspace
 
 Shape = tuple[str, str, str, str, str]  # from label, from key, type, to label, to key
 
 
 class Neo4jProvider(Provider):
-    kinds = frozenset({"graph"})
+    kinds = frozenset({ReferenceKind.GRAPH})
 
     def __init__(self, config: BackendConfig, workspace: Workspace, *, read_only: bool = False):
         super().__init__(config.name)
@@ -36,7 +36,7 @@ class Neo4jProvider(Provider):
         user = from_environment(config.name, settings, "user", required=False)
         password = from_environment(config.name, settings, "password", required=False)
         timeout = settings.get("timeout", 10.0)
-        # Resilient (engine/retry.py) is the one retry layer: the driver's managed transactions (execute_query)
+        # Resilient (providers/resilient.py) is the one retry layer: the driver's managed transactions (execute_query)
         # would otherwise retry an unreachable server for 30 s first, unseen by the budgets and the breaker.
         # connection_timeout bounds only the TCP connect; the Bolt handshake waits for the acquisition timeout
         # (60 s by default) and a pooled connection's reads wait forever, so a server that stops answering hangs

@@ -17,7 +17,7 @@ from redis.retry import Retry
 from kfmops.desired.identifiers import cache_key_problem
 from kfmops.errors import BackendError
 from kfmops.providers.base import Provider, Write, chunks, from_environment
-from kfmops.references import Reference
+from kfmops.references import Reference, ReferenceKind
 from kfmops.workspace import BackendConfig, Workspace
 
 DEFAULT_PREFIXES = ("kfm:",)
@@ -47,12 +47,12 @@ def connect(config: BackendConfig) -> redis.Redis:
 
 
 class RedisProvider(Provider):
-    kinds = frozenset({"cache"})
+    kinds = frozenset({ReferenceKind.CACHE})
 
     def __init__(self, config: BackendConfig, workspace: Workspace, *, read_only: bool = False):
         super().__init__(config.name)
         self.client = connect(config)
-        # Resilient (engine/retry.py) is the one retry layer: redis-py's own default (10 retries with backoff)
+        # Resilient (providers/resilient.py) is the one retry layer: redis-py's own default (10 retries with backoff)
         # would spend the budget unseen by the circuit breaker and kfm.ops_retry_count.
         self.client.set_retry(Retry(NoBackoff(), 0))
         self.prefixes = tuple(config.settings.get("prefixes", DEFAULT_PREFIXES))

@@ -112,6 +112,12 @@ class Providers:
             provider.close()
         self.opened.clear()
 
+    def __enter__(self) -> Providers:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
 
 def _by_backend(items: Iterable[T], reference_of: Callable[[T], Reference]) -> dict[str, list[T]]:
     groups: dict[str, list[T]] = defaultdict(list)

@@ -20,7 +20,7 @@ from kfmops.errors import BackendError
 from kfmops.io.files import write_atomic
 from kfmops.providers.base import Provider, Write
 from kfmops.providers.stac_check import broken_links
-from kfmops.references import Reference
+from kfmops.references import Reference, ReferenceKind
 from kfmops.workspace import BackendConfig, Workspace
 
 DEPRECATED = "deprecated"
@@ -77,7 +77,9 @@ class StacDocument:
         restores the document byte for byte.
         """
         links = self.data.setdefault("links", [])
-        kept, present, removed_at = [], set(), None
+        kept: list[dict[str, Any]] = []
+        present: set[str] = set()
+        removed_at: int | None = None
         for link in links:
             target = self.resolve(link.get("href", "")) if link.get("rel") == rel else None
             managed = target is not None and (scope is None or target in scope)
@@ -85,7 +87,7 @@ class StacDocument:
                 self.changed = True
                 removed_at = len(kept) if removed_at is None else removed_at
                 continue
-            if managed:
+            if managed and target is not None:
                 present.add(target)
             kept.append(link)
         new = [{"rel": rel, "href": self.href_to(t), "type": LINK_TYPE} for t in targets - present]
@@ -97,7 +99,8 @@ class StacDocument:
 
     def _flag_holder(self) -> dict[str, Any]:
         if self.data.get("type") == "Feature":
-            return self.data.setdefault("properties", {})
+            holder: dict[str, Any] = self.data.setdefault("properties", {})
+            return holder
         return self.data
 
     def deprecated(self) -> bool | None:
@@ -257,7 +260,7 @@ class StacCatalog:
 class StacProvider(Provider):
     """The `stac` backend type: a static catalog folder given by `root` in kfmops.yaml."""
 
-    kinds = frozenset({"stac"})
+    kinds = frozenset({ReferenceKind.STAC})
 
     def __init__(self, config: BackendConfig, workspace: Workspace, *, read_only: bool = False):
         super().__init__(config.name)

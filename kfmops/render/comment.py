@@ -269,7 +269,9 @@ def _cut_rows(
 
 def _chunks(text: str, width: int) -> list[str]:
     """`text` cut into pieces of at most `width` UTF-16 units, never inside a surrogate pair."""
-    pieces, current, used = [], [], 0
+    pieces: list[str] = []
+    current: list[str] = []
+    used = 0
     for char in text:
         step = 2 if ord(char) > 0xFFFF else 1
         if used + step > width:

@@ -6,13 +6,14 @@ from rich.console import Console
 
 from kfmops.errors import KfmopsError
 from kfmops.render.human import HumanView, MarkdownView
-from kfmops.render.view import JsonView, View
+from kfmops.render.view import JsonView
 
+View = HumanView | JsonView
 VIEWS: dict[str, type[View]] = {"text": HumanView, "json": JsonView, "markdown": MarkdownView}
 
 
 def view_for(output_format: str, out: Console, err: Console) -> View:
     """The view of `output_format` (text, json or markdown)."""
     if output_format not in VIEWS:
-        raise KfmopsError(f"Unknown format {output_format!r}; use one of {', '.join(VIEWS)}")
+        raise KfmopsError(f"unknown format {output_format!r}; use one of {', '.join(VIEWS)}")
     return VIEWS[output_format](out, err)

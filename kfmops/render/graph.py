@@ -5,20 +5,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from kfmops.desired.expand import DesiredReference, DesiredState
+from kfmops.desired.collector import DesiredReference
+from kfmops.desired.expand import DesiredState
 from kfmops.errors import KfmopsError
 
 
 def _target(reference: DesiredReference) -> str:
-    kind, value, locator = reference.reference.kind, reference.value, reference.reference.locator
-    if kind == "graph":
-        return f"({locator['to']['label']} {value})"
-    if kind == "search":
-        return f"{locator['alias']} -> {', '.join(value['indices'])}"
-    if kind == "cache":
-        return f"{locator['key']} = {value}"
-    children = [p for fields in value.values() for p in fields.get("child", [])]
-    return f"child -> {children[0]}" if children else f"{len(value)} documents"
+    return reference.reference.describe(reference.value)
 
 
 def _edges(desired: DesiredState) -> list[tuple[str, str, str]]:
@@ -72,5 +65,5 @@ GRAPH_FORMATS = {"mermaid": mermaid, "dot": dot}
 def render_graph(desired: DesiredState, graph_format: str) -> str:
     """The reference graph as Mermaid or DOT."""
     if graph_format not in GRAPH_FORMATS:
-        raise KfmopsError(f"Unknown graph format {graph_format!r}; use mermaid or dot")
+        raise KfmopsError(f"unknown graph format {graph_format!r}; use mermaid or dot")
     return GRAPH_FORMATS[graph_format](desired)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
 from rich.table import Table
 
 from kfmops.engine.init import Initialized
@@ -16,14 +17,18 @@ from kfmops.plans.model import Operation, Plan
 from kfmops.plans.transaction import Outcome, Transaction
 from kfmops.providers.stac_check import CatalogReport
 from kfmops.render import markdown, text
-from kfmops.render.view import View, entry_of
+from kfmops.render.view import entry_of
 from kfmops.stores.lock import LockStatus
 from kfmops.stores.state import ManagedReference, State
 
 VERBS = {Operation.ROLLBACK: "Rollback", Operation.HOTFIX: "Hotfix"}
 
 
-class HumanView(View):
+class HumanView:
+    def __init__(self, out: Console, err: Console):
+        self.out = out
+        self.err = err
+
     def plan(self, plan: Plan, saved: Path | None = None) -> None:
         text.render_plan(plan, self.out)
         if saved is not None:

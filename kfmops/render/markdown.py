@@ -2,7 +2,7 @@
 diagram of what moves, and each change's diff collapsed in a <details> element.
 
 `render_blocks` returns self-contained blocks: every code fence, <details> element and table opens and
-closes inside one block, so `kfmops.gitops.comment` can pack blocks into comments of bounded size.
+closes inside one block, so `kfmops.render.comment` can pack blocks into comments of bounded size.
 Values that come from desired state or from backends are escaped for where they land: table cells
 (pipes, HTML, Markdown punctuation), HTML (<summary>), Mermaid labels (entity codes). Inside a code
 fence a value is shown as-is on one line; no fence line ever starts with a backtick.
@@ -12,21 +12,20 @@ from __future__ import annotations
 
 import html
 import posixpath
-import re
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from kfmops.io.canonical import canonical_json
 from kfmops.plans.model import Action, Change, Plan
+from kfmops.references import ReferenceKind
+from kfmops.render.markup import cell_text, code, mermaid_label, one_line
 from kfmops.render.text import summary_line
-from kfmops.render.values import MISSING, field_changes, show
+from kfmops.render.values import MISSING, field_changes, short, show
+from kfmops.render.versions import dataset_versions, pointer_version, version_ids
 
 DIAGRAM_EDGES = 200
 """The Mermaid diagram draws at most this many changed references; a node says how many more there are."""
-CELL_CHARS = 120
-"""Longest value shown in a table cell or diagram label; the full value is in the change's diff."""
-PARTS = ("stac", "graph", "search", "cache")
+PARTS = tuple(ReferenceKind)
 CHANGED_MARK = "✎"
 """Marks changes whose desired-state document changed in git (plan.git["changed_documents"])."""
 
@@ -55,9 +54,9 @@ def render_blocks(plan: Plan) -> list[str]:
 
 def summary_section(plan: Plan) -> str:
     s = plan.summary()
-    title = f"### kfmops plan {_code(plan.plan_id, table=False)}"
+    title = f"### kfmops plan {code(plan.plan_id, table=False)}"
     if plan.operation != "apply":
-        title += f" ({_text(plan.operation)})"
+        title += f" ({cell_text(plan.operation)})"
     header = "| create | update | delete | unchanged | policy | drift | commit | branch |"
     row = (
         f"| {s['create']} | {s['update']} | {s['delete']} | {s['no_op']} | {_decision(plan.policy)} "
@@ -79,11 +78,11 @@ def changed_documents(plan: Plan) -> list[str]:
         if path is not None:
             counts[path] += 1
     base = plan.git.get("base") or plan.git.get("base_ref")
-    since = f" since {_code(str(base), table=False)}" if base else ""
+    since = f" since {code(str(base), table=False)}" if base else ""
     lines = [f"**Desired-state documents changed{since}** ({CHANGED_MARK} marks changes that come from them)", ""]
     for path, count in counts.items():
         moved = f"{count} change{'s' if count != 1 else ''}" if count else "no reference changes"
-        lines.append(f"- {CHANGED_MARK} {_code(_relative(path, plan.workspace), table=False)}: {moved}")
+        lines.append(f"- {CHANGED_MARK} {code(_relative(path, plan.workspace), table=False)}: {moved}")
     return ["\n".join(lines)]
 
 
@@ -93,9 +92,9 @@ def policy_findings(plan: Plan) -> list[str]:
         return []
     lines = ["**Policy findings**", "", "| severity | rule | address | finding | fix |", "|:---|:---|:---|:---|:---|"]
     lines += [
-        f"| {_text(str(f.get('severity', 'deny')))} | {_text(str(f.get('rule', '')))} "
-        f"| {_code(str(f['address'])) if f.get('address') else ''} | {_text(str(f.get('message', '')))} "
-        f"| {_text(str(f.get('fix') or ''))} |"
+        f"| {cell_text(str(f.get('severity', 'deny')))} | {cell_text(str(f.get('rule', '')))} "
+        f"| {code(str(f['address'])) if f.get('address') else ''} | {cell_text(str(f.get('message', '')))} "
+        f"| {cell_text(str(f.get('fix') or ''))} |"
         for f in findings
     ]
     return ["\n".join(lines)]
@@ -112,11 +111,11 @@ def drift_section(plan: Plan) -> list[str]:
     ]
     for d in plan.drift:
         values = " → ".join(
-            "(absent)" if d.get(key) is None else _code(_short(d[key])) for key in ("last_applied", "live")
+            "(absent)" if d.get(key) is None else code(short(d[key])) for key in ("last_applied", "live")
         )
         lines.append(
-            f"| {_code(str(d.get('address', '')))} | {_text(str(d.get('type', 'drift')))} | {values} "
-            f"| {_text(str(d.get('message', '')))} |"
+            f"| {code(str(d.get('address', '')))} | {cell_text(str(d.get('type', 'drift')))} | {values} "
+            f"| {cell_text(str(d.get('message', '')))} |"
         )
     return ["\n".join(lines)]
 
@@ -136,7 +135,7 @@ def dataset_rows(plan: Plan, datasets: dict[str, list[Change]] | None = None) ->
         moved = _parts_moved([c for c in changes if c.action.mutates])
         source = next((c.source for c in changes if c.source), None) or plan.datasets.get(name, {}).get("source")
         lines.append(
-            f"| {_code(name)} | {_move(before, after)} | {moved} | {_source(source, changed, removed=after is None)} |"
+            f"| {code(name)} | {_move(before, after)} | {moved} | {_source(source, changed, removed=after is None)} |"
         )
     return ["\n".join(lines)]
 
@@ -153,9 +152,9 @@ def raw_rows(plan: Plan, raw: list[Change]) -> list[str]:
         "|:---|:---|:---|:---|:---|",
     ]
     for c in raw:
-        value = " → ".join("(absent)" if v is None else _code(_short(v)) for v in (c.before, c.after))
+        value = " → ".join("(absent)" if v is None else code(short(v)) for v in (c.before, c.after))
         lines.append(
-            f"| {_code(c.address)} | {c.reference.kind} ({_text(c.reference.backend)}) | {c.action.symbol} "
+            f"| {code(c.address)} | {c.reference.kind} ({cell_text(c.reference.backend)}) | {c.action.symbol} "
             f"{c.action.value} | {value} | {_source(c.source, changed, removed=c.action is Action.DELETE)} |"
         )
     return ["\n".join(lines)]
@@ -165,21 +164,21 @@ def diagram(plan: Plan, datasets: dict[str, list[Change]], raw: list[Change]) ->
     """A Mermaid flowchart: each dataset (or raw kind) -> one node per changed reference, before -> after."""
     edges: list[tuple[str, str, str]] = []  # (parent label, parent id, child label)
     for i, (name, changes) in enumerate(datasets.items()):
-        versions = _version_ids(plan, name)
+        versions = version_ids(plan, name)
         for c in changes:
             if not c.action.mutates:
                 continue
-            before, after = (_version(c, value, versions) for value in (c.before, c.after))
+            before, after = (pointer_version(c, value, versions) for value in (c.before, c.after))
             edges.append((name, f"d{i}", f"{c.action.symbol} {c.reference.kind}: {_arrow(before, after)}"))
     kinds = {kind: f"k{i}" for i, kind in enumerate(sorted({c.address.split(".", 1)[0] for c in raw}))}
     for c in raw:
         kind, name = c.address.split(".", 1)
-        edges.append((kind, kinds[kind], f"{c.action.symbol} {name}: {_arrow(_short(c.before), _short(c.after))}"))
+        edges.append((kind, kinds[kind], f"{c.action.symbol} {name}: {_arrow(short(c.before), short(c.after))}"))
     if not edges:
         return []
     lines = ["#### What moves", "", "```mermaid", "flowchart LR"]
     for n, (parent, parent_id, child) in enumerate(edges[:DIAGRAM_EDGES]):
-        lines.append(f'  {parent_id}["{_mermaid(parent)}"] --> e{n}["{_mermaid(child)}"]')
+        lines.append(f'  {parent_id}["{mermaid_label(parent)}"] --> e{n}["{mermaid_label(child)}"]')
     hidden = len(edges) - DIAGRAM_EDGES
     if hidden > 0:
         lines.append(f'  more["… and {hidden} more changed references"]')
@@ -194,62 +193,22 @@ def change_details(change: Change, plan: Plan | None = None) -> str:
     changed = _changed(plan) if plan is not None else []
     summary = (
         f"<details><summary>{change.action.symbol} <code>{html.escape(change.address)}</code> "
-        f"— {html.escape(_one_line(change.reason))}</summary>"
+        f"— {html.escape(one_line(change.reason))}</summary>"
     )
-    where = f"backend {_code(change.reference.backend, table=False)}"
+    where = f"backend {code(change.reference.backend, table=False)}"
     if change.source:
         mark = f" {CHANGED_MARK}" if _changed_file(change.source, changed) else ""
-        where += f" · {_code(change.source, table=False)}{mark}"
-    expected = "absent" if change.before is None else _code(change.precondition, table=False)
+        where += f" · {code(change.source, table=False)}{mark}"
+    expected = "absent" if change.before is None else code(change.precondition, table=False)
     where += f" · expects {expected}"
     lines = [summary, "", where, "", "```diff"]
     for path, before, after in field_changes(change.before, change.after):
         if _present(before):
-            lines.append(f"- {_one_line(path)}: {_one_line(show(before))}")
+            lines.append(f"- {one_line(path)}: {one_line(show(before))}")
         if _present(after):
-            lines.append(f"+ {_one_line(path)}: {_one_line(show(after))}")
+            lines.append(f"+ {one_line(path)}: {one_line(show(after))}")
     lines += ["```", "", "</details>"]
     return "\n".join(lines)
-
-
-# versions ------------------------------------------------------------------------------------------
-
-
-def dataset_versions(plan: Plan, name: str, changes: list[Change]) -> tuple[str | None, str | None]:
-    """(before, after) version of a dataset's pointer, from its `changes` (no-ops included): read from its
-    cache part, else its graph part (the parts that hold the version itself), else the other parts, else
-    the desired record."""
-    versions = _version_ids(plan, name)
-    every = {c.reference.kind: c for c in changes}
-    for kind in ("cache", "graph", "search", "stac"):
-        if kind in every:
-            c = every[kind]
-            return _version(c, c.before, versions), _version(c, c.after, versions)
-    return None, plan.datasets.get(name, {}).get("version")
-
-
-def _version_ids(plan: Plan, name: str) -> list[str]:
-    return [str(v.get("id")) for v in plan.datasets.get(name, {}).get("versions", []) if isinstance(v, dict)]
-
-
-def _version(change: Change, value: Any, versions: list[str]) -> str | None:
-    """The version a dataset part's value points at, e.g. `v3` from `kfm-landcover-v3`."""
-    if value is None:
-        return None
-    kind = change.reference.kind
-    if kind == "search" and isinstance(value, dict):
-        text = ",".join(str(i) for i in value.get("indices", []))
-    elif kind == "stac" and isinstance(value, dict):
-        text = ",".join(
-            str(t) for fields in value.values() if isinstance(fields, dict) for t in fields.get("child", [])
-        )
-    else:
-        text = str(value)
-    if text in versions:
-        return text
-    rest = text.replace(change.reference.dataset or "\0", " ")
-    found = [v for v in versions if re.search(rf"(?<![A-Za-z0-9.]){re.escape(v)}(?![A-Za-z0-9.])", rest)]
-    return max(found, key=len) if found else _short(value)
 
 
 # grouping ------------------------------------------------------------------------------------------
@@ -304,51 +263,11 @@ def _parts_moved(changes: list[Change]) -> str:
     groups: dict[tuple[str, str], list[str]] = defaultdict(list)
     for c in changes:
         groups[(c.action.symbol, c.reference.backend)].append(c.reference.kind)
-    return "; ".join(f"{symbol} {', '.join(kinds)} on {_code(backend)}" for (symbol, backend), kinds in groups.items())
+    return "; ".join(f"{symbol} {', '.join(kinds)} on {code(backend)}" for (symbol, backend), kinds in groups.items())
 
 
 def _path(text: str) -> str:
     return posixpath.normpath(text.replace("\\", "/")).removeprefix("./")
-
-
-# escaping ------------------------------------------------------------------------------------------
-
-_MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_\[\]~])")
-_MERMAID = str.maketrans({'"': "#34;", "#": "#35;", "<": "#60;", ">": "#62;", "&": "#38;", "`": "#96;"})
-
-
-def _one_line(text: str) -> str:
-    return text.replace("\r", "\\r").replace("\n", "\\n")
-
-
-def _text(value: str) -> str:
-    """Plain text for a table cell: one line, Markdown punctuation and HTML escaped, pipes escaped."""
-    return html.escape(_MARKDOWN_PUNCTUATION.sub(r"\\\1", _one_line(value)), quote=False).replace("|", "\\|")
-
-
-def _code(value: str, *, table: bool = True) -> str:
-    """An inline code span that survives any backticks in `value` (and pipes, inside a table cell)."""
-    value = _one_line(value)
-    if not value:
-        return "(empty)"
-    run = max((len(r) for r in re.findall(r"`+", value)), default=0)
-    fence = "`" * (run + 1)
-    padded = f" {value} " if value.startswith("`") or value.endswith("`") else value
-    if table:
-        padded = padded.replace("|", "\\|")
-    return f"{fence}{padded}{fence}"
-
-
-def _mermaid(label: str) -> str:
-    """Text for a quoted Mermaid label: quotes, #, HTML and backticks as Mermaid entity codes."""
-    return _one_line(label).replace("\\n", " ").translate(_MERMAID)
-
-
-def _short(value: Any) -> str:
-    if value is None or value is MISSING:
-        return "(absent)"
-    text = value if isinstance(value, str) else canonical_json(value)
-    return text if len(text) <= CELL_CHARS else text[: CELL_CHARS - 1] + "…"
 
 
 def _present(value: Any) -> bool:
@@ -363,8 +282,8 @@ def _arrow(before: str | None, after: str | None) -> str:
 
 def _move(before: str | None, after: str | None) -> str:
     if before == after and before is not None:
-        return f"{_code(before)} (pointer unchanged)"
-    shown = [_code(v) if v is not None else text for v, text in ((before, "(absent)"), (after, "(removed)"))]
+        return f"{code(before)} (pointer unchanged)"
+    shown = [code(v) if v is not None else text for v, text in ((before, "(absent)"), (after, "(removed)"))]
     return " → ".join(shown)
 
 
@@ -372,13 +291,13 @@ def _source(source: str | None, changed: list[str], *, removed: bool) -> str:
     if not source:
         return "removed from desired state" if removed else ""
     mark = f" {CHANGED_MARK}" if _changed_file(source, changed) else ""
-    return f"{_code(source)}{mark}"
+    return f"{code(source)}{mark}"
 
 
 def _decision(policy: dict[str, Any]) -> str:
     decision = str(policy.get("decision", "allow"))
     warnings = sum(1 for f in policy.get("findings") or [] if f.get("severity") == "warn")
-    shown = {"allow": "✅ allow", "deny": "❌ deny"}.get(decision, _text(decision))
+    shown = {"allow": "✅ allow", "deny": "❌ deny"}.get(decision, cell_text(decision))
     return shown + (f" ({warnings} warning{'s' if warnings != 1 else ''})" if warnings else "")
 
 
@@ -387,8 +306,8 @@ def _commit(git: dict[str, Any]) -> str:
     if not commit:
         return "n/a"
     shown = f"{git['ref']}@{str(commit)[:12]}" if git.get("ref") else str(commit)[:12]
-    return _code(shown) + (" (dirty)" if git.get("dirty") else "")
+    return code(shown) + (" (dirty)" if git.get("dirty") else "")
 
 
 def _branch(git: dict[str, Any]) -> str:
-    return _code(str(git["branch"])) if git.get("branch") else "n/a"
+    return code(str(git["branch"])) if git.get("branch") else "n/a"

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from kfmops.io.canonical import canonical_json
+
 MISSING = object()
+CELL_CHARS = 120
+"""Longest value shown in a table cell or diagram label; the full value is in the change's diff."""
 
 
 def field_changes(before: Any, after: Any, path: str = "") -> list[tuple[str, Any, Any]]:
@@ -40,3 +44,10 @@ def headline(action: str, address: str, reason: str) -> str:
         "no-op": "is unchanged",
     }[action]
     return f"{address} {verb} ({reason})"
+
+
+def short(value: Any) -> str:
+    if value is None or value is MISSING:
+        return "(absent)"
+    text = value if isinstance(value, str) else canonical_json(value)
+    return text if len(text) <= CELL_CHARS else text[: CELL_CHARS - 1] + "…"

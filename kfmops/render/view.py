@@ -1,5 +1,7 @@
 """Views, as Terraform's command/views: one class per output format, one method per thing a command shows.
 
+The human view (and its Markdown variant) is in `render.human`; this module holds the JSON view.
+
 A command picks a view once (`render.formats.view_for`) and calls it; no command branches on the format. Views write
 to the consoles they are given: results to `out` (stdout), hints and progress to `err` (stderr), so
 that `--format json` output stays parseable.
@@ -9,7 +11,6 @@ from __future__ import annotations
 
 import json
 import sys
-from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -23,39 +24,12 @@ from kfmops.stores.lock import LockStatus
 from kfmops.stores.state import ManagedReference, State
 
 
-class View(ABC):
+class JsonView:
+    """Machine output on stdout: the plan file's JSON, and JSON documents for everything else."""
+
     def __init__(self, out: Console, err: Console):
         self.out = out
         self.err = err
-
-    @abstractmethod
-    def plan(self, plan: Plan, saved: Path | None = None) -> None:
-        """A plan (or a drift report: a refresh-only plan), and where it was saved."""
-
-    @abstractmethod
-    def applied(self, transaction: Transaction, seconds: float) -> None: ...
-
-    @abstractmethod
-    def recovered(self, recovery: Recovery) -> None: ...
-
-    @abstractmethod
-    def history(self, entries: list[dict[str, Any]]) -> None: ...
-
-    @abstractmethod
-    def state_list(self, state: State | None) -> None: ...
-
-    @abstractmethod
-    def state_entry(self, address: str, managed: ManagedReference) -> None: ...
-
-    @abstractmethod
-    def lock(self, status: LockStatus) -> None: ...
-
-    @abstractmethod
-    def ledger(self, entries: list[dict[str, Any]]) -> None: ...
-
-
-class JsonView(View):
-    """Machine output on stdout: the plan file's JSON, and JSON documents for everything else."""
 
     def _print(self, value: Any) -> None:
         sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")

@@ -51,7 +51,7 @@ class HistoryStore(ABC):
             summary = entry["summary"]
             if entry["outcome"] == "committed" and any(summary[k] for k in ("create", "update", "delete")):
                 return self.load(entry["apply_id"])
-        raise KfmopsError("Nothing to roll back: no committed apply in history")
+        raise KfmopsError("nothing to roll back: no committed apply in history")
 
 
 @dataclass(frozen=True)

@@ -126,7 +126,7 @@ class FolderHistory(HistoryStore):
     def load(self, apply_id: str) -> Transaction:
         path = self.folder / f"{apply_id}.json"
         if not path.is_file():
-            raise KfmopsError(f"No apply with id {apply_id!r}; see 'kfmops history'")
+            raise KfmopsError(f"no apply with id {apply_id!r}; see 'kfmops history'")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:

@@ -74,8 +74,9 @@ class FolderLedger(LedgerChain):
         that the entry with that seq still exists with that hash, which catches a cut-off tail.
         """
         problems: list[str] = []
-        prev_seq, prev_hash, prev_label = 0, chain.GENESIS, "the start of the ledger"
-        by_seq: dict[Any, str] = {}
+        prev_seq, prev_label = 0, "the start of the ledger"
+        prev_hash: Any = chain.GENESIS
+        by_seq: dict[Any, Any] = {}
         for number, line in self._lines():
             entry = _parse(line)
             if entry is None:
@@ -99,7 +100,8 @@ class FolderLedger(LedgerChain):
             if reasons:
                 problems.append(f"{label}: " + "; ".join(reasons))
             prev_seq = seq if isinstance(seq, int) else prev_seq + 1
-            prev_hash, prev_label = entry.get("hash"), label
+            prev_hash = entry.get("hash")
+            prev_label = label
             by_seq[seq] = entry.get("hash")
         if head is not None and by_seq.get(head.get("seq")) != head.get("hash"):
             where = f"ends at {prev_label}" if by_seq else "is empty"
