@@ -104,25 +104,38 @@ Event = (
 Observer = Callable[[Event], None]
 
 
+class ObserverFailed(Exception):
+    """A required observer (the ledger) could not record an event; the caller must keep what it needs to retry."""
+
+
 @dataclass
 class EventBus:
-    """Delivers each event to every observer, in subscription order; collects observers' failures."""
+    """Delivers each event to every observer, in subscription order; collects observers' failures.
 
-    observers: list[Observer] = field(default_factory=list)
+    An observer's failure never changes an outcome. A *required* observer's failure is also raised, as
+    ObserverFailed, once every observer has had the event: settling then keeps the WAL so that the next
+    command records the transaction again.
+    """
+
+    observers: list[tuple[Observer, bool]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
-    def subscribe(self, observer: Observer) -> None:
-        self.observers.append(observer)
+    def subscribe(self, observer: Observer, *, required: bool = False) -> None:
+        self.observers.append((observer, required))
 
     def emit(self, event: Event) -> None:
-        for observer in self.observers:
+        failed: list[str] = []
+        for observer, required in self.observers:
             try:
                 observer(event)
             except Exception as exc:
-                self.warnings.append(
-                    f"{_name(observer)} failed on {type(event).__name__} ({type(exc).__name__}: {exc}); "
-                    "the references are as reported"
-                )
+                problem = f"{_name(observer)} failed on {type(event).__name__} ({type(exc).__name__}: {exc})"
+                if required:
+                    failed.append(problem)
+                else:
+                    self.warnings.append(f"{problem}; the references are as reported")
+        if failed:
+            raise ObserverFailed("; ".join(failed))
 
 
 def _name(observer: Observer) -> str:

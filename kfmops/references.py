@@ -54,6 +54,13 @@ class Reference:
         """`value` in the canonical form of this reference's kind."""
         return None if value is None else self.kind.rules.normalize(value)
 
+    def mixes(self, value: Any, before: Any, after: Any) -> bool:
+        """Whether `value` is made of parts of `before` and `after` only: what a write that stopped half way
+        through a reference written in several parts (a STAC reference spans several documents) leaves."""
+        parts = self.kind.rules.parts
+        old, new, live = parts(before), parts(after), parts(value)
+        return all(live.get(name) in (old.get(name), new.get(name)) for name in {*old, *new, *live})
+
     def describe(self, value: Any) -> str:
         """One line saying where `value` points, e.g. `kfm-roads -> kfm-roads-v2` (for graphs and tables)."""
         return self.kind.rules.describe(self.locator, value)
@@ -71,6 +78,8 @@ class KindRules:
     normalize: Callable[[Any], Any]
     describe: Callable[[dict[str, Any], Any], str]
     targets: Callable[[Any], str]
+    parts: Callable[[Any], dict[str, Any]] = lambda value: {"": value}
+    """The parts of a value that are written separately (STAC: one per document)."""
 
 
 def _stac_identities(locator: dict[str, Any]) -> list[str]:
@@ -120,6 +129,7 @@ KIND_RULES: dict[ReferenceKind, KindRules] = {
         _stac_value,
         _stac_describe,
         lambda value: ",".join(_stac_children(value)) if isinstance(value, dict) else str(value),
+        lambda value: dict(value or {}),
     ),
     ReferenceKind.GRAPH: KindRules(
         lambda locator: [f"graph:{canonical_json(locator['from'])}-{locator['type']}->{locator['to']['label']}"],

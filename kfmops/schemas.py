@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, ValidationError, validators
 from jsonschema.exceptions import best_match
 from referencing import Registry, Resource
 from referencing.jsonschema import Schema, SchemaRegistry
@@ -33,12 +35,24 @@ def _registry() -> SchemaRegistry:
     return Registry().with_resources((uri, resource) for resource in resources if (uri := resource.id()))
 
 
+def _whole_pattern(validator: Any, pattern: str, instance: Any, schema: dict[str, Any]) -> Iterator[ValidationError]:
+    """`pattern` as JSON Schema means it (ECMA-262): a final `$` is the end of the text. Python's `$` also
+    matches before a final newline, which would let `name\n` pass; `\\Z` does not."""
+    if isinstance(instance, str):
+        strict = pattern[:-1] + r"\Z" if pattern.endswith("$") and not pattern.endswith(r"\$") else pattern
+        if not re.search(strict, instance):
+            yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+Validator = validators.extend(Draft202012Validator, {"pattern": _whole_pattern})  # type: ignore[no-untyped-call]
+
+
 @cache
-def validator(name: str) -> Draft202012Validator:
+def validator(name: str) -> Any:
     """The validator for `schemas/<name>.schema.json`, compiled once per process."""
     schema = _load(name)
     Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema, registry=_registry())
+    return Validator(schema, registry=_registry())
 
 
 def check(node: Any, name: str, file: str) -> list[Diagnostic]:

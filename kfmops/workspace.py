@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from kfmops.schemas import check
 from kfmops.yamlio import line_of, load_documents, plain
 
 CONFIG_NAME = "kfmops.yaml"
+SECRET_VARIABLES = ("KFMOPS_PLAN_KEY", "KFMOPS_LEDGER_KEY", "KFMOPS_STATE_DSN")
 LOCAL_BACKEND = "local"
 
 
@@ -72,7 +74,17 @@ class Workspace:
 
     def section(self, name: str) -> dict[str, Any]:
         """A free-form config section (policy, telemetry, ...) as plain data; empty when absent."""
-        return dict(self.raw.get(name) or {})
+        value = self.raw.get(name)
+        return dict(value) if isinstance(value, dict) else {}
+
+    def secret_values(self) -> list[str]:
+        """Values of every environment variable a setting names (`*_env`) and of kfmops' own key variables:
+        what no output may contain."""
+        names = set(SECRET_VARIABLES)
+        sections = [b.settings for b in self.backends.values()] + [self.section("state"), self.section("ledger")]
+        for settings in sections:
+            names.update(str(v) for k, v in settings.items() if k.endswith("_env") and isinstance(v, str))
+        return [value for name in sorted(names) if (value := os.environ.get(name))]
 
     def relative(self, path: Path) -> str:
         """`path` as the user would write it from the workspace root (for messages)."""
@@ -91,11 +103,14 @@ def find_root(start: Path) -> Path:
     raise InputError([Diagnostic(f"no {CONFIG_NAME} in {start} or its parents", "run 'kfmops init' or pass -C DIR")])
 
 
-def load_workspace(start: Path) -> Workspace:
-    """Read and validate kfmops.yaml; every problem is reported with its line."""
-    root = find_root(start)
-    config_file = root / CONFIG_NAME
-    name = CONFIG_NAME
+def load_workspace(start: Path, config: Path | None = None) -> Workspace:
+    """Read and validate kfmops.yaml (or the file `config`, whose folder is then the root); every problem is
+    reported with its line."""
+    if config is not None and not config.is_file():
+        raise InputError([Diagnostic(f"no workspace configuration file {config}")])
+    config_file = config.resolve() if config is not None else find_root(start) / CONFIG_NAME
+    root = config_file.parent
+    name = config_file.name
     documents = list(load_documents(config_file.read_text(encoding="utf-8"), name))
     if len(documents) != 1 or not isinstance(documents[0], dict):
         raise InputError([Diagnostic("expected exactly one YAML mapping", file=name, line=1)])
@@ -132,7 +147,7 @@ def load_workspace(start: Path) -> Workspace:
         config_file=config_file,
         desired_dir=root / node.get("desired", "desired"),
         plans_dir=root / node.get("plans", "plans"),
-        state_dir=root / node.get("state", "state"),
+        state_dir=root / _state_folder(node.get("state", "state")),
         backends=backends,
         routes=routes,
         apply_order=_complete_order(apply_section.get("order", [])),
@@ -140,6 +155,11 @@ def load_workspace(start: Path) -> Workspace:
         conventions=Conventions.from_config(plain(node.get("datasets") or {})),
         raw=plain(node),
     )
+
+
+def _state_folder(setting: Any) -> str:
+    """`state: FOLDER`, or with a store backend its `folder:` for what stays local (telemetry, lineage files)."""
+    return setting if isinstance(setting, str) else str(setting.get("folder", "state"))
 
 
 def _complete_order(given: list[str]) -> tuple[ReferenceKind, ...]:

@@ -176,10 +176,13 @@ def live_snapshot() -> Callable[[Path], dict[str, Any]]:
 
     The rows of its reference tables (as `local_rows`) plus every JSON document of its STAC folder,
     parsed, under "stac" by path relative to the catalog root. Equal snapshots mean equal references.
+    Before the first apply creates the local backend, it holds its seed (`data/catalog`, no rows).
     """
 
     def snapshot(workspace: Path) -> dict[str, Any]:
         root = workspace / "state" / "local" / "stac"
+        if not root.exists():  # never written: the local backend still holds its seed
+            root = workspace / "data" / "catalog"
         documents = {
             path.relative_to(root).as_posix(): json.loads(path.read_text(encoding="utf-8"))
             for path in sorted(root.rglob("*.json"))
@@ -211,6 +214,14 @@ def es_url() -> str:
     from servers import address_of
 
     return address_of("elasticsearch")
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> str:
+    """The DSN of a real PostgreSQL (KFMOPS_TEST_POSTGRES_DSN); skips when absent, fails if KFMOPS_REQUIRE_SERVERS=1."""
+    from servers import address_of
+
+    return address_of("postgres")
 
 
 def remove_dataset(workspace: Path, dataset: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,6 +44,7 @@ SERVERS = {
     "redis": Server("Redis", "KFMOPS_TEST_REDIS_URL"),
     "neo4j": Server("Neo4j", "KFMOPS_TEST_NEO4J_URI"),
     "elasticsearch": Server("Elasticsearch", "KFMOPS_TEST_ES_URL"),
+    "postgres": Server("PostgreSQL", "KFMOPS_TEST_POSTGRES_DSN"),
 }
 
 
@@ -60,6 +62,10 @@ def _problem(kind: str, address: str) -> str | None:
         if kind == "redis":
             with redis.Redis.from_url(address, socket_timeout=3, socket_connect_timeout=3) as client:
                 client.ping()
+        elif kind == "postgres":
+            import psycopg  # only the postgres store's tests need it
+
+            psycopg.connect(address, connect_timeout=3).close()
         elif kind == "neo4j":
             with neo4j.GraphDatabase.driver(address, connection_timeout=3) as driver:
                 driver.verify_connectivity()
@@ -79,7 +85,8 @@ def address_of(kind: str) -> str:
         unavailable(f"{server.name} is not configured: {server.variable} is not set; {START}")
     problem = _problem(kind, address)
     if problem is not None:
-        unavailable(f"{server.name} not reachable at {address}; {START} ({problem})")
+        shown = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", address)  # never a password in a skip reason
+        unavailable(f"{server.name} not reachable at {shown}; {START} ({problem})")
     return address
 
 

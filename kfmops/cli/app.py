@@ -16,7 +16,7 @@ import typer
 from kfmops import __version__
 from kfmops.cli import inspect
 from kfmops.cli.consoles import stderr, stdout
-from kfmops.cli.errors import run
+from kfmops.cli.errors import redactor, run
 from kfmops.engine.apply import ApplyOptions, refuse_if_unfinished
 from kfmops.engine.apply import apply as apply_plan
 from kfmops.engine.hotfix import hotfix as apply_hotfix
@@ -84,8 +84,9 @@ def session(command: str, *, read_only: bool = False, progress: bool = False) ->
             yield opened
     finally:
         opened.close()
+        redact = redactor()
         for warning in opened.warnings:
-            stderr.print(f"Warning: {warning}", style="yellow")
+            stderr.print(f"Warning: {redact.text(warning)}", style="yellow")
 
 
 def _version(value: bool) -> None:
@@ -231,7 +232,8 @@ def apply(
                 stderr.print("Apply cancelled; nothing was changed.")
                 return int(ExitCode.ERROR)
         else:
-            chosen = planfile.read(plan_file)
+            signed = bool(opened.workspace.section("apply").get("require_signed_plans", False))
+            chosen = planfile.read(plan_file, require_signature=signed)
         result = apply_plan(opened, chosen, ApplyOptions(lock_timeout=lock_timeout, allow_dirty=allow_dirty))
     human().applied(result, time.monotonic() - started)
     return 0

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import traceback
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,21 +14,37 @@ from rich.markup import escape
 
 from kfmops.cli.consoles import stderr
 from kfmops.errors import ExitCode, InputError, KfmopsError
+from kfmops.io.redact import Redactor
+from kfmops.workspace import load_workspace
 
 
 def report(error: BaseException) -> int:
-    """Print `error` for a user and return the exit code."""
+    """Print `error` for a user and return the exit code; no secret is ever printed or logged."""
+    redact = redactor()
     if isinstance(error, InputError):
         for diagnostic in error.diagnostics:
-            stderr.print(f"[bold red]Error:[/] {escape(str(diagnostic))}")
+            stderr.print(f"[bold red]Error:[/] {escape(redact.text(str(diagnostic)))}")
         return int(error.exit_code)
     if isinstance(error, KfmopsError):
-        stderr.print(f"[bold red]Error:[/] {escape(str(error))}")
+        stderr.print(f"[bold red]Error:[/] {escape(redact.text(str(error)))}")
         return int(error.exit_code)
-    log = Path(tempfile.gettempdir()) / f"kfmops-debug-{datetime.now(UTC):%Y%m%dT%H%M%S}.log"
-    log.write_text("".join(traceback.format_exception(error)), encoding="utf-8")
+    if isinstance(error, RecursionError):
+        stderr.print("[bold red]Error:[/] input nested too deeply to read (a forged or broken file?)")
+        return int(ExitCode.ERROR)
+    # A new file of its own (O_EXCL, mode 0600): never a predictable name, never written through a link.
+    fd, log = tempfile.mkstemp(prefix="kfmops-debug-", suffix=".log")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(redact.text("".join(traceback.format_exception(error))))
     stderr.print(f"[bold red]internal error:[/] {type(error).__name__}; details in {log}")
     return int(ExitCode.ERROR)
+
+
+def redactor() -> Redactor:
+    """Masks the secrets the workspace of the current directory names (and credential-shaped text)."""
+    try:
+        return Redactor(load_workspace(Path.cwd()).secret_values())
+    except Exception:  # no workspace, or a broken one: still mask credential-shaped text
+        return Redactor()
 
 
 try:  # newer typer runs on its own vendored copy of click

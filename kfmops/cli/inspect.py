@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from kfmops.cli.consoles import stderr, stdout
+from kfmops.engine.migrate import migrate
 from kfmops.engine.session import Session
 from kfmops.errors import ExitCode, KfmopsError
 from kfmops.providers.stac_check import check_catalog
 from kfmops.render.formats import View
 from kfmops.render.human import HumanView
 from kfmops.render.view import JsonView
+from kfmops.stores.transfer import state_document
 from kfmops.workspace import load_workspace
 
 Json = typer.Option("--json", help="Print JSON.")
@@ -72,6 +75,34 @@ def state_show(address: str, as_json: Annotated[bool, Json] = False) -> None:
     if managed is None:
         raise KfmopsError(f"{address} is not managed; see 'kfmops state list'")
     view(as_json).state_entry(address, managed)
+
+
+@state_app.command("pull")
+def state_pull() -> None:
+    """Print the state as JSON, in the format of the folder store's state.json, wherever it is kept.
+
+    Example: kfmops state pull > state.json
+    """
+    with looking("state") as session:
+        document = state_document(session.stores.state.load())
+    sys.stdout.write(document)
+
+
+@state_app.command("migrate")
+def state_migrate(
+    to_config: Annotated[
+        Path, typer.Option("--to-config", help="A kfmops.yaml whose 'state:' names the target store.")
+    ],
+    lock_timeout: Annotated[float, typer.Option("--lock-timeout", help="Seconds to wait for each lock.")] = 0,
+) -> None:
+    """Copy state, history, WAL and ledger chain to another store under both locks, and verify the copy.
+
+    Example: kfmops state migrate --to-config kfmops.postgres.yaml
+    """
+    source = Session(load_workspace(Path.cwd()), "migrate")
+    with source, Session(load_workspace(Path.cwd(), to_config), "migrate") as target:
+        copied = migrate(source, target, lock_timeout)
+    HumanView(stdout, stderr).migrated(copied)
 
 
 @lock_app.command("status")

@@ -3,6 +3,7 @@ by one address only."""
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,7 @@ class Collector:
         self.references: dict[str, DesiredReference] = {}
         self.owners: dict[str, str] = {}
         self.stac_slots: dict[tuple[str, str], dict[str | None, str]] = {}
+        self.documents: dict[str, Document] = {}
 
     def problem(self, document: Document, message: str, *path: Any, detail: str = "") -> None:
         self.problems.append(Diagnostic(message, detail, file=document.file, line=document.line_of(*path)))
@@ -71,6 +73,17 @@ class Collector:
                 for target in slot["scope"] if slot["scope"] is not None else [None]:
                     owners[target] = reference.address
         self.references[reference.address] = DesiredReference(reference, reference.normalize(value), source, version)
+        self.documents[reference.address] = document
+
+    def check_invalidations(self) -> None:
+        """Refuse invalidation patterns that match a key some address manages: invalidating would delete a
+        managed pointer that no plan, WAL or rollback knows about."""
+        for reference, pattern, key, owner in invalidation_conflicts([r.reference for r in self.references.values()]):
+            self.named(
+                self.documents[reference.address],
+                f"{reference.address}: invalidation pattern {pattern!r} matches {key!r}, which {owner} manages",
+                detail="narrow the pattern (kfmops.yaml datasets.cache.invalidate, or the CacheKey's invalidate)",
+            )
 
     def owner_of(self, reference: Reference) -> str | None:
         """The address that already owns a live pointer `reference` would manage, if any."""
@@ -91,3 +104,23 @@ class Collector:
                 if path in owners:
                     return owners[path]
         return None
+
+
+def invalidation_conflicts(references: list[Reference]) -> list[tuple[Reference, str, str, str]]:
+    """(reference, pattern, key, owner address) for every invalidation pattern that matches a managed key.
+
+    Patterns are exact keys or prefixes with one trailing `*` (identifiers.CACHE_PATTERN), so each is
+    looked up in the sorted keys instead of being matched against every key.
+    """
+    owners = {r.locator["key"]: r.address for r in references if r.kind is ReferenceKind.CACHE}
+    keys = sorted(owners)
+    conflicts = []
+    for reference in references:
+        for pattern in reference.locator.get("invalidate", []) if reference.kind is ReferenceKind.CACHE else []:
+            prefix = pattern[:-1] if pattern.endswith("*") else None
+            start = bisect.bisect_left(keys, prefix if prefix is not None else pattern)
+            for key in keys[start:]:
+                if (prefix is None and key != pattern) or (prefix is not None and not key.startswith(prefix)):
+                    break
+                conflicts.append((reference, pattern, key, owners[key]))
+    return conflicts

@@ -53,6 +53,7 @@ def expand(
                 datasets[document.name] = record
         else:
             RAW_KINDS[document.kind](collector, document)
+    collector.check_invalidations()
     if collector.problems:
         raise InputError(collector.problems)
     return DesiredState(collector.references, datasets, files)

@@ -17,20 +17,20 @@ NODE_ID = re.compile(r"^[^\x00-\x1f]{1,512}$")
 
 
 def graph_identifier_problem(name: str, what: str) -> str | None:
-    if GRAPH_IDENTIFIER.match(name):
+    if GRAPH_IDENTIFIER.fullmatch(name):
         return None
     return f"{what} {name!r} is not allowed: use letters, digits and '_' (starting with a letter)"
 
 
 def search_name_problem(name: str, what: str) -> str | None:
-    if SEARCH_NAME.match(name) and name not in {".", ".."}:
+    if SEARCH_NAME.fullmatch(name) and name not in {".", ".."}:
         return None
     return f"{what} {name!r} is not a valid Elasticsearch name: lowercase letters, digits, '.', '_', '-'"
 
 
 def cache_key_problem(key: str, *, pattern: bool = False) -> str | None:
     rule = CACHE_PATTERN if pattern else CACHE_KEY
-    if rule.match(key):
+    if rule.fullmatch(key):
         return None
     what = "cache invalidation pattern" if pattern else "cache key"
     allowed = "letters, digits and ':._@/-'" + (" with one trailing '*'" if pattern else "")
@@ -38,7 +38,7 @@ def cache_key_problem(key: str, *, pattern: bool = False) -> str | None:
 
 
 def node_id_problem(value: str) -> str | None:
-    return None if NODE_ID.match(value) else f"node id {value!r} is empty, too long or has control characters"
+    return None if NODE_ID.fullmatch(value) else f"node id {value!r} is empty, too long or has control characters"
 
 
 def stac_path_problem(path: str) -> str | None:

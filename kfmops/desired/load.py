@@ -49,11 +49,20 @@ def load_documents_from(folder: Path, root: Path) -> list[Document]:
     files = sorted(p for p in folder.rglob("*") if p.suffix in {".yaml", ".yml"} and p.is_file())
     sources = []
     unreadable = []
+    inside = root.resolve()
     for path in files:
-        try:
-            shown = str(path.resolve().relative_to(root))
-        except ValueError:
-            shown = str(path)
+        if not path.resolve().is_relative_to(inside):
+            # git records the link, not what it points at: editing the target would change what apply
+            # does while the plan records a clean commit.
+            unreadable.append(
+                Diagnostic(
+                    f"{path.relative_to(folder)} is a symbolic link to {path.resolve()}, outside the workspace",
+                    "copy the file into the desired folder (and commit it) instead of linking to it",
+                    file=str(path),
+                )
+            )
+            continue
+        shown = str(path.resolve().relative_to(inside))
         try:
             sources.append((shown, path.read_text(encoding="utf-8")))
         except UnicodeDecodeError as exc:

@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from kfmops.engine import gates
-from kfmops.engine.runner import BatchRunner, conflicts, stale
+from kfmops.engine.review import check_against_desired
+from kfmops.engine.runner import BatchRunner, append_durably, conflicts, stale
 from kfmops.engine.session import Session
 from kfmops.engine.settle import settle, settle_finished
 from kfmops.errors import Diagnostic, ExitCode, InputError, KfmopsError, RecoveryRequired, StalePlan
@@ -56,6 +57,7 @@ def apply(session: Session, plan: Plan, options: ApplyOptions = DEFAULT_OPTIONS)
         refuse_if_unfinished(session)
         state = session.state() or State.new(plan.state.lineage)
         verify(session, plan, state)
+        check_against_desired(session, plan, state)
         mutations = plan.mutations
         found = conflicts(mutations, session.providers.read_live(c.reference for c in mutations))
         if found:
@@ -96,8 +98,17 @@ def begin(plan: Plan, state: State, lock: LockInfo, options: ApplyOptions) -> Tr
 
 
 def run(session: Session, transaction: Transaction, log: WalLog) -> Transaction:
-    """Log BEGIN, write every batch, COMMIT and settle; on failure undo what was written and raise ApplyFailed."""
-    log.append(WalStep.BEGIN, **begin_fields(transaction))
+    """Log BEGIN, write every batch, COMMIT and settle; on failure undo what was written and raise ApplyFailed.
+
+    A WAL record that cannot be written (a full disk, an I/O error) stops everything before the write it
+    would announce: nothing unannounced ever reaches a backend.
+    """
+    try:
+        log.append(WalStep.BEGIN, **begin_fields(transaction))
+    except OSError as exc:
+        log.close()
+        session.stores.wal.discard(transaction.id)
+        raise KfmopsError(f"cannot write the WAL ({exc.strerror or exc}); nothing was changed") from exc
     session.bus.emit(TransactionStarted(transaction))
     workspace = session.workspace
     batches = transaction.batches(workspace.apply_order, workspace.batch_size)
@@ -108,7 +119,7 @@ def run(session: Session, transaction: Transaction, log: WalLog) -> Transaction:
         undone = abort(session, runner, log, exc)
         code = ExitCode.STALE if isinstance(exc, StalePlan) else ExitCode.ERROR
         raise ApplyFailed(f"{transaction.operation} failed and was undone: {undone.error}", undone, code) from exc
-    log.append(WalStep.COMMIT)
+    append_durably(log, transaction, WalStep.COMMIT)
     log.close()
     return settle(session, transaction, Outcome.COMMITTED, log.count)
 
@@ -116,7 +127,7 @@ def run(session: Session, transaction: Transaction, log: WalLog) -> Transaction:
 def abort(session: Session, runner: BatchRunner, log: WalLog, error: BaseException) -> Transaction:
     """Compensate the started batches and settle as aborted; RecoveryRequired when undoing fails too."""
     message = str(error) or type(error).__name__
-    log.append(WalStep.FAILED, error=message)
+    append_durably(log, runner.transaction, WalStep.FAILED, error=message)
     try:
         restored = runner.compensate(runner.started, runner.transaction.observed)
     except Exception as failure:
@@ -126,7 +137,7 @@ def abort(session: Session, runner: BatchRunner, log: WalLog, error: BaseExcepti
             f"references may be half-changed. Run 'kfmops recover' once the backend is back "
             f"(WAL of {runner.transaction.id})"
         ) from failure
-    log.append(WalStep.ABORTED, compensated=restored)
+    append_durably(log, runner.transaction, WalStep.ABORTED, compensated=restored)
     log.close()
     return settle(session, runner.transaction, Outcome.ABORTED, log.count, compensated=restored, error=message)
 

@@ -22,10 +22,11 @@ class Initialized:
 def init(directory: Path) -> Initialized:
     created = scaffold(directory)
     workspace = load_workspace(directory)
-    with Session(workspace, "init") as session:
+    with Session(workspace, "init") as session, session.lock.held("init", None, 0):
         state = session.state()
         if state is None:
             state = State.new()
+            session.lock.check_fence()
             session.stores.state.save(state)
         backends = session.providers.open_routed()
     return Initialized(workspace.root, created, state, backends)

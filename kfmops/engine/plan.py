@@ -11,6 +11,7 @@ from typing import Any
 
 from kfmops.addresses import Address, select
 from kfmops.desired import DesiredState, expand, load_documents_from, parse_documents
+from kfmops.desired.collector import invalidation_conflicts
 from kfmops.engine.session import Session
 from kfmops.errors import Diagnostic, InputError
 from kfmops.events import PlanMade, PolicyEvaluated
@@ -62,6 +63,19 @@ def make_plan(session: Session, request: PlanRequest, desired: DesiredState | No
     wanted = {a: r for a, r in desired.references.items() if a in chosen}
     kept = {a: m for a, m in managed.items() if a in chosen}
     references = [r.reference for r in wanted.values()] + [m[0] for a, m in kept.items() if a not in wanted]
+    managed_only = [reference for address, (reference, _) in managed.items() if address not in desired.references]
+    conflicts = invalidation_conflicts([r.reference for r in desired.references.values()] + managed_only)
+    if conflicts:
+        raise InputError(
+            [
+                Diagnostic(
+                    f"{reference.address}: invalidation pattern {pattern!r} matches {key!r}, which {owner} manages "
+                    "(recorded in state)",
+                    "narrow the pattern, or remove the managed key first",
+                )
+                for reference, pattern, key, owner in conflicts
+            ]
+        )
     live = providers.read_live(references)
     missing = providers.missing_targets([(r.reference, r.value) for r in wanted.values()])
     if missing:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from kfmops.engine import gates
-from kfmops.engine.runner import BatchRunner, conflicts, stale
+from kfmops.engine.runner import BatchRunner, append_durably, conflicts, stale
 from kfmops.engine.session import Session
 from kfmops.engine.settle import settle, settle_finished
 from kfmops.errors import StalePlan
@@ -61,7 +61,14 @@ def _start(session: Session, entry: WalEntry, mode: str) -> tuple[Replay, dict[s
     replay = Replay.of(entry.records, entry.location)
     written = what_happened(session, replay)
     log = session.stores.wal.resume(entry)
-    log.append(WalStep.FAILED, error="the apply was interrupted; resumed by 'kfmops recover'", mode=mode, found=written)
+    append_durably(
+        log,
+        replay.transaction,
+        WalStep.FAILED,
+        error="interrupted; resumed by 'kfmops recover'",
+        mode=mode,
+        found=written,
+    )
     return replay, written, log, BatchRunner(session, log, replay.transaction, session.lock.check)
 
 
@@ -72,7 +79,7 @@ def _compensate(session: Session, entry: WalEntry) -> Recovery:
     session.bus.emit(PolicyEvaluated("recover", judged.decision, tuple(f.to_dict() for f in judged.findings)))
     undo = [intent.batch for number, intent in replay.intents.items() if number not in replay.compensated]
     restored = runner.compensate(undo, transaction.observed)
-    log.append(WalStep.ABORTED, compensated=restored, recovered=True)
+    append_durably(log, transaction, WalStep.ABORTED, compensated=restored, recovered=True)
     log.close()
     reason = f"compensated interrupted {transaction.operation} {transaction.id}"
     settled = settle(session, transaction, Outcome.ABORTED, log.count, compensated=restored, recovered=reason)
@@ -113,7 +120,7 @@ def _forward(session: Session, entry: WalEntry) -> Recovery:
     for number, intent in sorted(replay.intents.items()):
         if number not in replay.done:
             runner.write(intent.batch, {c.address: c.after for c in intent.batch.changes})
-            log.append(WalStep.DONE, batch=number)
+            append_durably(log, transaction, WalStep.DONE, batch=number)
             completed.extend(intent.batch.addresses)
     workspace = session.workspace
     rest = cut_batches(
@@ -121,7 +128,7 @@ def _forward(session: Session, entry: WalEntry) -> Recovery:
     )
     transaction = runner.run(rest, len(remaining))
     completed.extend(c.address for batch in rest for c in batch.changes)
-    log.append(WalStep.COMMIT, recovered=True)
+    append_durably(log, transaction, WalStep.COMMIT, recovered=True)
     log.close()
     reason = f"completed interrupted {transaction.operation} {transaction.id} forward"
     settled = settle(session, transaction, Outcome.COMMITTED, log.count, recovered=reason)
@@ -131,16 +138,20 @@ def _forward(session: Session, entry: WalEntry) -> Recovery:
 
 
 def what_happened(session: Session, replay: Replay) -> dict[str, str]:
-    """For each announced write: 'written', 'not written' or 'moved' (neither before nor after)."""
+    """For each announced write: 'written', 'not written', 'partly written' (its parts are each the before or
+    the after value: the write stopped half way) or 'moved' (something else changed it)."""
     outcome: dict[str, str] = {}
     for intent in replay.intents.values():
         live = session.providers.get(intent.batch.backend).read(intent.batch.references)
         for change in intent.batch.changes:
             value = live.get(change.address)
+            before = intent.observed[change.address]
             if value == change.after:
                 outcome[change.address] = "written"
-            elif value == intent.observed[change.address]:
+            elif value == before:
                 outcome[change.address] = "not written"
+            elif change.reference.mixes(value, before, change.after):
+                outcome[change.address] = "partly written"
             else:
                 outcome[change.address] = "moved"
     return outcome

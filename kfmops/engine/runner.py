@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from kfmops.engine.session import Session
-from kfmops.errors import BackendError, StalePlan
+from kfmops.errors import BackendError, RecoveryRequired, StalePlan
 from kfmops.events import BatchCompensated, BatchFinished, BatchStarted
 from kfmops.io import crash
 from kfmops.plans.model import Change
@@ -31,6 +31,20 @@ def conflicts(changes: Sequence[Change], live: Mapping[str, Any]) -> list[str]:
 def stale(intro: str, found: list[str]) -> StalePlan:
     more = f"\n  ... and {len(found) - 20} more" if len(found) > 20 else ""
     return StalePlan(f"{intro}:\n  " + "\n  ".join(found[:20]) + more)
+
+
+def append_durably(log: WalLog, transaction: Transaction, step: WalStep, **fields: Any) -> None:
+    """Append a record that must be durable before going on; when it cannot be, stop and leave the WAL
+    for `recover`, which learns from the live values what the announced batches did."""
+    try:
+        log.append(step, **fields)
+    except OSError as exc:
+        log.close()
+        raise RecoveryRequired(
+            f"{transaction.operation} {transaction.id} stopped: its WAL could not be written "
+            f"({exc.strerror or exc}); nothing more was written. Free the space or fix the folder, then run "
+            "'kfmops recover'"
+        ) from exc
 
 
 class BatchRunner:

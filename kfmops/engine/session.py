@@ -6,18 +6,20 @@ Opened by the CLI (or any caller of the library) for one command and closed once
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cached_property
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kfmops.errors import Diagnostic, InputError
 from kfmops.events import EventBus, Observer, RetryHappened
 from kfmops.governance.gate import PolicyGate
-from kfmops.governance.ledger import Ledger, ledger_path
+from kfmops.governance.ledger import LEDGER_KEY, Ledger, ledger_path
 from kfmops.governance.observers import Metrics, Recorder
 from kfmops.governance.telemetry import Telemetry
+from kfmops.io.redact import Redactor
 from kfmops.providers.registry import Providers
 from kfmops.stores.base import Stores
 from kfmops.stores.folder import FolderHistory, FolderStateStore, FolderWal
@@ -25,35 +27,61 @@ from kfmops.stores.folder_lock import FolderLock
 from kfmops.stores.ledger_file import FolderLedger
 from kfmops.stores.lock import Locker
 from kfmops.stores.state import State
+from kfmops.stores.wal import Replay, WalStep
 from kfmops.workspace import Workspace
+
+if TYPE_CHECKING:
+    from kfmops.stores.postgres_db import Database
 
 
 class Session:
     def __init__(self, workspace: Workspace, command: str, *, read_only: bool = False):
         self.workspace = workspace
         self.command = command
+        self.read_only = read_only
         self.durable = bool(workspace.section("apply").get("fsync", True))
         self.bus = EventBus()
         self.providers = Providers(
             workspace, on_retry=lambda backend, error: self.bus.emit(RetryHappened(backend, error)), read_only=read_only
         )
+        redact = Redactor(workspace.secret_values())
         settings = workspace.section("telemetry")
         exporter = settings.get("exporter", "file")
         if read_only and exporter == "file" and not workspace.state_dir.is_dir():
             exporter = "none"  # looking at a workspace never applied creates nothing in it, telemetry included
-        self.telemetry = Telemetry(exporter, workspace.state_dir / "telemetry", settings)
+        self.telemetry = Telemetry(exporter, workspace.state_dir / "telemetry", settings, redact)
         self.metrics = Metrics(self.telemetry, command)
         self.bus.subscribe(self.metrics)
-        self.bus.subscribe(Recorder(workspace, lambda: self.ledger))
+        self.bus.subscribe(Recorder(workspace, lambda: self.ledger, redact), required=True)
+
+    @cached_property
+    def database(self) -> Database | None:
+        """With `state: {backend: postgres, ...}` the postgres store's connection (opened on first use)."""
+        settings = self.workspace.section("state")
+        if settings.get("backend") != "postgres":
+            return None
+        from kfmops.stores.postgres_db import Database  # psycopg is imported only by workspaces that use it
+
+        config = self.workspace.relative(self.workspace.config_file)
+        return Database(settings, read_only=self.read_only, config=config)
 
     @cached_property
     def stores(self) -> Stores:
+        if self.database is not None:
+            from kfmops.stores.postgres import postgres_stores
+
+            return postgres_stores(self.database, os.environ.get(LEDGER_KEY))
         folder, durable = self.workspace.state_dir, self.durable
         return Stores(
             state=FolderStateStore(folder, durable=durable),
             history=FolderHistory(folder, durable=durable),
             wal=FolderWal(folder, durable=durable),
-            ledger=FolderLedger(ledger_path(self.workspace.root, self.workspace.section("ledger")), durable=durable),
+            ledger=FolderLedger(
+                ledger_path(self.workspace.root, self.workspace.section("ledger")),
+                durable=durable,
+                anchor=folder / "ledger-head.json",
+                key=key.encode() if (key := os.environ.get(LEDGER_KEY)) else None,
+            ),
         )
 
     @cached_property
@@ -65,7 +93,16 @@ class Session:
         return PolicyGate(self.workspace)
 
     def state(self) -> State | None:
-        return self.stores.state.load()
+        """The stored state, with every committed transaction whose bookkeeping is still pending (its WAL
+        says COMMIT but it was not settled) applied in memory: the next mutating command writes it down."""
+        state = self.stores.state.load()
+        for entry in self.stores.wal.open_entries():
+            if entry.records and entry.records[-1].type is WalStep.COMMIT:
+                committed = Replay.of(entry.records, entry.location).transaction
+                state = state or State.new(committed.state.lineage)
+                if committed.plan_id not in state.applied_plans:
+                    state.commit(committed)
+        return state
 
     def subscribe(self, observer: Observer) -> None:
         self.bus.subscribe(observer)
@@ -81,7 +118,11 @@ class Session:
 
     @cached_property
     def lock(self) -> Locker:
-        """A file lock, or with `apply.lock: redis` a lease in the named redis backend."""
+        """A file lock, or with `apply.lock: redis` a lease in the named redis backend; the postgres store's own."""
+        if self.database is not None:
+            from kfmops.stores.postgres_lock import PostgresLock
+
+            return PostgresLock(self.database)
         settings = self.workspace.section("apply")
         if settings.get("lock", "file") != "redis":
             return FolderLock(self.workspace.state_dir)
@@ -109,6 +150,9 @@ class Session:
             self.providers.close()
         finally:
             self.metrics.close()
+            self.warnings.extend(self.telemetry.problems)
+            if self.database is not None:
+                self.database.close()
 
     def __enter__(self) -> Session:
         return self

@@ -31,24 +31,35 @@ def settle(
     """Record `transaction` as finished with `outcome`; returns it settled, as history keeps it.
 
     `recovered`: the reason when `recover` finished it (history then lists it as a recover).
+    Must be called under the lock: the state is written only while this process holds the newest fence.
+    Never raises: the outcome already happened. When recording fails, the WAL stays open and the next
+    command records it again (`settle_finished`); the failure is a warning.
     """
     stores = session.stores
     state = stores.state.load() or State.new(transaction.state.lineage)
-    if outcome is Outcome.COMMITTED:
+    first = transaction.plan_id not in state.applied_plans  # a redo after a crash may find it recorded
+    if outcome is Outcome.COMMITTED and first:
         state.commit(transaction)
-        stores.state.save(state)
     elif recovered is not None:
         state.serial += 1  # a recovery is a change of state even when it restores every value
-        stores.state.save(state)
     settled = transaction.settle(outcome, now(), state.serial, compensated=compensated, error=error)
     if recovered is not None:
         settled = replace(settled, operation=Operation.RECOVER, reason=recovered)
-    stores.history.append(settled)
-    stores.wal.archive(transaction.id)
-    if outcome is Outcome.COMMITTED:
-        session.bus.emit(TransactionCommitted(settled, wal_records, _broken_links(session, settled)))
-    else:
-        session.bus.emit(TransactionAborted(settled, wal_records))
+    try:
+        if (outcome is Outcome.COMMITTED and first) or recovered is not None:
+            session.lock.check_fence()
+            stores.state.save(state)
+        stores.history.append(settled)
+        if outcome is Outcome.COMMITTED:
+            session.bus.emit(TransactionCommitted(settled, wal_records, _broken_links(session, settled)))
+        else:
+            session.bus.emit(TransactionAborted(settled, wal_records))
+        stores.wal.archive(transaction.id)
+    except Exception as exc:
+        session.warnings.append(
+            f"{settled.operation} {settled.id} {settled.outcome}, but recording it failed "
+            f"({type(exc).__name__}: {exc}); the next kfmops command records it from its WAL"
+        )
     return settled
 
 
@@ -70,13 +81,5 @@ def settle_finished(session: Session) -> None:
 
 def _resettle(session: Session, entry: WalEntry) -> None:
     replay = Replay.of(entry.records, entry.location)
-    transaction = replay.transaction
-    state = session.stores.state.load()
-    if replay.last is WalStep.COMMIT and state is not None and transaction.plan_id in state.applied_plans:
-        # State was saved before the crash: only history and the archive are missing.
-        settled = transaction.settle(Outcome.COMMITTED, now(), state.serial)
-        session.stores.history.append(settled)
-        session.stores.wal.archive(transaction.id)
-        return
     outcome = Outcome.COMMITTED if replay.last is WalStep.COMMIT else Outcome.ABORTED
-    settle(session, transaction, outcome, len(entry.records), compensated=replay.restored)
+    settle(session, replay.transaction, outcome, len(entry.records), compensated=replay.restored)

@@ -19,13 +19,15 @@ from typing import Any
 from kfmops.io import chain
 from kfmops.io.canonical import digest
 from kfmops.io.clock import now
-from kfmops.io.redact import refuse_secrets
+from kfmops.io.redact import Redactor, refuse_secrets
 from kfmops.plans.model import Action, Operation
 from kfmops.plans.transaction import Transaction
 from kfmops.schemas import validator
 from kfmops.stores.base import LedgerChain
 
 DEFAULT_PATH = Path("docs/reports/audit/data_provenance_ledger.jsonl")
+LEDGER_KEY = "KFMOPS_LEDGER_KEY"
+"""With this environment variable set, the chain is keyed (HMAC-SHA256): re-hashing it needs the key."""
 GENESIS = chain.GENESIS
 ADDED_FIELDS = ("seq", "prev_hash", "hash")
 OP_TYPES = {
@@ -97,14 +99,19 @@ class Ledger:
     def verify(self, *, head: Mapping[str, Any] | None = None) -> list[str]:
         return self.store.verify(head=head)
 
+    def recorded(self, apply_id: str, op_type: str) -> bool:
+        """Whether an entry for this operation is already in the chain (recording is redone after a crash)."""
+        return any(e.get("apply_id") == apply_id and e.get("op_type") == op_type for e in self.entries())
+
 
 def entry_for(
     transaction: Transaction,
     *,
     findings: list[dict[str, Any]],
     lineage_refs: dict[str, str],
+    redact: Redactor,
 ) -> dict[str, Any]:
-    """The ledger entry of a settled transaction."""
+    """The ledger entry of a settled transaction; its free text (reason, error) redacted, never dropped."""
     outputs = transaction.outputs() if transaction.outcome == "committed" else transaction.mutations
     return {
         "op_type": OP_TYPES[transaction.operation],
@@ -113,7 +120,7 @@ def entry_for(
         "wal_ids": [f"{transaction.id}.jsonl"],
         "outcome": str(transaction.outcome),
         "operator": transaction.operator,
-        "reason": transaction.reason or transaction.error,
+        "reason": redact.text(reason) if (reason := transaction.reason or transaction.error) else None,
         "lineage_refs": lineage_refs,
         "sovereignty_findings": [f for f in findings if str(f.get("rule", "")).startswith("sovereignty.")],
         "care_review_status": {

@@ -30,6 +30,7 @@ from kfmops.events import (
 from kfmops.governance.ledger import OP_TYPES, Ledger, entry_for
 from kfmops.governance.lineage import emit_openlineage, run_id_for, write_prov
 from kfmops.governance.telemetry import Telemetry
+from kfmops.io.redact import Redactor
 from kfmops.plans import codec
 from kfmops.plans.transaction import Outcome, Transaction
 from kfmops.workspace import Workspace
@@ -38,8 +39,9 @@ PRODUCER = f"https://kfmops.dev/kfmops/{__version__}"
 
 
 class Recorder:
-    def __init__(self, workspace: Workspace, ledger: Callable[[], Ledger]):
+    def __init__(self, workspace: Workspace, ledger: Callable[[], Ledger], redact: Redactor):
         self.workspace = workspace
+        self.redact = redact
         self.ledger = ledger  # opened at the first entry: a plan never touches the ledger
         settings = workspace.section("lineage")
         lineage_dir = workspace.state_dir / "lineage"
@@ -70,10 +72,12 @@ class Recorder:
             ],
             self.transport,
             PRODUCER,
-            error=(transaction.error or "apply aborted and compensated") if failed else None,
+            error=self.redact.text(transaction.error or "apply aborted and compensated") if failed else None,
         )
 
     def _settled(self, transaction: Transaction) -> None:
+        if self.ledger().recorded(transaction.id, OP_TYPES[transaction.operation]):
+            return  # recorded before a crash cut the rest of settling short
         committed = transaction.outcome is Outcome.COMMITTED
         self._lineage(transaction, "COMPLETE" if committed else "FAIL")
         prov = write_prov(
@@ -94,7 +98,8 @@ class Recorder:
             "openlineage_run_id": run_id_for(transaction.id),
             "prov_document": self.workspace.relative(prov),
         }
-        self.ledger().append(entry_for(transaction, findings=self.findings, lineage_refs=lineage_refs))
+        entry = entry_for(transaction, findings=self.findings, lineage_refs=lineage_refs, redact=self.redact)
+        self.ledger().append(entry)
 
 
 class Metrics:

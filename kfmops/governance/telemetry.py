@@ -36,13 +36,13 @@ from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     SimpleSpanProcessor,
 )
-from opentelemetry.trace import Span
+from opentelemetry.trace import Span, Status, StatusCode
 
 from kfmops import __version__
 from kfmops.errors import KfmopsError
 from kfmops.governance.telemetry_export import exporters
 from kfmops.io.canonical import canonical_json
-from kfmops.io.redact import refuse_secrets
+from kfmops.io.redact import Redactor, refuse_secrets
 
 EXPORTERS = ("file", "console", "otlp", "none")
 DEFAULT_CPU_WATTS = 15.0
@@ -61,7 +61,7 @@ class Telemetry:
     `grid_gco2e_per_kwh` for the energy and carbon estimates.
     """
 
-    def __init__(self, exporter: str, folder: Path, settings: dict[str, Any]):
+    def __init__(self, exporter: str, folder: Path, settings: dict[str, Any], redact: Redactor | None = None):
         exporter = exporter or "file"
         if exporter not in EXPORTERS:
             raise KfmopsError(f"unknown telemetry exporter {exporter!r}: use one of {', '.join(EXPORTERS)}")
@@ -69,7 +69,9 @@ class Telemetry:
         self.cpu_watts = _positive(settings, "cpu_watts", DEFAULT_CPU_WATTS)
         self.grid_gco2e_per_kwh = _positive(settings, "grid_gco2e_per_kwh", DEFAULT_GRID_GCO2E_PER_KWH)
         resource = Resource.create({"service.name": "kfmops", "service.version": __version__})
-        metric_exporter, span_exporter = exporters(exporter, folder, settings)
+        self.problems: list[str] = []  # exports that failed (an unwritable folder): warnings, never a crash
+        self.redact = redact or Redactor()
+        metric_exporter, span_exporter = exporters(exporter, folder, settings, self.problems, self.redact)
         # math.inf: no background thread; metrics are collected once, in shutdown().
         readers = [PeriodicExportingMetricReader(metric_exporter, math.inf)] if metric_exporter else []
         self._meters = MeterProvider(metric_readers=readers, resource=resource, shutdown_on_exit=False)
@@ -116,8 +118,17 @@ class Telemetry:
         """
         values = _attributes(attributes)
         refuse_secrets(values, f"span {name!r}")
-        with self._tracer.start_as_current_span(name, attributes=values) as span:
-            yield span
+        # The SDK would record the exception's message as it is; it is recorded here, redacted, instead.
+        with self._tracer.start_as_current_span(
+            name, attributes=values, record_exception=False, set_status_on_exception=False
+        ) as span:
+            try:
+                yield span
+            except BaseException as error:
+                message = self.redact.text(str(error) or type(error).__name__)
+                span.set_status(Status(StatusCode.ERROR, message))
+                span.add_event("exception", {"exception.type": type(error).__name__, "exception.message": message})
+                raise
 
     def record_operation(
         self,

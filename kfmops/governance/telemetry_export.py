@@ -6,6 +6,7 @@ Records follow `schemas/telemetry-record.schema.json`.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -28,6 +29,8 @@ from opentelemetry.sdk.trace.export import (
 )
 
 from kfmops.errors import KfmopsError
+from kfmops.io import faults
+from kfmops.io.redact import Redactor
 
 METRICS_FILE = "metrics.jsonl"
 SPANS_FILE = "spans.jsonl"
@@ -37,13 +40,15 @@ ESTIMATED = ("kfm.ops_energy_wh", "kfm.ops_carbon_gco2e")
 class JsonLinesMetricExporter(MetricExporter):
     """Appends one JSON line per metric (`metric_records`) to `path` at each export."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, problems: list[str], redact: Redactor):
         super().__init__()
         self.path = path
+        self.problems = problems
+        self.redact = redact
 
     def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
-        _append_lines(self.path, metric_records(metrics_data))
-        return MetricExportResult.SUCCESS
+        written = _append_lines(self.path, self.redact.value(metric_records(metrics_data)), self.problems)
+        return MetricExportResult.SUCCESS if written else MetricExportResult.FAILURE
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
         return True
@@ -55,12 +60,14 @@ class JsonLinesMetricExporter(MetricExporter):
 class JsonLinesSpanExporter(SpanExporter):
     """Appends one JSON line per finished span (`span_record`) to `path`."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, problems: list[str], redact: Redactor):
         self.path = path
+        self.problems = problems
+        self.redact = redact
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        _append_lines(self.path, [span_record(span) for span in spans])
-        return SpanExportResult.SUCCESS
+        written = _append_lines(self.path, self.redact.value([span_record(span) for span in spans]), self.problems)
+        return SpanExportResult.SUCCESS if written else SpanExportResult.FAILURE
 
     def shutdown(self) -> None:
         return None
@@ -119,14 +126,17 @@ def span_record(span: ReadableSpan) -> dict[str, Any]:
 
 
 def exporters(
-    exporter: str, folder: Path, settings: Mapping[str, Any]
+    exporter: str, folder: Path, settings: Mapping[str, Any], problems: list[str], redact: Redactor
 ) -> tuple[MetricExporter | None, SpanExporter | None]:
     if exporter == "file":
-        return JsonLinesMetricExporter(folder / METRICS_FILE), JsonLinesSpanExporter(folder / SPANS_FILE)
+        return (
+            JsonLinesMetricExporter(folder / METRICS_FILE, problems, redact),
+            JsonLinesSpanExporter(folder / SPANS_FILE, problems, redact),
+        )
     if exporter == "console":
         return (
-            ConsoleMetricExporter(out=sys.stderr, formatter=lambda data: _lines(metric_records(data))),
-            ConsoleSpanExporter(out=sys.stderr, formatter=lambda span: _lines([span_record(span)])),
+            ConsoleMetricExporter(out=sys.stderr, formatter=lambda data: _lines(redact.value(metric_records(data)))),
+            ConsoleSpanExporter(out=sys.stderr, formatter=lambda span: _lines(redact.value([span_record(span)]))),
         )
     if exporter == "otlp":
         try:
@@ -180,9 +190,19 @@ def _lines(records: list[dict[str, Any]]) -> str:
     return "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
 
 
-def _append_lines(path: Path, records: list[dict[str, Any]]) -> None:
+def _append_lines(path: Path, records: list[dict[str, Any]], problems: list[str]) -> bool:
+    """Append the records (file mode 0600); a folder that cannot be written is a problem noted, not a crash."""
     if not records:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(_lines(records))
+        return True
+    try:
+        faults.check(path, "write")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "a", encoding="utf-8") as handle:
+            handle.write(_lines(records))
+    except OSError as exc:
+        problem = f"telemetry could not be written to {path} ({exc.strerror or exc})"
+        if problem not in problems:
+            problems.append(problem)
+        return False
+    return True

@@ -8,30 +8,36 @@ the `prev_hash` link of the record after it.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Mapping
 from typing import Any
 
-from kfmops.io.canonical import sha256_hex
+from kfmops.io.canonical import canonical_json, sha256_hex
 
 GENESIS = "0" * 64
 
 
-def record_hash(record: Mapping[str, Any]) -> str:
-    """sha256 (hex) of the canonical JSON of `record` without its own `hash` field."""
-    return sha256_hex({key: value for key, value in record.items() if key != "hash"})
+def record_hash(record: Mapping[str, Any], key: bytes | None = None) -> str:
+    """sha256 (hex) of the canonical JSON of `record` without its own `hash` field; with `key`, an
+    HMAC-SHA256 instead, so that a chain edited and re-hashed by someone without the key fails to verify."""
+    body = {name: value for name, value in record.items() if name != "hash"}
+    if key is None:
+        return sha256_hex(body)
+    return hmac.new(key, canonical_json(body).encode(), hashlib.sha256).hexdigest()
 
 
-def link(record: dict[str, Any], prev_hash: str) -> dict[str, Any]:
+def link(record: dict[str, Any], prev_hash: str, key: bytes | None = None) -> dict[str, Any]:
     """`record` with `prev_hash` and `hash` set, chained after the record whose hash is `prev_hash`."""
     linked = {**record, "prev_hash": prev_hash}
-    linked["hash"] = record_hash(linked)
+    linked["hash"] = record_hash(linked, key)
     return linked
 
 
-def problems(record: Mapping[str, Any], prev_hash: str) -> list[str]:
+def problems(record: Mapping[str, Any], prev_hash: str, key: bytes | None = None) -> list[str]:
     """Why `record` does not follow the record whose hash is `prev_hash` (empty when it does)."""
     found = []
-    if record.get("hash") != record_hash(record):
+    if record.get("hash") != record_hash(record, key):
         found.append("its content does not match its hash")
     if record.get("prev_hash") != prev_hash:
         found.append("its prev_hash does not match the record before it")

@@ -1,15 +1,21 @@
-"""Redaction: refuse values that look like credentials before they reach any record kfmops keeps.
+"""Redaction: no credential reaches anything kfmops prints or keeps.
 
-Governance records (ledger, lineage, telemetry) hold no secrets. Secrets reach kfmops only through
-environment variables named in `kfmops.yaml`; anything shaped like one in a record is refused.
+Secrets reach kfmops only through environment variables named in `kfmops.yaml` (`*_env` settings) and
+its own key variables. Two layers keep them out of every output:
+- `Redactor` masks the known secret values and anything shaped like a credential (a URL with a
+  password, a bearer token, a private key...) in free text: error messages, the debug log, spans,
+  ledger reasons.
+- `refuse_secrets` refuses structured records (ledger entries, telemetry attributes) that carry a field
+  named like a credential or a value shaped like one.
 """
 
 from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 # Key names are split into words ("apiKey", "api-key", "API_KEY" -> api, key) before matching.
 _SECRET_WORDS = {
@@ -68,9 +74,45 @@ def refuse_secrets(value: Any, where: str = "entry") -> None:
                 )
 
 
+def _url_password(text: str) -> str | None:
+    try:
+        return urlsplit(text).password
+    except ValueError:
+        return None
+
+
 def _secret_key(key: str) -> bool:
     spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", key).lower()
     words = [word for word in re.split(r"[^a-z0-9]+", spaced) if word]
     if any(word in _SECRET_WORDS for word in words) or "".join(words) in _SECRET_WORDS:
         return True
     return any(pair in _SECRET_PAIRS for pair in itertools.pairwise(words))
+
+
+REDACTED = "[redacted]"
+
+
+class Redactor:
+    """Masks `secrets` (exact values, longest first) and credential-shaped text."""
+
+    def __init__(self, secrets: Iterable[str] = ()):
+        known = set(secrets)
+        known |= {password for secret in known if (password := _url_password(secret))}  # a URL's password alone
+        self.secrets = sorted({s for s in known if len(s) >= 4}, key=len, reverse=True)
+
+    def text(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, REDACTED)
+        for _, pattern in _SECRET_VALUES:
+            text = pattern.sub(REDACTED, text)
+        return text
+
+    def value(self, value: Any) -> Any:
+        """`value` with every string in it (keys included) passed through `text`."""
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, Mapping):
+            return {self.text(str(k)): self.value(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.value(item) for item in value]
+        return value

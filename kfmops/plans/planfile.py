@@ -34,8 +34,14 @@ def to_dict(plan: Plan) -> dict[str, Any]:
     return body
 
 
-def from_dict(body: Any, name: str = "plan") -> Plan:
-    """A verified Plan from its JSON document; raises InputError naming what does not match."""
+def from_dict(body: Any, name: str = "plan", *, require_signature: bool = False) -> Plan:
+    """A verified Plan from its JSON document; raises InputError naming what does not match.
+
+    `require_signature` (kfmops.yaml `apply.require_signed_plans`): refuse unless KFMOPS_PLAN_KEY is set,
+    so that only a plan signed with it is accepted.
+    """
+    if require_signature and not os.environ.get(KEY_VARIABLE):
+        raise _refused(name, f"apply.require_signed_plans is on, but {KEY_VARIABLE} (to verify the signature) is unset")
     if not isinstance(body, dict):
         raise _refused(name, "it is not a JSON object")
     version = body.get("format_version")
@@ -63,14 +69,19 @@ def write(plan: Plan, path: Path) -> dict[str, Any]:
     return body
 
 
-def read(path: Path) -> Plan:
+def read(path: Path, *, require_signature: bool = False) -> Plan:
     if not path.is_file():
         raise InputError([Diagnostic(f"plan file {path} does not exist")])
     try:
         body = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise _refused(str(path), f"it is not valid JSON ({exc})") from None
-    return from_dict(body, str(path))
+    except RecursionError:
+        raise _refused(str(path), "it is nested too deeply to be a plan") from None
+    try:
+        return from_dict(body, str(path), require_signature=require_signature)
+    except RecursionError:
+        raise _refused(str(path), "it is nested too deeply to be a plan") from None
 
 
 def _sign(key: str, signed: str) -> str:

@@ -20,6 +20,7 @@ from kfmops.render import markdown, text
 from kfmops.render.view import entry_of
 from kfmops.stores.lock import LockStatus
 from kfmops.stores.state import ManagedReference, State
+from kfmops.stores.transfer import Copied
 
 VERBS = {Operation.ROLLBACK: "Rollback", Operation.HOTFIX: "Hotfix"}
 
@@ -114,6 +115,14 @@ class HumanView:
             f"{report.documents} STAC documents under {root}: {len(report.invalid)} schema problems, "
             f"{len(report.broken_links)} broken links."
         )
+
+    def migrated(self, copied: Copied) -> None:
+        self.out.print(f"Migrated state lineage {copied.lineage} (serial {copied.serial}) to {copied.target}:")
+        self.out.print(
+            f"  {copied.resources} managed references, {copied.history} history records, {copied.wals} WALs, "
+            f"{copied.ledger} ledger entries (head {copied.ledger_head or 'none'}); the copy verifies."
+        )
+        self.out.print(f"Point kfmops.yaml's 'state:' at the new store; {copied.source} is left as it was.")
 
     def initialized(self, done: Initialized) -> None:
         for created in done.created:

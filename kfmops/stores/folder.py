@@ -10,12 +10,13 @@ Nothing is created by reading: a workspace never applied has no state folder at 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 from kfmops.errors import Diagnostic, InputError, KfmopsError
-from kfmops.io.files import write_atomic
+from kfmops.io.files import append_line, write_atomic
 from kfmops.plans import codec
 from kfmops.plans.transaction import Transaction
 from kfmops.references import Reference, ReferenceKind
@@ -115,13 +116,37 @@ class FolderHistory(HistoryStore):
             return
         body = json.dumps(codec.transaction_to_dict(transaction), indent=1, ensure_ascii=False)
         write_atomic(self.folder / f"{transaction.id}.json", body.encode(), durable=self.durable)
-        with open(self.index, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(codec.history_entry(transaction)) + "\n")
+        line = json.dumps(codec.history_entry(transaction)) + "\n"
+        fd = os.open(self.index, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            whole = self.index.read_bytes()
+            if not whole.endswith(b"\n"):  # a torn line from a crash mid-append: never read, cut it
+                os.ftruncate(fd, whole.rfind(b"\n") + 1)
+            append_line(fd, line.encode(), self.index, durable=self.durable)
+        finally:
+            os.close(fd)
 
     def entries(self) -> list[dict[str, Any]]:
+        """The index, oldest first. A torn last line (a crash mid-append) is skipped: its transaction's
+        record is written again by the next settle; any other unreadable line is an error naming it."""
         if not self.index.exists():
             return []
-        return [json.loads(line) for line in self.index.read_text(encoding="utf-8").splitlines() if line.strip()]
+        *lines, _torn = self.index.read_bytes().split(b"\n")
+        found = []
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                found.append(json.loads(line))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise InputError(
+                    [
+                        Diagnostic(
+                            "history index line is not valid JSON", "restore it from a backup", str(self.index), number
+                        )
+                    ]
+                ) from None
+        return found
 
     def load(self, apply_id: str) -> Transaction:
         path = self.folder / f"{apply_id}.json"

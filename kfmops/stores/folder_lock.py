@@ -1,16 +1,20 @@
-"""The folder store's lock: flock on `state/.lock` (the kernel frees it when its holder dies) plus the
-holder's record in `state/lock.json` and a fencing-token counter in `state/lock.counter`."""
+"""The folder store's lock: an flock on the `state/` folder itself, plus the holder's record in
+`state/lock.json` and a fencing-token counter in `state/lock.counter`.
+
+The kernel frees the flock when its holder dies. It is taken on the folder, not on a file in it, so it
+cannot be bypassed by deleting a file: a second runner cannot lock the folder while the first holds it.
+Every state write checks the writer's fencing token against the counter (`Locker.check_fence`), so a holder
+that lost its lock can never write after another took over."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
 import time
 from dataclasses import asdict
 from pathlib import Path
-
-from filelock import FileLock, Timeout
 
 from kfmops.errors import KfmopsError, LockHeld
 from kfmops.io.files import write_atomic
@@ -22,7 +26,7 @@ class FolderLock(Locker):
 
     def __init__(self, folder: Path):
         self.folder = folder  # created by the first acquire: looking at a lock creates nothing
-        self.flock = FileLock(folder / ".lock")
+        self.fd: int | None = None
         self.info_path = folder / "lock.json"
         self.counter_path = folder / "lock.counter"
         self.stale_note = ""
@@ -35,10 +39,10 @@ class FolderLock(Locker):
 
     def try_acquire(self, info: LockInfo) -> LockInfo | None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        try:
-            self.flock.acquire(timeout=0)
-        except Timeout:
+        fd = _lock_folder(self.folder)
+        if fd is None:
             return None
+        self.fd = fd
         left = self._read_info()
         self.stale_note = f"cleared stale lock {left.id} left by pid {left.pid} on {left.host}" if left else ""
         token = int(self.counter_path.read_text() or 0) + 1 if self.counter_path.exists() else 1
@@ -47,9 +51,17 @@ class FolderLock(Locker):
         write_atomic(self.info_path, json.dumps(asdict(held), indent=1).encode())
         return held
 
+    def newest_fence(self) -> int:
+        try:
+            return int(self.counter_path.read_text() or 0)
+        except FileNotFoundError:
+            return 0
+
     def release(self, info: LockInfo) -> None:
         self.info_path.unlink(missing_ok=True)
-        self.flock.release(force=True)
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor frees the flock
+            self.fd = None
 
     def _holder(self) -> LockInfo | None:
         """The record of the process that holds the flock. One that took it an instant ago gets a moment to
@@ -66,9 +78,8 @@ class FolderLock(Locker):
         if not self.folder.is_dir():
             return LockStatus(False, None)
         info = self._read_info()
-        try:
-            self.flock.acquire(timeout=0)
-        except Timeout:
+        probe = _lock_folder(self.folder)
+        if probe is None:
             return LockStatus(True, self._holder())
         try:
             if info is None:
@@ -79,7 +90,7 @@ class FolderLock(Locker):
             )
             return LockStatus(False, info, stale=True, note=note)
         finally:
-            self.flock.release()
+            os.close(probe)
 
     def force_unlock(self, lock_id: str) -> LockInfo:
         current = self.status()
@@ -92,6 +103,17 @@ class FolderLock(Locker):
             )
         self.info_path.unlink(missing_ok=True)
         return current.info
+
+
+def _lock_folder(folder: Path) -> int | None:
+    """A descriptor of `folder` holding an exclusive flock on it, or None when another holds it."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def _pid_alive(pid: int) -> bool:

@@ -18,7 +18,7 @@ from typing import IO, Any
 from filelock import FileLock
 
 from kfmops.io import chain
-from kfmops.io.files import fsync_folder
+from kfmops.io.files import append_line, fsync_folder, write_atomic
 from kfmops.stores.base import LedgerChain
 
 
@@ -29,9 +29,13 @@ class FolderLedger(LedgerChain):
     processes never interleave lines or reuse a seq.
     """
 
-    def __init__(self, path: Path, *, durable: bool = True):
+    def __init__(
+        self, path: Path, *, durable: bool = True, anchor: Path | None = None, key: bytes | None = None
+    ) -> None:
         self.path = path
         self.durable = durable
+        self.anchor = anchor  # where the head (seq, hash) is kept beside the state: a cut tail is detected
+        self.key = key  # KFMOPS_LEDGER_KEY: a keyed (HMAC) chain that cannot be re-hashed without it
 
     def location(self) -> str:
         return str(self.path)
@@ -46,15 +50,16 @@ class FolderLedger(LedgerChain):
             stored = chain.link(
                 {"seq": last["seq"] + 1 if last else 1, "time": fields.pop("time"), **fields},
                 last["hash"] if last else chain.GENESIS,
+                self.key,
             )
             line = json.dumps(stored, ensure_ascii=False, separators=(",", ":")).encode()
             # A torn line stays as evidence; the new entry starts on a line of its own.
-            handle.write((b"\n" if torn else b"") + line + b"\n")
-            handle.flush()
-            if self.durable:
-                os.fsync(handle.fileno())
-        if new_file and self.durable:
-            fsync_folder(self.path.parent)
+            append_line(handle.fileno(), (b"\n" if torn else b"") + line + b"\n", self.path, durable=self.durable)
+            if new_file and self.durable:
+                fsync_folder(self.path.parent)
+            if self.anchor is not None:
+                head = {"seq": stored["seq"], "hash": stored["hash"]}
+                write_atomic(self.anchor, json.dumps(head).encode(), durable=self.durable)
         return stored
 
     def entries(self) -> list[dict[str, Any]]:
@@ -73,6 +78,8 @@ class FolderLedger(LedgerChain):
         its prev_hash equals the previous entry's hash. With `head` (`{seq, hash}` of an entry recorded earlier), also
         that the entry with that seq still exists with that hash, which catches a cut-off tail.
         """
+        if head is None and self.anchor is not None and self.anchor.is_file():
+            head = json.loads(self.anchor.read_text(encoding="utf-8"))
         problems: list[str] = []
         prev_seq, prev_label = 0, "the start of the ledger"
         prev_hash: Any = chain.GENESIS
@@ -86,7 +93,7 @@ class FolderLedger(LedgerChain):
             seq = entry.get("seq")
             label = f"line {number} (seq {seq})"
             reasons = []
-            if entry.get("hash") != chain.record_hash(entry):
+            if entry.get("hash") != chain.record_hash(entry, self.key):
                 reasons.append("its content does not match its hash: the entry was edited")
             if seq != prev_seq + 1:
                 reasons.append(

@@ -86,6 +86,8 @@ class LockStatus:
 class Locker(ABC):
     """A workspace lock. `acquire` returns the held LockInfo (with its fencing token)."""
 
+    holding: LockInfo | None = None
+
     @abstractmethod
     def try_acquire(self, info: LockInfo) -> LockInfo | None:
         """Take the lock now, or return None when another holder has it."""
@@ -101,6 +103,22 @@ class Locker(ABC):
 
     def check(self) -> None:  # noqa: B027 - only leases can be lost; other locks have nothing to check
         """Raise LockHeld if the lock was lost while held."""
+
+    @abstractmethod
+    def newest_fence(self) -> int:
+        """The fencing token of the newest holder (0 before any)."""
+
+    def check_fence(self) -> None:
+        """Raise LockHeld unless this process holds the lock with the newest fencing token: a holder that
+        lost its lock must write nothing more."""
+        self.check()
+        token = self.holding.fencing_token if self.holding else None
+        newest = self.newest_fence()
+        if token is None or newest != token:
+            raise LockHeld(
+                f"the workspace lock was taken over (fencing token {newest} is not this process's {token}); "
+                "nothing more is written by this process"
+            )
 
     def acquire(self, info: LockInfo, timeout: float) -> LockInfo:
         """Take the lock, waiting up to `timeout` seconds with exponential backoff and jitter."""
@@ -125,7 +143,9 @@ class Locker(ABC):
     def held(self, operation: str, plan_id: str | None, timeout: float) -> Iterator[LockInfo]:
         """The lock for the duration of a block; released on every exit path, Ctrl-C included."""
         info = self.acquire(LockInfo.new(operation, plan_id, getattr(self, "lease_seconds", None)), timeout)
+        self.holding = info
         try:
             yield info
         finally:
+            self.holding = None
             self.release(info)

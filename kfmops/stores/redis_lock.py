@@ -60,6 +60,9 @@ class RedisLock(Locker):
                 self.lost = True
                 return
 
+    def newest_fence(self) -> int:
+        return int(self.client.get(self.fence_key) or 0)
+
     def check(self) -> None:
         if self.lost:
             raise LockHeld("the Redis lock lease was lost (expired while this process was paused); stopping")

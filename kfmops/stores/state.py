@@ -46,14 +46,18 @@ class State:
 
     def commit(self, transaction: Transaction) -> None:
         """Record a committed transaction: every change's after value (no-ops adopt, deletes forget),
-        the plan id consumed, the datasets' records, the serial advanced, hotfix marks set or settled."""
+        the plan id consumed, the datasets' records, the serial advanced, hotfix marks set or settled.
+
+        A no-op on a reference already recorded with that value keeps its record (and the apply that wrote it),
+        so that a store keeping one row per reference rewrites only what the transaction changed."""
         for change in transaction.changes:
             if change.after is None:
                 self.resources.pop(change.address, None)
-            else:
-                self.resources[change.address] = ManagedReference(
-                    change.reference, change.after, transaction.id, change.version
-                )
+                continue
+            kept = self.resources.get(change.address)
+            managed = ManagedReference(change.reference, change.after, transaction.id, change.version)
+            if change.action.mutates or kept is None or _recorded(kept) != _recorded(managed):
+                self.resources[change.address] = managed
             self._track_hotfix(transaction, change.address, change.after, change.action.mutates)
         self.applied_plans.append(transaction.plan_id)
         self.datasets.update(transaction.datasets)
@@ -70,3 +74,7 @@ class State:
                 "reason": transaction.reason,
                 "patch": transaction.origin.get("patch"),
             }
+
+
+def _recorded(managed: ManagedReference) -> tuple[Reference, Any, str | None]:
+    return (managed.reference, managed.value, managed.version)

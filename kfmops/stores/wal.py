@@ -88,7 +88,7 @@ class WalWriter(WalLog):
             {"seq": self.seq + 1, "type": str(step), "apply_id": self.apply_id, **fields}, self.prev_hash
         )
         line = (json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
-        append_line(self.fd, line, durable=self.durable)
+        append_line(self.fd, line, self.path, durable=self.durable)
         self.seq += 1
         self.prev_hash = record["hash"]
         self.count += 1

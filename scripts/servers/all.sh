@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Start/stop/check Redis, Neo4j and Elasticsearch for the integration tests.
+# Start/stop/check Redis, PostgreSQL, Neo4j and Elasticsearch for the integration tests.
 # Usage: scripts/servers/all.sh {start|stop|status|restart}
 # On start (and status) prints the test environment and writes it to $RUN_DIR/env.sh.
 set -euo pipefail
@@ -7,7 +7,7 @@ NAME=all
 # shellcheck source=common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-SERVERS=(redis neo4j elasticsearch)
+SERVERS=(redis postgres neo4j elasticsearch)
 
 write_env() {
   mkdir -p "$RUN_DIR"
@@ -15,6 +15,7 @@ write_env() {
 export KFMOPS_TEST_REDIS_URL=redis://127.0.0.1:${KFMOPS_REDIS_PORT:-6379}/0
 export KFMOPS_TEST_NEO4J_URI=bolt://127.0.0.1:${KFMOPS_NEO4J_BOLT_PORT:-7687}
 export KFMOPS_TEST_ES_URL=http://127.0.0.1:${KFMOPS_ES_HTTP_PORT:-9200}
+export KFMOPS_TEST_POSTGRES_DSN=postgresql://kfmops:${KFMOPS_POSTGRES_PASSWORD:-kfmops-test}@127.0.0.1:${KFMOPS_POSTGRES_PORT:-5432}/kfmops
 ENV
   log "test environment (also in $RUN_DIR/env.sh):"
   sed 's/^export //' "$RUN_DIR/env.sh"

@@ -123,6 +123,29 @@ apt_install() {
   (( rc == 0 )) || { tail -n 50 "$CACHE_DIR/apt.log" >&2; die "apt-get install $* failed"; }
 }
 
+# ensure_system_user USER WHY: create a system user (servers that refuse to run as root run as one).
+ensure_system_user() {
+  id -u "$1" >/dev/null 2>&1 && return 0
+  log "creating system user $1 ($2)"
+  useradd --system --user-group --no-create-home --home-dir /nonexistent \
+    --shell /usr/sbin/nologin "$1"
+}
+
+# grant_traverse USER PATH: the cache usually lives under /root (mode 700): give USER search (x)
+# permission on the blocking parent directories of PATH only, with an ACL.
+grant_traverse() {
+  local user="$1" target="$2" d=""
+  local IFS=/
+  for part in ${target#/}; do
+    d="$d/$part"
+    [[ -d "$d" ]] || break
+    runuser -u "$user" -- test -x "$d" && continue
+    command -v setfacl >/dev/null || apt_install acl
+    log "granting $user search permission on $d (setfacl -m u:$user:x)"
+    setfacl -m "u:$user:x" "$d"
+  done
+}
+
 ensure_java17() {
   [[ -x "$JAVA17_HOME/bin/javac" ]] || apt_install openjdk-17-jdk-headless
   [[ -x "$JAVA17_HOME/bin/java" ]] || die "no Java 17 at $JAVA17_HOME (set KFMOPS_JAVA_HOME)"

@@ -38,28 +38,6 @@ install_dist() {
   rm -rf "$tmp"
 }
 
-ensure_user() {
-  id -u "$ES_USER" >/dev/null 2>&1 && return 0
-  log "creating system user $ES_USER (Elasticsearch refuses to run as root)"
-  useradd --system --user-group --no-create-home --home-dir /nonexistent \
-    --shell /usr/sbin/nologin "$ES_USER"
-}
-
-# The cache usually lives under /root (mode 700): give $ES_USER search (x) permission
-# on the blocking parent directories only, with an ACL.
-grant_traverse() {
-  local target="$1" d=""
-  local IFS=/
-  for part in ${target#/}; do
-    d="$d/$part"
-    [[ -d "$d" ]] || break
-    runuser -u "$ES_USER" -- test -x "$d" && continue
-    command -v setfacl >/dev/null || apt_install acl
-    log "granting $ES_USER search permission on $d (setfacl -m u:$ES_USER:x)"
-    setfacl -m "u:$ES_USER:x" "$d"
-  done
-}
-
 write_config() {
   mkdir -p "$DIR/config" "$DIR/data" "$DIR/logs" "$DIR/tmp"
   cp -r "$ES_HOME/config/." "$DIR/config/"
@@ -103,14 +81,14 @@ do_start() {
   ensure_ports_free "$ES_HTTP_PORT" "$ES_TRANSPORT_PORT"
   local as_user=()   # as root: run as $ES_USER; otherwise as the calling user
   if (( EUID == 0 )); then
-    ensure_user
+    ensure_system_user "$ES_USER" "Elasticsearch refuses to run as root"
     as_user=(runuser -u "$ES_USER" --)
   fi
   rm -rf "$DIR"
   write_config
   if (( EUID == 0 )); then
-    grant_traverse "$ES_HOME"
-    grant_traverse "$DIR"
+    grant_traverse "$ES_USER" "$ES_HOME"
+    grant_traverse "$ES_USER" "$DIR"
   fi
   log "starting Elasticsearch $ES_VERSION on http://127.0.0.1:$ES_HTTP_PORT"
   # -d: the launcher exits once the node is up; the node writes its pid to $PIDFILE.

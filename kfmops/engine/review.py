@@ -1,0 +1,53 @@
+"""What apply trusts: the desired state of the plan's commit, not what the plan file says about itself.
+
+A plan file's digest proves only that the file is whole; anyone who can write the file can recompute
+it. So apply re-derives the expected changes from the commit the plan names (or the work tree, for a
+plan of uncommitted desired state applied with --allow-dirty) and refuses any change, dataset record
+or desired digest that the commit does not give. Policy then judges records that git holds.
+"""
+
+from __future__ import annotations
+
+from kfmops.desired import DesiredState
+from kfmops.engine.plan import load_desired
+from kfmops.engine.session import Session
+from kfmops.errors import StalePlan
+from kfmops.plans.model import Operation, Plan
+from kfmops.stores.state import State
+
+
+def check_against_desired(session: Session, plan: Plan, state: State) -> None:
+    """Refuse `plan` unless every change and dataset record is what its commit's desired state gives."""
+    if plan.operation not in {Operation.APPLY, Operation.REFRESH}:
+        return  # rollback, hotfix and recovery plans are made by kfmops itself, under the lock
+    commit = plan.git.get("commit")
+    desired = load_desired(session.workspace, None if plan.git.get("dirty") or not commit else commit)
+    where = f"commit {commit[:12]}" if commit and not plan.git.get("dirty") else "the work tree"
+    problems = _differences(plan, desired, state)
+    if problems:
+        raise StalePlan(
+            f"plan {plan.plan_id} does not match the desired state of {where} (edited or forged?): "
+            + "; ".join(problems[:5])
+            + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+            + ". Make a new plan from the reviewed commit"
+        )
+
+
+def _differences(plan: Plan, desired: DesiredState, state: State) -> list[str]:
+    problems = []
+    if plan.desired_digest is not None and plan.desired_digest != desired.digest():
+        problems.append("its desired_digest is not the digest of that desired state")
+    for change in plan.changes:
+        wanted = desired.references.get(change.address)
+        if plan.operation is Operation.REFRESH:
+            continue  # a refresh-only plan records live values; its changes write nothing
+        if wanted is None:
+            if change.after is not None:
+                problems.append(f"{change.address} is not in the desired state, but the plan sets it")
+        elif (change.after, change.version) != (wanted.value, wanted.version):
+            problems.append(f"{change.address}: the plan sets {change.after!r}, the desired state {wanted.value!r}")
+    for name, record in plan.datasets.items():
+        expected = desired.datasets.get(name, state.datasets.get(name))
+        if record != expected:
+            problems.append(f"the plan's record of dataset {name} is not the desired one")
+    return problems
