@@ -9,7 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # benchmarks/ is not an installed package; it is importable from the checkout
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.forkserver import ForkServer  # noqa: E402
 from benchmarks.generate import generate  # noqa: E402
+from benchmarks.live import local_rows, snapshot  # noqa: E402,F401  (local_rows: re-exported to the tests)
 
 KFMOPS = Path(sys.executable).parent / "kfmops"
 CliResult = tuple[int, str, str]
@@ -49,17 +51,21 @@ class Cli:
     def __init__(self, cwd: Path):
         self.cwd = cwd
 
-    def _start(self, workspace: Path, args: tuple[str, ...], env: dict[str, str] | None) -> subprocess.Popen:
+    def environment(self, env: dict[str, str] | None = None) -> dict[str, str]:
+        """The whole environment of a command: the test run's, without KFMOPS_PLAN_KEY, plus `env`."""
         environment = {k: v for k, v in os.environ.items() if k != "KFMOPS_PLAN_KEY"}
         environment.update({"TMPDIR": str(self.cwd), "NO_COLOR": "1", "TERM": "dumb", "COLUMNS": "200"})
         environment.update(env or {})
+        return environment
+
+    def _start(self, workspace: Path, args: tuple[str, ...], env: dict[str, str] | None) -> Any:
         return subprocess.Popen(
             [str(KFMOPS), "-C", str(workspace), *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
             text=True,
-            env=environment,
+            env=self.environment(env),
             cwd=self.cwd,
         )
 
@@ -86,24 +92,31 @@ def cli(tmp_path: Path) -> Cli:
     return Cli(cwd)
 
 
+class ForkedCli(Cli):
+    """`Cli` whose commands are forked from a process that imported kfmops once (benchmarks/forkserver.py).
+
+    Each command is still a process of its own (pid, environment, exit code, exit handlers; it can be
+    killed), started through the console script's `main`, without the 1.5 s of imports: for the suites
+    that run thousands of commands (fault matrix, kill campaign).
+    """
+
+    def __init__(self, cwd: Path, server: ForkServer):
+        super().__init__(cwd)
+        self.server = server
+
+    def _start(self, workspace: Path, args: tuple[str, ...], env: dict[str, str] | None) -> Any:
+        return self.server.start(["-C", str(workspace), *args], cwd=self.cwd, env=self.environment(env))
+
+
+@pytest.fixture(scope="session")
+def fork_cli(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ForkedCli]:
+    """Like `cli`, shared by the session, its commands forked from one pre-imported kfmops (see ForkedCli)."""
+    cwd = tmp_path_factory.mktemp("forked-cwd")
+    with ForkServer(Cli(cwd).environment(), cwd) as server:
+        yield ForkedCli(cwd, server)
+
+
 # Reading the embedded local backend directly (no kfmops code), to check what apply really did.
-
-
-def local_rows(workspace: Path) -> dict[str, set[tuple[Any, ...]]]:
-    """Every row of the reference tables of the local backend's SQLite file (none before the first apply
-    creates it: planning creates nothing)."""
-    path = workspace / "state" / "local" / "references.sqlite"
-    if not path.exists():
-        return {"relationships": set(), "aliases": set(), "kv": set()}
-    database = sqlite3.connect(path)
-    try:
-        return {
-            "relationships": set(database.execute("SELECT * FROM relationships")),
-            "aliases": set(database.execute("SELECT * FROM aliases")),
-            "kv": set(database.execute("SELECT * FROM kv")),
-        }
-    finally:
-        database.close()
 
 
 def execute_sql(workspace: Path, statement: str, parameters: tuple[Any, ...] = ()) -> None:
@@ -178,17 +191,6 @@ def live_snapshot() -> Callable[[Path], dict[str, Any]]:
     parsed, under "stac" by path relative to the catalog root. Equal snapshots mean equal references.
     Before the first apply creates the local backend, it holds its seed (`data/catalog`, no rows).
     """
-
-    def snapshot(workspace: Path) -> dict[str, Any]:
-        root = workspace / "state" / "local" / "stac"
-        if not root.exists():  # never written: the local backend still holds its seed
-            root = workspace / "data" / "catalog"
-        documents = {
-            path.relative_to(root).as_posix(): json.loads(path.read_text(encoding="utf-8"))
-            for path in sorted(root.rglob("*.json"))
-        }
-        return {**local_rows(workspace), "stac": documents}
-
     return snapshot
 
 

@@ -41,7 +41,8 @@ def use_postgres(
     if live is not None:
         text = text.replace("    seed: data\n", f"    seed: data\n    path: {live}\n")
     if apply:
-        text += "apply:\n" + "".join(f"  {k}: {str(v).lower() if isinstance(v, bool) else v}\n" for k, v in apply.items())
+        settings = {k: str(v).lower() if isinstance(v, bool) else v for k, v in apply.items()}
+        text += "apply:\n" + "".join(f"  {k}: {v}\n" for k, v in settings.items())
     config.write_text(text)
 
 

@@ -270,7 +270,7 @@ def test_promotion_and_rollback_across_the_four_backends(cli, kansas):
     assert kansas.redis.get(f"kfm:{tag}:cache:landcover:tile-0-0-0") is None, "landcover's caches invalidated"
     assert kansas.redis.get(f"kfm:{tag}:cache:soils:tile-0-0-0") == "png", "and only landcover's"
 
-    ok(cli(kansas.root, "rollback", "--last", env=kansas.env))
+    ok(cli(kansas.root, "rollback", "--last", "--auto-approve", env=kansas.env))
     assert kansas.snapshot() == applied, "every backend is back where the promotion found it"
     assert kansas.files() == files, "every STAC file is byte for byte what it was, links in their places"
     assert changed_addresses(cli, kansas) == expected_plan, "git still asks for v2021: plan says so"
@@ -336,6 +336,6 @@ def test_raw_references_plan_apply_and_roll_back(cli, kansas):
                 k: v for k, v in before[kind].items() if k not in owned
             }, kind
 
-    ok(cli(kansas.root, "rollback", "--last", env=kansas.env))
+    ok(cli(kansas.root, "rollback", "--last", "--auto-approve", env=kansas.env))
     assert kansas.snapshot() == before
     assert kansas.files() == files

@@ -650,7 +650,7 @@ def test_kill_switch_blocks_every_mutation_and_plan_still_works(
     mutations = [
         ("apply", str(plan_file)),
         ("apply", "--auto-approve"),
-        ("rollback", "--last"),
+        ("rollback", "--last", "--auto-approve", "--auto-approve"),
         ("hotfix", "dataset.ds-000000", "--set", "version=v1", "--reason", "INC-4411"),
         ("recover",),
     ]

@@ -133,7 +133,7 @@ def test_an_apply_while_another_process_holds_the_lock_exits_4_naming_it_and_cha
     workspace, before = promoted
     (plan,) = plans(cli, workspace, "promote")
     with FolderLock(workspace / "state").held("apply", "plan-of-the-test", 0) as info:
-        for command in (("apply", str(plan)), ("rollback", "--last"), ("recover",)):
+        for command in (("apply", str(plan)), ("rollback", "--last", "--auto-approve", "--auto-approve"), ("recover",)):
             code, out, err = cli(workspace, *command)
             assert code == 4, (command, code, out, err)
             assert f"lock {info.id} held by {info.who} (pid {os.getpid()}) for apply" in err

@@ -293,7 +293,7 @@ def crash_and_recover(
         if not finished:
             at_crash = live_snapshot(crashed)
             mutating = (
-                ("apply", str(crashed / "plan.json")) if CRASH_POINTS.index(crash_at) % 2 else ("rollback", "--last")
+                ("apply", str(crashed / "plan.json")) if CRASH_POINTS.index(crash_at) % 2 else ("rollback", "--last", "--auto-approve", "--auto-approve")
             )
             code, out, err = cli(crashed, *mutating)
             assert code == 6, (mutating, code, out, err)
@@ -360,7 +360,7 @@ def test_an_apply_settled_again_after_a_crash_in_its_bookkeeping_is_listed_once(
         "serial": state["serial"],
     }
     assert json.loads((workspace / "state" / "state.json").read_text()) == state, "settling twice changes no state"
-    assert "Rollback complete!" in succeeded(cli(workspace, "rollback", "--last"))
+    assert "Rollback complete!" in succeeded(cli(workspace, "rollback", "--last", "--auto-approve", "--auto-approve"))
 
 
 # Random-time kills of a large apply ------------------------------------------------------------------

@@ -201,7 +201,7 @@ def test_apply_takes_the_redis_lock_records_its_fencing_token_and_exits_4_while_
             )
             assert status["info"]["expires"] is not None
             before = live_snapshot(workspace)
-            code, out, err = cli(workspace, "rollback", "--last")
+            code, out, err = cli(workspace, "rollback", "--last", "--auto-approve", "--auto-approve")
             assert code == 4, (code, out, err)
             assert f"lock {info.id} held by {info.who}" in err
             assert live_snapshot(workspace) == before

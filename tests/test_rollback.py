@@ -45,14 +45,14 @@ def test_rollback_last_restores_exactly_and_rolling_back_the_rollback_reapplies(
     assert {a.rsplit(".", 1)[1] for a in moved} == {"stac", "graph", "search", "cache"}
     promotion = history(cli, workspace)[-1]["apply_id"]
 
-    out = succeeded(cli(workspace, "rollback", "--last"))
+    out = succeeded(cli(workspace, "rollback", "--last", "--auto-approve", "--auto-approve"))
     assert f"Rollback complete! 0 created, {len(moved)} updated, 0 deleted" in out
     assert live_snapshot(workspace) == applied, "every STAC file parsed-JSON equal, the same rows"
     assert managed(cli, workspace) == applied_state
     rollback = history(cli, workspace)[-1]
     assert (rollback["operation"], rollback["rolls_back"], rollback["outcome"]) == ("rollback", promotion, "committed")
 
-    succeeded(cli(workspace, "rollback", "--last"))
+    succeeded(cli(workspace, "rollback", "--last", "--auto-approve", "--auto-approve"))
     assert live_snapshot(workspace) == promoted
     assert managed(cli, workspace) == promoted_state
     assert history(cli, workspace)[-1]["rolls_back"] == rollback["apply_id"]
@@ -71,7 +71,7 @@ def test_rollback_of_an_apply_that_created_and_deleted_references_restores_them(
     out = succeeded(cli(workspace, "apply", "--auto-approve"))
     assert "Apply complete! 4 created, 0 updated, 4 deleted" in out
 
-    succeeded(cli(workspace, "rollback", "--last"))
+    succeeded(cli(workspace, "rollback", "--last", "--auto-approve", "--auto-approve"))
     assert live_snapshot(workspace) == before
 
 
@@ -86,7 +86,7 @@ def test_rollback_after_a_hand_edit_refuses_with_the_conflict_and_changes_nothin
     execute_sql(workspace, "UPDATE kv SET value = 'v-by-hand' WHERE key = ?", (key,))
     edited = live_snapshot(workspace)
 
-    code, out, err = cli(workspace, "rollback", "--last")
+    code, out, err = cli(workspace, "rollback", "--last", "--auto-approve", "--auto-approve")
     assert code == 5, (code, out, err)
     assert f"cannot roll back {promotion}: references changed since it was applied" in err
     assert f"dataset.ds-000001.cache: plan expected '{now}', live is 'v-by-hand'" in err

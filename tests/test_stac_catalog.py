@@ -172,7 +172,7 @@ def test_apply_changes_only_links_and_deprecated_and_rollback_restores_every_byt
     out = ok(cli(published, "catalog", "check", "--schemas", str(SCHEMAS)))
     assert "367 STAC documents" in out and "0 schema problems, 0 broken links" in out
 
-    ok(cli(published, "rollback", "--last"))
+    ok(cli(published, "rollback", "--last", "--auto-approve", "--auto-approve"))
     assert files_of(catalog) == before, "every file is byte for byte what was published"
 
 

@@ -152,7 +152,7 @@ def test_a_link_held_twice_reads_once_stays_twice_while_kept_and_rolls_back(make
     version = json.loads((root / "ds-000000/v2/collection.json").read_text(encoding="utf-8"))
     assert [link["rel"] for link in version["links"]].count("predecessor-version") == 2, "a kept link stays twice"
 
-    ok(cli(workspace, "rollback", "--last"))
+    ok(cli(workspace, "rollback", "--last", "--auto-approve", "--auto-approve"))
     after = files_of(root)
     assert {path for path in before if after[path] != before[path]} == {"catalog.json"}
     assert after["catalog.json"] == single, "the link comes back once, where it was"
@@ -187,7 +187,7 @@ def test_catalog_files_keep_their_mode_through_apply_and_rollback(make_workspace
     changed = {path for path, data in files_of(root).items() if before[path] != data}
     assert "catalog.json" in changed and len(changed) > 3
     assert {f: stat.S_IMODE(f.stat().st_mode) for f in modes} == modes
-    ok(cli(workspace, "rollback", "--last"))
+    ok(cli(workspace, "rollback", "--last", "--auto-approve", "--auto-approve"))
     assert files_of(root) == before
     assert {f: stat.S_IMODE(f.stat().st_mode) for f in modes} == modes
 
@@ -199,7 +199,7 @@ def test_catalog_files_keep_their_owner_and_group_when_run_as_root(make_workspac
     for file in files:
         os.chown(file, 4321, 4322)
     ok(cli(workspace, "apply", "--auto-approve"))
-    ok(cli(workspace, "rollback", "--last"))
+    ok(cli(workspace, "rollback", "--last", "--auto-approve", "--auto-approve"))
     assert {(f.stat().st_uid, f.stat().st_gid) for f in files} == {(4321, 4322)}
 
 
@@ -234,7 +234,7 @@ def test_a_symlinked_folder_inside_the_catalog_root_is_written_through(make_work
     ok(cli(workspace, "apply", "--auto-approve"))
     assert (root / "ds-000001").is_symlink()
     assert files_of(root / "store") != before
-    ok(cli(workspace, "rollback", "--last"))
+    ok(cli(workspace, "rollback", "--last", "--auto-approve", "--auto-approve"))
     assert (root / "ds-000001").is_symlink()
     assert files_of(root / "store") == before
 
@@ -328,7 +328,7 @@ def test_on_the_real_open_stac_catalog_only_link_arrays_change_and_rollback_is_b
     assert b'"href": ".\\/2021-06-14.json"' in after[COLLECTION]
     assert json.loads(after[f"{DAYS}/2021-06-01.json"])["properties"]["deprecated"] is True
 
-    ok(cli(workspace, "rollback", "--last"))
+    ok(cli(workspace, "rollback", "--last", "--auto-approve", "--auto-approve"))
     assert files_of(catalog) == before, "every file is byte for byte what the other tools wrote"
 
 

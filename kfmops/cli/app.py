@@ -4,36 +4,23 @@ from __future__ import annotations
 
 import os
 import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from kfmops import __version__
-from kfmops.cli import inspect
+from kfmops.cli import inspect, operate
+from kfmops.cli.common import Format, OutputFormat, current_workspace, human, session, view
 from kfmops.cli.consoles import stderr, stdout
-from kfmops.cli.errors import redactor, run
-from kfmops.engine.apply import ApplyOptions, refuse_if_unfinished
-from kfmops.engine.apply import apply as apply_plan
-from kfmops.engine.hotfix import hotfix as apply_hotfix
+from kfmops.cli.errors import run
 from kfmops.engine.init import init as init_workspace
 from kfmops.engine.plan import PlanRequest, load_desired
 from kfmops.engine.plan import plan as make_plan
-from kfmops.engine.recover import recover as recover_workspace
-from kfmops.engine.rollback import rollback as rollback_apply
-from kfmops.engine.session import Session
 from kfmops.errors import ExitCode, KfmopsError
 from kfmops.plans import planfile
 from kfmops.render.comment import write_comment
-from kfmops.render.formats import View, view_for
 from kfmops.render.graph import render_graph
-from kfmops.render.human import HumanView
-from kfmops.render.progress import PlainProgress
-from kfmops.workspace import Workspace, load_workspace
 
 app = typer.Typer(
     name="kfmops",
@@ -49,44 +36,8 @@ app.add_typer(inspect.lock_app, name="lock")
 app.add_typer(inspect.ledger_app, name="ledger")
 app.add_typer(inspect.catalog_app, name="catalog")
 app.command()(inspect.history)
-
-
-class OutputFormat(StrEnum):
-    text = "text"
-    json = "json"
-    markdown = "markdown"
-
-
-Format = typer.Option("--format", "-f", help="text, json or markdown.")
-LockTimeout = typer.Option("--lock-timeout", help="Seconds to wait for the workspace lock (0: fail at once).")
-
-
-def current_workspace() -> Workspace:
-    return load_workspace(Path.cwd())
-
-
-def human() -> HumanView:
-    return HumanView(stdout, stderr)
-
-
-def view(output_format: str) -> View:
-    return view_for(output_format, stdout, stderr)
-
-
-@contextmanager
-def session(command: str, *, read_only: bool = False, progress: bool = False) -> Iterator[Session]:
-    """A session for one command: its span, its telemetry, progress lines, and its warnings printed at the end."""
-    opened = Session(current_workspace(), command, read_only=read_only)
-    if progress:
-        opened.subscribe(PlainProgress(stderr))
-    try:
-        with opened.span(f"kfmops.{command}"):
-            yield opened
-    finally:
-        opened.close()
-        redact = redactor()
-        for warning in opened.warnings:
-            stderr.print(f"Warning: {redact.text(warning)}", style="yellow")
+for command in (operate.apply, operate.rollback, operate.recover, operate.hotfix):
+    app.command()(command)
 
 
 def _version(value: bool) -> None:
@@ -205,99 +156,6 @@ def show(
     Example: kfmops show plans/plan-20261126T120000Z-ab12cd.json --format json
     """
     view(output_format).plan(planfile.read(plan_file))
-
-
-@app.command()
-def apply(
-    plan_file: Annotated[Path | None, typer.Argument(help="Plan file to apply; omit to plan and apply.")] = None,
-    auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Do not ask before applying.")] = False,
-    lock_timeout: Annotated[float, LockTimeout] = 0,
-    allow_dirty: Annotated[
-        bool, typer.Option("--allow-dirty", help="Apply a plan made from uncommitted desired state.")
-    ] = False,
-) -> int:
-    """Apply a saved plan (or plan and apply) under the lock, with a WAL and compare-and-swap.
-
-    Example: kfmops apply plans/plan-20261126T120000Z-ab12cd.json
-    """
-    started = time.monotonic()
-    with session("apply", progress=True) as opened:
-        if plan_file is None:
-            refuse_if_unfinished(opened)  # before reading backends that may still be down
-            chosen = make_plan(opened, PlanRequest())
-            human().plan(chosen)
-            if not chosen.has_changes():
-                stdout.print("Nothing to apply.")
-            if chosen.has_changes() and not auto_approve and not confirm("Apply these changes?"):
-                stderr.print("Apply cancelled; nothing was changed.")
-                return int(ExitCode.ERROR)
-        else:
-            signed = bool(opened.workspace.section("apply").get("require_signed_plans", False))
-            chosen = planfile.read(plan_file, require_signature=signed)
-        result = apply_plan(opened, chosen, ApplyOptions(lock_timeout=lock_timeout, allow_dirty=allow_dirty))
-    human().applied(result, time.monotonic() - started)
-    return 0
-
-
-@app.command()
-def rollback(
-    apply_id: Annotated[str | None, typer.Argument(help="The apply to undo (see 'kfmops history').")] = None,
-    last: Annotated[bool, typer.Option("--last", help="Undo the most recent committed apply.")] = False,
-    lock_timeout: Annotated[float, LockTimeout] = 0,
-) -> int:
-    """Undo an apply exactly, from the before values it observed; refuses if live values moved since.
-
-    Example: kfmops rollback --last
-    """
-    if bool(apply_id) == last:
-        raise KfmopsError("give exactly one of APPLY_ID or --last")
-    started = time.monotonic()
-    with session("rollback", progress=True) as opened:
-        result = rollback_apply(opened, apply_id, ApplyOptions(lock_timeout=lock_timeout))
-    human().applied(result, time.monotonic() - started)
-    return 0
-
-
-@app.command()
-def recover(
-    forward: Annotated[
-        bool, typer.Option("--forward", help="Finish the interrupted plan instead of undoing it.")
-    ] = False,
-    lock_timeout: Annotated[float, LockTimeout] = 0,
-) -> int:
-    """Resolve an interrupted apply: undo it (default) or finish it (--forward) when preconditions hold.
-
-    Example: kfmops recover --forward
-    """
-    with session("recover", progress=True) as opened:
-        result = recover_workspace(opened, forward=forward, lock_timeout=lock_timeout)
-    human().recovered(result)
-    return 0
-
-
-@app.command()
-def hotfix(
-    address: Annotated[str, typer.Argument(help="The document to change, e.g. dataset.landcover.")],
-    assignment: Annotated[str, typer.Option("--set", help="KEY=VALUE in the document's spec, e.g. version=v2019.")],
-    reason: Annotated[str, typer.Option("--reason", help="Why this cannot wait for a pull request.")],
-    lock_timeout: Annotated[float, LockTimeout] = 0,
-) -> int:
-    """Change one reference now, outside git, through the safe apply path; writes the patch for git.
-
-    Example: kfmops hotfix dataset.landcover --set version=v2011 --reason "v2019 tiles corrupt, INC-4411"
-    """
-    started = time.monotonic()
-    with session("hotfix", progress=True) as opened:
-        result, patch = apply_hotfix(opened, address, assignment, reason, lock_timeout=lock_timeout)
-    human().applied(result, time.monotonic() - started)
-    stdout.print(f"Make git match: patch -p1 < {patch}  (then commit); until then 'kfmops plan' shows hotfix drift.")
-    return 0
-
-
-def confirm(question: str) -> bool:
-    if not sys.stdin.isatty():
-        raise KfmopsError("not a terminal, so apply cannot ask for approval: pass --auto-approve or a plan file")
-    return input(f"{question} Only 'yes' is accepted: ").strip() == "yes"
 
 
 def main() -> None:

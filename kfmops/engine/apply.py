@@ -91,7 +91,7 @@ def begin(plan: Plan, state: State, lock: LockInfo, options: ApplyOptions) -> Tr
         datasets=plan.datasets,
         origin=plan.origin,
         reason=options.reason,
-        rolls_back=options.rolls_back,
+        rolls_back=options.rolls_back or plan.origin.get("rolls_back"),
         lock_id=lock.id,
         fencing_token=lock.fencing_token,
     )

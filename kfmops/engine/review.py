@@ -17,9 +17,12 @@ from kfmops.stores.state import State
 
 
 def check_against_desired(session: Session, plan: Plan, state: State) -> None:
-    """Refuse `plan` unless every change and dataset record is what its commit's desired state gives."""
+    """Refuse `plan` unless every change and dataset record is what its commit's desired state gives (for a
+    rollback: what the inverse of the apply it undoes gives)."""
+    if plan.operation is Operation.ROLLBACK:
+        _check_rollback(session, plan)
     if plan.operation not in {Operation.APPLY, Operation.REFRESH}:
-        return  # rollback, hotfix and recovery plans are made by kfmops itself, under the lock
+        return  # hotfix and recovery plans are made by kfmops itself, under the lock
     commit = plan.git.get("commit")
     desired = load_desired(session.workspace, None if plan.git.get("dirty") or not commit else commit)
     where = f"commit {commit[:12]}" if commit and not plan.git.get("dirty") else "the work tree"
@@ -30,6 +33,17 @@ def check_against_desired(session: Session, plan: Plan, state: State) -> None:
             + "; ".join(problems[:5])
             + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
             + ". Make a new plan from the reviewed commit"
+        )
+
+
+def _check_rollback(session: Session, plan: Plan) -> None:
+    undone = str(plan.origin.get("rolls_back", ""))
+    expected = {c.address: (c.action, c.after) for c in session.stores.history.load(undone).inverse()}
+    given = {c.address: (c.action, c.after) for c in plan.changes}
+    if not undone or given != expected:
+        raise StalePlan(
+            f"rollback plan {plan.plan_id} does not undo apply {undone or '(none named)'} as its history records "
+            "(edited or forged?); make it again with 'kfmops rollback'"
         )
 
 

@@ -1,8 +1,9 @@
-"""Rollback: the inverse of a committed transaction, applied through the same safe path.
+"""Rollback: the inverse of a committed transaction, as a plan to review and apply through the same path.
 
 The inverse comes from the before values observed while the transaction ran (its WAL), not from its
 plan. If live values moved since, the compare-and-swap refuses (exit 5). A rollback is itself a
-transaction, so it can be rolled back too.
+transaction, so it can be rolled back too. A rollback plan saved to a file is checked at apply against
+the history it came from, like any plan against its commit.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from kfmops.engine.apply import ApplyOptions, apply
 from kfmops.engine.session import Session
-from kfmops.errors import KfmopsError, StalePlan
+from kfmops.errors import KfmopsError
+from kfmops.events import PolicyEvaluated
 from kfmops.io.clock import new_id, now
 from kfmops.plans.model import Change, Operation, Plan, StateRef
 from kfmops.plans.transaction import Outcome, Transaction
@@ -41,12 +42,13 @@ def rollback_plan(session: Session, apply_id: str | None) -> tuple[Plan, Transac
     return plan, undone
 
 
-def rollback(session: Session, apply_id: str | None, options: ApplyOptions | None = None) -> Transaction:
+def judged_rollback_plan(session: Session, apply_id: str | None) -> tuple[Plan, Transaction]:
+    """The rollback plan with today's policy verdict over it (shown before anything moves), and the apply
+    it undoes. Applying it (`engine.apply.apply`) takes the usual safe path and judges it again."""
     plan, undone = rollback_plan(session, apply_id)
-    try:
-        return apply(session, plan, replace(options or ApplyOptions(), rolls_back=undone.id))
-    except StalePlan as moved:
-        raise StalePlan(f"cannot roll back {undone.id}: references changed since it was applied. {moved}") from None
+    result = session.policy.check(plan)
+    session.bus.emit(PolicyEvaluated("rollback", result.decision, tuple(f.to_dict() for f in result.findings)))
+    return replace(plan, policy=result.to_dict()), undone
 
 
 def retarget(datasets: Mapping[str, Any], changes: tuple[Change, ...]) -> dict[str, Any]:

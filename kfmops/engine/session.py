@@ -17,6 +17,7 @@ from kfmops.errors import Diagnostic, InputError
 from kfmops.events import EventBus, Observer, RetryHappened
 from kfmops.governance.gate import PolicyGate
 from kfmops.governance.ledger import LEDGER_KEY, Ledger, ledger_path
+from kfmops.governance.manifest import RollbackManifests
 from kfmops.governance.observers import Metrics, Recorder
 from kfmops.governance.telemetry import Telemetry
 from kfmops.io.redact import Redactor
@@ -53,6 +54,10 @@ class Session:
         self.metrics = Metrics(self.telemetry, command)
         self.bus.subscribe(self.metrics)
         self.bus.subscribe(Recorder(workspace, lambda: self.ledger, redact), required=True)
+        audit = ledger_path(workspace.root, workspace.section("ledger")).parent
+        self.bus.subscribe(
+            RollbackManifests(audit / "rollbacks", lambda: self.ledger, workspace.state_dir / "lineage" / "prov")
+        )
 
     @cached_property
     def database(self) -> Database | None:

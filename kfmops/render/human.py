@@ -35,6 +35,29 @@ class HumanView:
         if saved is not None:
             self.err.print(f"Saved plan to {saved}. Apply it with: kfmops apply {saved}")
 
+    def rollback_plan(self, plan: Plan, undone: Transaction, *, audit: bool = False) -> None:
+        """The inverse plan of `undone`; with `audit`, the report of a dry run for auditors."""
+        self.out.print(
+            f"Rollback of {undone.id}: the {undone.operation} of plan {undone.plan_id} by {undone.operator}, "
+            f"finished {undone.finished}."
+        )
+        text.render_plan(plan, self.out)
+        if not audit:
+            return
+        moves = {
+            name: f"{change.before_version or '?'} -> {change.version or '(none)'}"
+            for change in plan.mutations
+            if (name := change.reference.dataset)
+        }
+        findings = plan.policy.get("findings", [])
+        self.out.print("\nAudit report (dry run: nothing was changed)")
+        self.out.print(f"  undoes:      {undone.id} (plan {undone.plan_id}, {undone.operator}, {undone.finished})")
+        self.out.print(f"  would move:  {_count(len(plan.mutations), 'reference')} of {_count(len(moves), 'dataset')}")
+        for name, move in sorted(moves.items()):
+            self.out.print(f"    dataset {name}: version {move}")
+        self.out.print(f"  policy:      {plan.policy.get('decision')} ({_count(len(findings), 'finding')})")
+        self.out.print(f"  made against state serial {plan.state.serial}, lineage {plan.state.lineage}")
+
     def applied(self, transaction: Transaction, seconds: float) -> None:
         if transaction.outcome is Outcome.NOTHING:
             self.out.print("No changes. Nothing was applied.")
@@ -138,3 +161,7 @@ class MarkdownView(HumanView):
 
     def plan(self, plan: Plan, saved: Path | None = None) -> None:
         sys.stdout.write(markdown.render_plan(plan))
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"

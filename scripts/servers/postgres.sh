@@ -87,6 +87,8 @@ do_start() {
   else
     init_data
   fi
+  # Again on every start: a parent directory's mode may have changed since (chmod resets an ACL's mask).
+  if (( EUID == 0 )); then grant_traverse "$PG_OS_USER" "$DIR"; fi
   log "starting on 127.0.0.1:$PG_PORT (log: $LOGFILE)"
   "${AS_USER[@]}" "$BIN/pg_ctl" start -D "$DATA" -l "$LOGFILE" -w -t "$PG_START_TIMEOUT" \
     -o "-c listen_addresses=127.0.0.1 -c port=$PG_PORT -c unix_socket_directories=$DIR -c max_connections=200" \

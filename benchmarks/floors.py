@@ -1,0 +1,177 @@
+"""The floor of each backend: the best batched write and read its own client can do, without kfmops.
+
+Each floor does the work kfmops' apply and plan do for the same N references (benchmarks.roundtrips
+`reference` and `value`), in batches of the same size, with none of kfmops' guarantees:
+
+- neo4j: one `UNWIND $rows AS r MATCH (a) MATCH (b) MERGE (a)-[:CURRENT_VERSION]->(b)` per batch in an
+  explicit transaction, the keys backed by uniqueness constraints; read: one `UNWIND ... MATCH` per batch
+  returning the batch as one record.
+- elasticsearch: one `POST _aliases` of `add` actions per batch; read: `GET _alias/<names>` per request
+  line of names (an HTTP request line holds at most 4 KiB).
+- redis: one MULTI/EXEC pipeline of SETs per batch; read: one MGET per batch.
+- stac: each document written with json.dump and one fsync; read: json.load of each document.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmarks.roundtrips import DATASET, KEYS, VARIABLE, VERSION, stac_document
+from kfmops.providers.base import chunks
+
+MAX_URL_NAMES = 3000
+
+
+class Floor:
+    """Writes and reads the references of one tag with the backend's own client."""
+
+    def __init__(self, backend: str, workspace: Path, tag: str, n: int, batch: int):
+        self.backend, self.workspace, self.tag, self.n, self.batch = backend, workspace, tag, n, batch
+        self.close: Callable[[], Any] = lambda: None
+
+    def write(self) -> None:
+        getattr(self, f"_write_{self.backend}")()
+
+    def read(self) -> int:
+        """Reads every reference; the number that hold the value written."""
+        found: int = getattr(self, f"_read_{self.backend}")()
+        return found
+
+    # neo4j ------------------------------------------------------------------------------------------------
+
+    def _driver(self) -> Any:
+        import neo4j
+
+        driver = neo4j.GraphDatabase.driver(os.environ[VARIABLE["neo4j"]])
+        self.close = driver.close
+        return driver
+
+    def _write_neo4j(self) -> None:
+        driver = self._driver()
+        rows = [{"source": f"{self.tag}-{i}", "target": f"{self.tag}-{i}@v1"} for i in range(self.n)]
+        cypher = (
+            f"UNWIND $rows AS r MATCH (a:{DATASET} {{id: r.source}}) MATCH (b:{VERSION} {{id: r.target}}) "
+            "MERGE (a)-[:CURRENT_VERSION]->(b)"
+        )
+        with driver.session() as session:
+            for batch in chunks(rows, self.batch):
+                with session.begin_transaction() as tx:
+                    tx.run(cypher, rows=list(batch)).consume()
+                    tx.commit()
+
+    def _read_neo4j(self) -> int:
+        driver = self._driver()
+        cypher = (
+            f"UNWIND $ids AS id MATCH (a:{DATASET} {{id: id}})-[:CURRENT_VERSION]->(b:{VERSION}) "
+            "RETURN collect([id, b.id]) AS found"
+        )
+        ids = [f"{self.tag}-{i}" for i in range(self.n)]
+        good = 0
+        with driver.session() as session:
+            for batch in chunks(ids, self.batch):
+                record = session.run(cypher, ids=list(batch)).single()
+                good += sum(1 for source, target in record["found"] if target == f"{source}@v1")
+        return good
+
+    # elasticsearch ----------------------------------------------------------------------------------------
+
+    def _client(self) -> Any:
+        import elasticsearch
+
+        client = elasticsearch.Elasticsearch(os.environ[VARIABLE["elasticsearch"]], request_timeout=120)
+        self.close = client.close
+        return client
+
+    def _write_elasticsearch(self) -> None:
+        client = self._client()
+        index = f"kfmops-bench-{self.tag}-v1"
+        aliases = [f"kfmops-bench-{self.tag}-{i}" for i in range(self.n)]
+        for batch in chunks(aliases, self.batch):
+            client.indices.update_aliases(actions=[{"add": {"index": index, "alias": alias}} for alias in batch])
+
+    def _read_elasticsearch(self) -> int:
+        client = self._client()
+        index = f"kfmops-bench-{self.tag}-v1"
+        aliases = [f"kfmops-bench-{self.tag}-{i}" for i in range(self.n)]
+        good = 0
+        for batch in chunks(aliases, self.batch):
+            for group in _url_groups(batch):
+                body = client.options(ignore_status=404).indices.get_alias(name=group).body
+                good += sum(len(entry.get("aliases", {})) for name, entry in body.items() if name == index)
+        return good
+
+    # redis ------------------------------------------------------------------------------------------------
+
+    def _redis(self) -> Any:
+        import redis
+
+        client = redis.Redis.from_url(os.environ[VARIABLE["redis"]], decode_responses=True)
+        self.close = client.close
+        return client
+
+    def _write_redis(self) -> None:
+        client = self._redis()
+        keys = [f"{KEYS}{self.tag}:{i}" for i in range(self.n)]
+        for batch in chunks(keys, self.batch):
+            pipeline = client.pipeline(transaction=True)
+            for key in batch:
+                pipeline.set(key, "v1")
+            pipeline.execute()
+
+    def _read_redis(self) -> int:
+        client = self._redis()
+        keys = [f"{KEYS}{self.tag}:{i}" for i in range(self.n)]
+        return sum(sum(1 for v in client.mget(list(batch)) if v == "v1") for batch in chunks(keys, self.batch))
+
+    # stac -------------------------------------------------------------------------------------------------
+
+    def _documents(self) -> list[Path]:
+        return [self.workspace / "catalog" / self.tag / f"d{i}.json" for i in range(self.n)]
+
+    def _write_stac(self) -> None:
+        for batch in chunks(self._documents(), self.batch):
+            for file in batch:
+                name = f"{self.tag}-{file.stem}"
+                document = {
+                    "type": "Catalog",
+                    "stac_version": "1.1.0",
+                    "id": name,
+                    "description": name,
+                    "links": [{"rel": "latest-version", "href": "./v1.json"}],
+                    "deprecated": False,
+                }
+                with open(file, "w", encoding="utf-8") as handle:
+                    json.dump(document, handle, indent=2)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+
+    def _read_stac(self) -> int:
+        good = 0
+        for file in self._documents():
+            with open(file, encoding="utf-8") as handle:
+                links = json.load(handle).get("links", [])
+            good += any(link.get("rel") == "latest-version" for link in links)
+        return good
+
+
+def seed_stac_documents(root: Path, tag: str, n: int) -> None:
+    """The STAC documents a floor writes over (the same seeding as roundtrips.Targets)."""
+    stac_document(root, f"{tag}/v1.json")
+    for i in range(n):
+        stac_document(root, f"{tag}/d{i}.json")
+
+
+def _url_groups(names: Sequence[str]) -> list[list[str]]:
+    groups: list[list[str]] = [[]]
+    length = 0
+    for name in names:
+        if groups[-1] and length + len(name) + 1 > MAX_URL_NAMES:
+            groups.append([])
+            length = 0
+        groups[-1].append(name)
+        length += len(name) + 1
+    return groups

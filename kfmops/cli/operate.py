@@ -1,0 +1,166 @@
+"""Commands that change references: apply, rollback, recover and hotfix. Each shows what it will do first
+(a plan), asks for `yes` unless --auto-approve, and takes the same safe path."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kfmops.cli.common import LockTimeout, confirm, human, session
+from kfmops.cli.consoles import stderr, stdout
+from kfmops.engine.apply import ApplyOptions, refuse_if_unfinished
+from kfmops.engine.apply import apply as apply_plan
+from kfmops.engine.hotfix import hotfix as apply_hotfix
+from kfmops.engine.plan import PlanRequest
+from kfmops.engine.plan import plan as make_plan
+from kfmops.engine.recover import recover as recover_workspace
+from kfmops.engine.rollback import judged_rollback_plan
+from kfmops.errors import ExitCode, KfmopsError, StalePlan
+from kfmops.plans import planfile
+from kfmops.render.stream import JsonStream
+
+AutoApprove = typer.Option("--auto-approve", help="Do not ask for approval.")
+NoInput = typer.Option("--no-input", help="Never wait for an answer: refuse unless --auto-approve.")
+AsJson = typer.Option("--json", help="Stream one JSON object per event on stdout (schemas/event.schema.json).")
+
+
+def apply(
+    plan_file: Annotated[
+        Path | None, typer.Argument(metavar="PLAN_FILE", help="Plan file to apply; omit to plan and apply.")
+    ] = None,
+    auto_approve: Annotated[bool, AutoApprove] = False,
+    lock_timeout: Annotated[float, LockTimeout] = 0,
+    allow_dirty: Annotated[
+        bool, typer.Option("--allow-dirty", help="Apply a plan made from uncommitted desired state.")
+    ] = False,
+    no_input: Annotated[bool, NoInput] = False,
+    as_json: Annotated[bool, AsJson] = False,
+) -> int:
+    """Apply a saved plan (or plan and apply) under the lock, with a WAL and compare-and-swap.
+
+    Example: kfmops apply plans/plan-20261126T120000Z-ab12cd.json
+    """
+    started = time.monotonic()
+    stream = JsonStream(stdout) if as_json else None
+    with session("apply", progress=not as_json) as opened:
+        if stream:
+            opened.subscribe(stream)
+        if plan_file is None:
+            refuse_if_unfinished(opened)  # before reading backends that may still be down
+            chosen = make_plan(opened, PlanRequest())
+            if not stream:
+                human().plan(chosen)
+            if chosen.policy.get("decision") != "allow":
+                return int(ExitCode.POLICY_DENIED)
+            if stream:
+                stream.planned(chosen)
+            if not chosen.has_changes():
+                stderr.print("Nothing to apply.")
+            elif not auto_approve and not confirm("Apply these changes?", allow_input=not no_input):
+                stderr.print("Apply cancelled; nothing was changed.")
+                return int(ExitCode.ERROR)
+        else:
+            signed = bool(opened.workspace.section("apply").get("require_signed_plans", False))
+            chosen = planfile.read(plan_file, require_signature=signed)
+        result = apply_plan(opened, chosen, ApplyOptions(lock_timeout=lock_timeout, allow_dirty=allow_dirty))
+    if stream:
+        stream.finished(result)
+    else:
+        human().applied(result, time.monotonic() - started)
+    return 0
+
+
+def rollback(
+    apply_id: Annotated[
+        str | None, typer.Argument(metavar="APPLY_ID", help="The apply to undo (see 'kfmops history').")
+    ] = None,
+    last: Annotated[bool, typer.Option("--last", help="Undo the most recent committed apply.")] = False,
+    auto_approve: Annotated[bool, AutoApprove] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", metavar="PLAN_FILE", help="Save the rollback as a plan file to review and apply."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the rollback plan and an audit report; change nothing.")
+    ] = False,
+    lock_timeout: Annotated[float, LockTimeout] = 0,
+    no_input: Annotated[bool, NoInput] = False,
+    as_json: Annotated[bool, AsJson] = False,
+) -> int:
+    """Undo an apply exactly, from the before values it observed: shows the inverse plan (with the policy
+    verdict) and asks for `yes`; refuses if live values moved since.
+
+    Example: kfmops rollback --last --dry-run
+    """
+    if bool(apply_id) == last:
+        raise KfmopsError("Give exactly one of APPLY_ID or --last")
+    started = time.monotonic()
+    stream = JsonStream(stdout) if as_json else None
+    with session("rollback", progress=not as_json) as opened:
+        if stream:
+            opened.subscribe(stream)
+        plan, undone = judged_rollback_plan(opened, apply_id)
+        denied = plan.policy.get("decision") != "allow"
+        if stream:
+            stream.planned(plan)
+        else:
+            human().rollback_plan(plan, undone, audit=dry_run)
+        if out is not None:
+            planfile.write(plan, out)
+            stderr.print(
+                f"Saved the rollback plan to {out}. Review it, then: kfmops -C {opened.workspace.root} apply {out}"
+            )
+            return int(ExitCode.POLICY_DENIED) if denied else 0
+        if dry_run or denied:
+            return int(ExitCode.POLICY_DENIED) if denied else 0
+        if not auto_approve and not confirm(f"Roll back {undone.id}?", allow_input=not no_input):
+            stderr.print("Rollback cancelled; nothing was changed.")
+            return int(ExitCode.ERROR)
+        try:
+            result = apply_plan(opened, plan, ApplyOptions(lock_timeout=lock_timeout))
+        except StalePlan as moved:
+            raise StalePlan(f"cannot roll back {undone.id}: references changed since it was applied. {moved}") from None
+    if stream:
+        stream.finished(result)
+    else:
+        human().applied(result, time.monotonic() - started)
+    return 0
+
+
+def recover(
+    forward: Annotated[
+        bool, typer.Option("--forward", help="Finish the interrupted plan instead of undoing it.")
+    ] = False,
+    lock_timeout: Annotated[float, LockTimeout] = 0,
+) -> int:
+    """Resolve an interrupted apply: undo it (default) or finish it (--forward) when preconditions hold.
+
+    Example: kfmops recover --forward
+    """
+    with session("recover", progress=True) as opened:
+        result = recover_workspace(opened, forward=forward, lock_timeout=lock_timeout)
+    human().recovered(result)
+    return 0
+
+
+def hotfix(
+    address: Annotated[str, typer.Argument(metavar="ADDRESS", help="The document to change, e.g. dataset.landcover.")],
+    assignment: Annotated[
+        str, typer.Option("--set", metavar="KEY=VALUE", help="A field of the document's spec, e.g. version=v2019.")
+    ],
+    reason: Annotated[str, typer.Option("--reason", metavar="TEXT", help="Why this cannot wait for a pull request.")],
+    lock_timeout: Annotated[float, LockTimeout] = 0,
+) -> int:
+    """Change one reference now, outside git, through the safe apply path; writes the patch for git.
+
+    Example: kfmops hotfix dataset.landcover --set version=v2011 --reason "v2019 tiles corrupt, INC-4411"
+    """
+    started = time.monotonic()
+    with session("hotfix", progress=True) as opened:
+        result, patch = apply_hotfix(opened, address, assignment, reason, lock_timeout=lock_timeout)
+    human().applied(result, time.monotonic() - started)
+    stdout.print(f"Make git match: patch -p1 < {patch}  (then commit); until then 'kfmops plan' shows hotfix drift.")
+    return 0
