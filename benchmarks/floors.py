@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.roundtrips import DATASET, KEYS, VARIABLE, VERSION, stac_document
+from benchmarks.roundtrips import DATASET, KEYS, VARIABLE, VERSION
 from kfmops.providers.base import chunks
 
 MAX_URL_NAMES = 3000
@@ -156,13 +156,6 @@ class Floor:
                 links = json.load(handle).get("links", [])
             good += any(link.get("rel") == "latest-version" for link in links)
         return good
-
-
-def seed_stac_documents(root: Path, tag: str, n: int) -> None:
-    """The STAC documents a floor writes over (the same seeding as roundtrips.Targets)."""
-    stac_document(root, f"{tag}/v1.json")
-    for i in range(n):
-        stac_document(root, f"{tag}/d{i}.json")
 
 
 def _url_groups(names: Sequence[str]) -> list[list[str]]:

@@ -4,7 +4,8 @@ Starting the console script costs about 1.5 s of imports before kfmops does anyt
 and the kill campaign run thousands of commands. Each command here is still a process of its own, with
 its own pid, arguments, environment, working folder, stdin (/dev/null), stdout and stderr (files), exit
 code and exit handlers, so it can be SIGKILLed and it exits as the console script does: only the imports
-are shared. The server runs `kfmops.cli.app.main`, the console script's entry point.
+are shared (a PYTHONPATH the command adds is honoured, sitecustomize included). The server runs
+`kfmops.cli.app.main`, the console script's entry point.
 
     with ForkServer() as server:
         process = server.start(["-C", "ws", "apply", "--auto-approve"], cwd=Path("."), env=dict(os.environ))
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import json
 import os
 import select
@@ -89,8 +91,12 @@ def _child(request: dict[str, Any]) -> None:
         os.environ.update(request["env"])
         tempfile.tempdir = None  # found again from TMPDIR
         sys.argv = ["kfmops", *request["args"]]
+        added = [f for f in request["env"].get("PYTHONPATH", "").split(os.pathsep) if f and f not in sys.path]
+        sys.path[:0] = added
     except BaseException:
         os._exit(127)
+    if added and importlib.util.find_spec("sitecustomize"):  # as a new interpreter would, for its PYTHONPATH
+        importlib.import_module("sitecustomize")
     from kfmops.cli.app import main
 
     main()  # raises SystemExit, which unwinds `serve` and exits this process the way the console script exits

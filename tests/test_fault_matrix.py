@@ -282,7 +282,7 @@ QUICK = {
 def test_faults_at_a_sample_of_write_points_leave_every_reference_before_or_after(name, small, fork_cli, cli, tmp_path):
     scenario = small[name]
     problems = []
-    for point, error, persistent in sample(discover(scenario, cli, tmp_path), QUICK[name]):
+    for point, error, persistent in sample(discover(scenario, fork_cli, tmp_path), QUICK[name]):
         problems += inject(scenario, point, error, persistent, fork_cli, tmp_path)
     assert problems == []
 
@@ -301,7 +301,7 @@ def test_faults_at_every_write_point_on_200_datasets_leave_every_reference_befor
     name, large, fork_cli, cli, tmp_path
 ):
     scenario = large[name]
-    reached = discover(scenario, cli, tmp_path)
+    reached = discover(scenario, fork_cli, tmp_path)
     points = stac_sample(reached) if os.environ.get("KFMOPS_FAULT_MATRIX_STAC") != "all" else reached
     cases, problems = run_matrix(scenario, points, fork_cli, tmp_path)
     print(covered(scenario, points, cases), f"of {len(reached)} reached; {len(problems)} problems")

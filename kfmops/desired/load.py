@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,20 +50,20 @@ def load_documents_from(folder: Path, root: Path) -> list[Document]:
     files = sorted(p for p in folder.rglob("*") if p.suffix in {".yaml", ".yml"} and p.is_file())
     sources = []
     unreadable = []
-    inside = root.resolve()
+    inside = folder.resolve()
     for path in files:
         if not path.resolve().is_relative_to(inside):
             # git records the link, not what it points at: editing the target would change what apply
             # does while the plan records a clean commit.
             unreadable.append(
                 Diagnostic(
-                    f"{path.relative_to(folder)} is a symbolic link to {path.resolve()}, outside the workspace",
+                    f"{path.relative_to(folder)} is a symbolic link to {path.resolve()}, outside the desired folder",
                     "copy the file into the desired folder (and commit it) instead of linking to it",
                     file=str(path),
                 )
             )
             continue
-        shown = str(path.resolve().relative_to(inside))
+        shown = os.path.relpath(path.resolve(), root.resolve())  # normalized: no `a/../b`
         try:
             sources.append((shown, path.read_text(encoding="utf-8")))
         except UnicodeDecodeError as exc:

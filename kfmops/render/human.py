@@ -29,11 +29,21 @@ class HumanView:
     def __init__(self, out: Console, err: Console):
         self.out = out
         self.err = err
+        self.here = Path.cwd()  # hints name it with -C, so that they work from any folder
 
-    def plan(self, plan: Plan, saved: Path | None = None) -> None:
-        text.render_plan(plan, self.out)
-        if saved is not None:
-            self.err.print(f"Saved plan to {saved}. Apply it with: kfmops apply {saved}")
+    def plan(self, plan: Plan, saved: Path | None = None, *, verbose: bool = False) -> None:
+        text.render_plan(plan, self.out, verbose=verbose)
+        if saved is None:
+            return
+        self.err.print(f"Saved the plan to {saved}.")
+        if not plan.has_changes() or plan.policy.get("decision") != "allow":
+            return  # nothing to apply, or apply would refuse it: no hint
+        if plan.git.get("dirty"):
+            self.err.print(
+                "It was made from uncommitted desired state: commit, then plan again (or apply --allow-dirty)."
+            )
+            return
+        self.err.print(f"Apply it with: kfmops -C {self.here} apply {saved}")
 
     def rollback_plan(self, plan: Plan, undone: Transaction, *, audit: bool = False) -> None:
         """The inverse plan of `undone`; with `audit`, the report of a dry run for auditors."""
@@ -52,10 +62,12 @@ class HumanView:
         findings = plan.policy.get("findings", [])
         self.out.print("\nAudit report (dry run: nothing was changed)")
         self.out.print(f"  undoes:      {undone.id} (plan {undone.plan_id}, {undone.operator}, {undone.finished})")
-        self.out.print(f"  would move:  {_count(len(plan.mutations), 'reference')} of {_count(len(moves), 'dataset')}")
+        self.out.print(
+            f"  would move:  {text.plural(len(plan.mutations), 'reference')} of {text.plural(len(moves), 'dataset')}"
+        )
         for name, move in sorted(moves.items()):
             self.out.print(f"    dataset {name}: version {move}")
-        self.out.print(f"  policy:      {plan.policy.get('decision')} ({_count(len(findings), 'finding')})")
+        self.out.print(f"  policy:      {plan.policy.get('decision')} ({text.plural(len(findings), 'finding')})")
         self.out.print(f"  made against state serial {plan.state.serial}, lineage {plan.state.lineage}")
 
     def applied(self, transaction: Transaction, seconds: float) -> None:
@@ -68,16 +80,19 @@ class HumanView:
             f"[bold green]{verb} complete![/] {s['create']} created, {s['update']} updated, "
             f"{s['delete']} deleted ({seconds:.2f}s, state serial {transaction.serial})."
         )
-        self.out.print(f"Apply id: {transaction.id}. Undo with: kfmops rollback {transaction.id}")
+        undo = "Re-apply what it undid with" if transaction.operation is Operation.ROLLBACK else "Undo it with"
+        self.out.print(f"Apply id: {transaction.id}. {undo}: kfmops -C {self.here} rollback {transaction.id}")
 
     def recovered(self, recovery: Recovery) -> None:
         self.out.print(recovery.message)
         for address, what in sorted(recovery.written.items()):
             self.out.print(f"  {address}: {what} when the apply stopped")
         if recovery.restored:
-            self.out.print(f"Restored {len(recovery.restored)} references to their values before the apply.")
+            self.out.print(
+                f"Restored {text.plural(len(recovery.restored), 'reference')} to their values before the apply."
+            )
         if recovery.completed:
-            self.out.print(f"Completed {len(recovery.completed)} references as planned.")
+            self.out.print(f"Completed {text.plural(len(recovery.completed), 'reference')} as planned.")
 
     def history(self, entries: list[dict[str, Any]]) -> None:
         table = Table("apply id", "finished", "operation", "operator", "plan", "changes", "outcome")
@@ -159,9 +174,5 @@ class HumanView:
 class MarkdownView(HumanView):
     """Plans as Markdown (a PR comment); everything else as the human view shows it."""
 
-    def plan(self, plan: Plan, saved: Path | None = None) -> None:
+    def plan(self, plan: Plan, saved: Path | None = None, *, verbose: bool = False) -> None:
         sys.stdout.write(markdown.render_plan(plan))
-
-
-def _count(number: int, noun: str) -> str:
-    return f"{number} {noun}{'' if number == 1 else 's'}"

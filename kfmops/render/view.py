@@ -34,7 +34,7 @@ class JsonView:
     def _print(self, value: Any) -> None:
         sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
 
-    def plan(self, plan: Plan, saved: Path | None = None) -> None:
+    def plan(self, plan: Plan, saved: Path | None = None, *, verbose: bool = False) -> None:
         self._print(planfile.to_dict(plan))
 
     def applied(self, transaction: Transaction, seconds: float) -> None:

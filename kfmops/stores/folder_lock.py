@@ -46,9 +46,16 @@ class FolderLock(Locker):
         left = self._read_info()
         self.stale_note = f"cleared stale lock {left.id} left by pid {left.pid} on {left.host}" if left else ""
         token = int(self.counter_path.read_text() or 0) + 1 if self.counter_path.exists() else 1
-        write_atomic(self.counter_path, str(token).encode())
         held = LockInfo(**{**asdict(info), "fencing_token": token})
-        write_atomic(self.info_path, json.dumps(asdict(held), indent=1).encode())
+        try:
+            write_atomic(self.counter_path, str(token).encode())
+            write_atomic(self.info_path, json.dumps(asdict(held), indent=1).encode())
+        except OSError as exc:  # a full disk or an I/O error: not taken, and nothing was changed
+            self.release(held)
+            raise KfmopsError(
+                f"cannot take the workspace lock: {exc.filename or self.folder} could not be written "
+                f"({exc.strerror or exc}); nothing was changed"
+            ) from exc
         return held
 
     def newest_fence(self) -> int:
