@@ -48,7 +48,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main_options(
-    directory: Annotated[Path, typer.Option("-C", "--directory", help="Run as if started in DIR.")] = Path("."),
+    directory: Annotated[
+        Path, typer.Option("-C", "--directory", metavar="DIR", help="Run as if started in DIR.")
+    ] = Path("."),
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
@@ -70,7 +72,9 @@ def init() -> None:
 
 @app.command()
 def validate(
-    git_ref: Annotated[str | None, typer.Option("--git-ref", help="Validate the desired state at REF.")] = None,
+    git_ref: Annotated[
+        str | None, typer.Option("--git-ref", metavar="REF", help="Validate the desired state at REF.")
+    ] = None,
 ) -> None:
     """Check every desired-state document (schema, names, versions, backends) without touching a backend.
 
@@ -83,22 +87,32 @@ def validate(
 @app.command()
 def plan(
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Plan file to write (default plans/<id>.json).")
+        Path | None,
+        typer.Option("--out", "-o", metavar="PLAN_FILE", help="Plan file to write (default plans/<id>.json)."),
     ] = None,
     output_format: Annotated[OutputFormat, Format] = OutputFormat.text,
     detailed_exitcode: Annotated[
         bool, typer.Option("--detailed-exitcode", help="Exit 2 when there are changes.")
     ] = False,
-    target: Annotated[list[str], typer.Option("--target", help="Only this address (repeatable).")] = [],  # noqa: B006
-    exclude: Annotated[list[str], typer.Option("--exclude", help="Skip this address (repeatable).")] = [],  # noqa: B006
+    target: Annotated[
+        list[str], typer.Option("--target", metavar="ADDRESS", help="Only this address (repeatable).")
+    ] = [],  # noqa: B006
+    exclude: Annotated[
+        list[str], typer.Option("--exclude", metavar="ADDRESS", help="Skip this address (repeatable).")
+    ] = [],  # noqa: B006
     refresh_only: Annotated[bool, typer.Option("--refresh-only", help="Only report live drift.")] = False,
-    git_ref: Annotated[str | None, typer.Option("--git-ref", help="Plan the desired state at REF.")] = None,
+    git_ref: Annotated[
+        str | None, typer.Option("--git-ref", metavar="REF", help="Plan the desired state at REF.")
+    ] = None,
     base: Annotated[
-        str | None, typer.Option("--base", help="Mark the documents changed since git REF (e.g. origin/main).")
+        str | None,
+        typer.Option("--base", metavar="REF", help="Mark the documents changed since git REF (e.g. origin/main)."),
     ] = None,
     split: Annotated[
         Path | None,
-        typer.Option("--split", help="Also write the PR comment as DIR/comment-N.md, each within GitHub's limit."),
+        typer.Option(
+            "--split", metavar="DIR", help="Also write the PR comment as DIR/comment-N.md, each within GitHub's limit."
+        ),
     ] = None,
 ) -> int:
     """Compare desired state with the live backends and write a plan file.
@@ -137,7 +151,7 @@ def drift(output_format: Annotated[OutputFormat, Format] = OutputFormat.text) ->
 
 @app.command()
 def graph(
-    graph_format: Annotated[str, typer.Option("--format", "-f", help="mermaid or dot.")] = "mermaid",
+    graph_format: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="mermaid or dot.")] = "mermaid",
 ) -> None:
     """Print the desired reference graph (dataset -> references -> targets) as Mermaid or DOT.
 
@@ -148,7 +162,7 @@ def graph(
 
 @app.command()
 def show(
-    plan_file: Annotated[Path, typer.Argument(help="A plan file written by 'kfmops plan'.")],
+    plan_file: Annotated[Path, typer.Argument(metavar="PLAN_FILE", help="A plan file written by 'kfmops plan'.")],
     output_format: Annotated[OutputFormat, Format] = OutputFormat.text,
 ) -> None:
     """Show a saved plan file (verified against its digest).

@@ -28,8 +28,10 @@ class OutputFormat(StrEnum):
     markdown = "markdown"
 
 
-Format = typer.Option("--format", "-f", help="text, json or markdown.")
-LockTimeout = typer.Option("--lock-timeout", help="Seconds to wait for the workspace lock (0: fail at once).")
+Format = typer.Option("--format", "-f", metavar="FORMAT", help="text, json or markdown.")
+LockTimeout = typer.Option(
+    "--lock-timeout", metavar="SECONDS", help="Seconds to wait for the workspace lock (0: fail at once)."
+)
 
 
 def current_workspace() -> Workspace:

@@ -64,7 +64,12 @@ def state_list(as_json: Annotated[bool, Json] = False) -> None:
 
 
 @state_app.command("show")
-def state_show(address: str, as_json: Annotated[bool, Json] = False) -> None:
+def state_show(
+    address: Annotated[
+        str, typer.Argument(metavar="ADDRESS", help="A managed address, e.g. dataset.landcover.search.")
+    ],
+    as_json: Annotated[bool, Json] = False,
+) -> None:
     """Show one managed reference: where it lives and its last applied value.
 
     Example: kfmops state show dataset.landcover.search --json
@@ -116,7 +121,9 @@ def lock_status(as_json: Annotated[bool, Json] = False) -> None:
 
 
 @lock_app.command("force-unlock")
-def force_unlock(lock_id: Annotated[str, typer.Argument(help="The exact lock id from 'kfmops lock status'.")]) -> None:
+def force_unlock(
+    lock_id: Annotated[str, typer.Argument(metavar="LOCK_ID", help="The exact lock id from 'kfmops lock status'.")],
+) -> None:
     """Remove a lock whose holder is gone. Needs the exact id.
 
     Example: kfmops lock force-unlock 5f0c2d1e-...
@@ -129,7 +136,7 @@ def force_unlock(lock_id: Annotated[str, typer.Argument(help="The exact lock id 
 @ledger_app.command("show")
 def ledger_show(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
-    last: Annotated[int, typer.Option("--last", help="Only the newest N entries (0: all).")] = 0,
+    last: Annotated[int, typer.Option("--last", metavar="N", help="Only the newest N entries (0: all).")] = 0,
 ) -> None:
     """Show the governance ledger: one entry per apply, rollback, hotfix and recover.
 
@@ -160,9 +167,12 @@ def ledger_verify() -> int:
 
 @catalog_app.command("check")
 def catalog_check(
-    root: Annotated[Path | None, typer.Argument(help="Catalog folder (default: the workspace's stac backend).")] = None,
+    root: Annotated[
+        Path | None, typer.Argument(metavar="ROOT", help="Catalog folder (default: the workspace's stac backend).")
+    ] = None,
     schemas: Annotated[
-        Path | None, typer.Option("--schemas", help="Folder of STAC JSON Schemas with a schema-map.json (offline).")
+        Path | None,
+        typer.Option("--schemas", metavar="DIR", help="Folder of STAC JSON Schemas with a schema-map.json (offline)."),
     ] = None,
 ) -> int:
     """Validate every STAC document offline against local JSON Schemas and count broken links.

@@ -6,6 +6,7 @@ against a new, unsaved state; its lineage is adopted by the first apply of that 
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -130,8 +131,11 @@ def _check_selectors(selectors: list[str], known: list[str]) -> None:
         except ValueError as exc:
             raise InputError([Diagnostic(str(exc))]) from None
         if not any(wanted.covers(address) for address in parsed):
+            names = {str(a) for a in parsed} if wanted.part else {f"{a.type}.{a.name}" for a in parsed}
+            close = difflib.get_close_matches(selector, sorted(names), n=2)
+            hint = f"Did you mean {' or '.join(close)}? " if close else ""
             raise InputError(
-                [Diagnostic(f"unknown address {selector!r}", "see 'kfmops state list' or 'kfmops validate'")]
+                [Diagnostic(f"unknown address {selector!r}", f"{hint}See 'kfmops state list' or 'kfmops validate'")]
             )
 
 

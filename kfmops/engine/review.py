@@ -8,6 +8,9 @@ or desired digest that the commit does not give. Policy then judges records that
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from kfmops.desired import DesiredState
 from kfmops.engine.plan import load_desired
 from kfmops.engine.session import Session
@@ -49,8 +52,6 @@ def _check_rollback(session: Session, plan: Plan) -> None:
 
 def _differences(plan: Plan, desired: DesiredState, state: State) -> list[str]:
     problems = []
-    if plan.desired_digest is not None and plan.desired_digest != desired.digest():
-        problems.append("its desired_digest is not the digest of that desired state")
     for change in plan.changes:
         wanted = desired.references.get(change.address)
         if plan.operation is Operation.REFRESH:
@@ -62,6 +63,11 @@ def _differences(plan: Plan, desired: DesiredState, state: State) -> list[str]:
             problems.append(f"{change.address}: the plan sets {change.after!r}, the desired state {wanted.value!r}")
     for name, record in plan.datasets.items():
         expected = desired.datasets.get(name, state.datasets.get(name))
-        if record != expected:
+        if expected is None or _without_source(record) != _without_source(expected):
             problems.append(f"the plan's record of dataset {name} is not the desired one")
     return problems
+
+
+def _without_source(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A dataset record without where it was read from (a work-tree path, or `commit:path` from git)."""
+    return {key: value for key, value in record.items() if key != "source"}

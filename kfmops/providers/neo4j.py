@@ -92,15 +92,16 @@ class Neo4jProvider(Provider):
             groups[self._shape(reference)].append(reference)
         values: dict[str, Any] = {}
         for (from_label, from_key, rel, to_label, to_key), group in groups.items():
+            # One record per batch: a record per reference costs the driver more than the server's whole read.
             cypher = (
-                f"UNWIND $ids AS id OPTIONAL MATCH (a:{self._quoted(from_label, 'label')} "
+                f"UNWIND $ids AS id MATCH (a:{self._quoted(from_label, 'label')} "
                 f"{{{self._quoted(from_key, 'key')}: id}})-[:{self._quoted(rel, 'relationship type')}]->"
                 f"(b:{self._quoted(to_label, 'label')}) "
-                f"RETURN id, collect(b.{self._quoted(to_key, 'key')}) AS targets"
+                f"WITH id, collect(b.{self._quoted(to_key, 'key')}) AS targets RETURN collect([id, targets]) AS found"
             )
             for batch in chunks(group, self.batch):
-                records = self._query(cypher, ids=[r.locator["from"]["id"] for r in batch])
-                found = {record["id"]: sorted(record["targets"]) for record in records}
+                ids = list(dict.fromkeys(r.locator["from"]["id"] for r in batch))
+                found = {source: sorted(targets) for source, targets in self._query(cypher, ids=ids)[0]["found"]}
                 for reference in batch:
                     targets = found.get(reference.locator["from"]["id"], [])
                     values[reference.address] = targets[0] if len(targets) == 1 else (targets or None)
@@ -111,12 +112,14 @@ class Neo4jProvider(Provider):
         for item in items:
             groups[self._shape(item[0])].append(item)
         for (from_label, from_key, rel, to_label, to_key), group in groups.items():
-            source = f"(a:{self._quoted(from_label, 'label')} {{{self._quoted(from_key, 'key')}: row.source}})"
             relationship = self._quoted(rel, "relationship type")
             target_label = self._quoted(to_label, "label")
-            detach = f"UNWIND $rows AS row MATCH {source}-[r:{relationship}]->(:{target_label}) DELETE r"
-            attach = (
-                f"UNWIND $rows AS row WITH row WHERE row.target IS NOT NULL MATCH {source} "
+            # One statement per batch: detach each source from its old targets, then link the new ones.
+            cypher = (
+                f"UNWIND $rows AS row MATCH (a:{self._quoted(from_label, 'label')} "
+                f"{{{self._quoted(from_key, 'key')}: row.source}}) "
+                f"OPTIONAL MATCH (a)-[old:{relationship}]->(:{target_label}) DELETE old "
+                f"WITH DISTINCT a, row WHERE row.target IS NOT NULL "
                 f"MATCH (b:{target_label} {{{self._quoted(to_key, 'key')}: row.target}}) "
                 f"MERGE (a)-[:{relationship}]->(b) RETURN count(*) AS linked"
             )
@@ -126,8 +129,7 @@ class Neo4jProvider(Provider):
                 self.round_trips += 1
                 try:
                     with self.driver.session(database=self.database) as session, session.begin_transaction() as tx:
-                        tx.run(detach, rows=rows).consume()
-                        record = tx.run(attach, rows=rows).single()
+                        record = tx.run(cypher, rows=rows).single()
                         assert record is not None  # count(*) always returns exactly one row
                         linked = record["linked"]
                         if linked != expected:
@@ -142,25 +144,32 @@ class Neo4jProvider(Provider):
                     raise self._error(exc) from exc
 
     def missing_targets(self, items: Sequence[Write]) -> list[tuple[str, str]]:
-        wanted: dict[tuple[str, str], dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
-        for reference, value in items:
-            locator = reference.locator
-            wanted[(locator["from"]["label"], locator["from"]["key"])][locator["from"]["id"]].append(reference.address)
-            if value is not None:
-                wanted[(locator["to"]["label"], locator["to"]["key"])][value].append(reference.address)
         missing: list[tuple[str, str]] = []
-        for (label, key), ids in wanted.items():
-            cypher = (
-                f"UNWIND $ids AS id OPTIONAL MATCH (n:{self._quoted(label, 'label')} "
-                f"{{{self._quoted(key, 'key')}: id}}) RETURN id, count(n) > 0 AS present"
-            )
-            for batch in chunks(sorted(ids), self.batch):
-                for record in self._query(cypher, ids=list(batch)):
-                    if not record["present"]:
-                        missing.extend(
-                            (address, f"node (:{label} {{{key}: {record['id']!r}}}) does not exist")
-                            for address in ids[record["id"]]
-                        )
+        for batch in chunks(items, self.batch):
+            wanted: dict[tuple[str, str], dict[Any, list[str]]] = defaultdict(lambda: defaultdict(list))
+            for reference, value in batch:
+                locator = reference.locator
+                source = locator["from"]
+                wanted[(source["label"], source["key"])][source["id"]].append(reference.address)
+                if value is not None:
+                    wanted[(locator["to"]["label"], locator["to"]["key"])][value].append(reference.address)
+            # One query per batch, one part per (label, key), each answering only the ids it did not find.
+            parts = [
+                f"UNWIND $ids{number} AS id OPTIONAL MATCH (n:{self._quoted(label, 'label')} "
+                f"{{{self._quoted(key, 'key')}: id}}) WITH id, n WHERE n IS NULL "
+                f"RETURN {number} AS part, collect(id) AS absent"
+                for number, (label, key) in enumerate(wanted)
+            ]
+            parameters = {f"ids{number}": list(ids) for number, ids in enumerate(wanted.values())}
+            records = self._query(" UNION ALL ".join(parts), **parameters)
+            shapes = list(wanted.items())
+            for record in records:
+                (label, key), ids = shapes[record["part"]]
+                missing.extend(
+                    (address, f"node (:{label} {{{key}: {absent!r}}}) does not exist")
+                    for absent in record["absent"]
+                    for address in ids[absent]
+                )
         return missing
 
     def is_retryable(self, error: Exception) -> bool:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from kfmops.engine.init import Initialized
 from kfmops.engine.recover import Recovery
@@ -95,7 +95,15 @@ class HumanView:
             self.out.print(f"Completed {text.plural(len(recovery.completed), 'reference')} as planned.")
 
     def history(self, entries: list[dict[str, Any]]) -> None:
-        table = Table("apply id", "finished", "operation", "operator", "plan", "changes", "outcome")
+        table = Table(
+            Column("apply id", no_wrap=True, overflow="ignore", min_width=29),  # never cut: rollback needs it whole
+            "finished",
+            "operation",
+            "operator",
+            Column("plan", overflow="fold"),
+            "changes",
+            "outcome",
+        )
         for e in entries:
             s = e["summary"]
             table.add_row(
