@@ -128,3 +128,17 @@ def test_apply_reads_yes_from_a_piped_stdin(make_workspace):
     code, out, err = piped(workspace, "yes\n", "apply")
     assert code == 0, err
     assert "Apply complete!" in out
+
+
+def test_a_big_plan_is_one_summary_comment_with_the_full_plan_as_artifact(make_workspace, cli, tmp_path):
+    workspace = make_workspace(n=250)
+    comment = tmp_path / "comment"
+    out = succeeded(cli(workspace, "plan", "--format", "markdown", "--split", str(comment), "--out", "p.json"))
+    parts = sorted(comment.glob("comment-*.md"))
+    assert len(parts) == 1, "one comment, not one per 65 KB"
+    text = parts[0].read_text()
+    assert "#### Changes per dataset" in text and "<details>" not in text
+    assert "The full plan is attached as the artifact `p.json`" in text
+    assert out.count("\n| `ds-") == 250
+    full = succeeded(cli(workspace, "show", str(workspace / "p.json"), "--format", "markdown", "--detail", "full"))
+    assert full.count("<details>") >= 1000

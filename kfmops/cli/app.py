@@ -11,7 +11,7 @@ import typer
 
 from kfmops import __version__
 from kfmops.cli import inspect, operate
-from kfmops.cli.common import Format, OutputFormat, current_workspace, human, session, view
+from kfmops.cli.common import Detail, Format, OutputFormat, current_workspace, human, session, view
 from kfmops.cli.consoles import stderr, stdout
 from kfmops.cli.errors import run
 from kfmops.engine.init import init as init_workspace
@@ -108,6 +108,7 @@ def plan(
         str | None,
         typer.Option("--base", metavar="REF", help="Mark the documents changed since git REF (e.g. origin/main)."),
     ] = None,
+    detail: Annotated[str, Detail] = "auto",
     split: Annotated[
         Path | None,
         typer.Option(
@@ -119,13 +120,13 @@ def plan(
 
     Example: kfmops plan --out plan.json --format markdown --detailed-exitcode
     """
-    chosen = view(output_format)
+    chosen = view(output_format, detail)
     with session("plan", read_only=True) as opened:
         result = make_plan(opened, PlanRequest(list(target), list(exclude), git_ref, refresh_only, base))
         path = out or opened.workspace.plans_dir / f"{result.plan_id}.json"
     planfile.write(result, path)
     if split is not None:
-        parts = write_comment(result, split)
+        parts = write_comment(result, split, detail=detail, artifact=path.name)
         stderr.print(f"Wrote the PR comment in {len(parts)} part(s) to {split}/comment-N.md")
     chosen.plan(result, path)
     if result.policy.get("decision") != "allow":
@@ -164,12 +165,13 @@ def graph(
 def show(
     plan_file: Annotated[Path, typer.Argument(metavar="PLAN_FILE", help="A plan file written by 'kfmops plan'.")],
     output_format: Annotated[OutputFormat, Format] = OutputFormat.text,
+    detail: Annotated[str, Detail] = "auto",
 ) -> None:
     """Show a saved plan file (verified against its digest).
 
     Example: kfmops show plans/plan-20261126T120000Z-ab12cd.json --format json
     """
-    view(output_format).plan(planfile.read(plan_file))
+    view(output_format, detail).plan(planfile.read(plan_file))
 
 
 def main() -> None:

@@ -29,6 +29,9 @@ class OutputFormat(StrEnum):
 
 
 Format = typer.Option("--format", "-f", metavar="FORMAT", help="text, json or markdown.")
+Detail = typer.Option(
+    "--detail", metavar="DETAIL", help="Markdown plans: full, summary, or auto (summary above 200 datasets)."
+)
 LockTimeout = typer.Option(
     "--lock-timeout", metavar="SECONDS", help="Seconds to wait for the workspace lock (0: fail at once)."
 )
@@ -42,8 +45,8 @@ def human() -> HumanView:
     return HumanView(stdout, stderr)
 
 
-def view(output_format: str) -> View:
-    return view_for(output_format, stdout, stderr)
+def view(output_format: str, detail: str = "auto") -> View:
+    return view_for(output_format, stdout, stderr, detail=detail)
 
 
 @contextmanager

@@ -61,9 +61,11 @@ def write_parts(parts: Sequence[str], folder: Path) -> list[Path]:
     return paths
 
 
-def write_comment(plan: Plan, folder: Path, limit: int = GITHUB_LIMIT) -> list[Path]:
+def write_comment(
+    plan: Plan, folder: Path, limit: int = GITHUB_LIMIT, detail: str = "auto", artifact: str | None = None
+) -> list[Path]:
     """Render `plan` as a PR comment, split it, and write the parts into `folder` (`plan --split DIR`)."""
-    return write_parts(split_comment(render_blocks(plan), limit), folder)
+    return write_parts(split_comment(render_blocks(plan, detail, artifact), limit), folder)
 
 
 def size(text: str) -> int:

@@ -9,11 +9,14 @@ from kfmops.render.human import HumanView, MarkdownView
 from kfmops.render.view import JsonView
 
 View = HumanView | JsonView
+DETAILS = ("auto", "full", "summary")
 VIEWS: dict[str, type[View]] = {"text": HumanView, "json": JsonView, "markdown": MarkdownView}
 
 
-def view_for(output_format: str, out: Console, err: Console) -> View:
-    """The view of `output_format` (text, json or markdown)."""
+def view_for(output_format: str, out: Console, err: Console, *, detail: str = "auto") -> View:
+    """The view of `output_format` (text, json or markdown); `detail` applies to Markdown plans."""
     if output_format not in VIEWS:
         raise KfmopsError(f"unknown format {output_format!r}; use one of {', '.join(VIEWS)}")
-    return VIEWS[output_format](out, err)
+    if detail not in DETAILS:
+        raise KfmopsError(f"unknown detail {detail!r}; use one of {', '.join(DETAILS)}")
+    return VIEWS[output_format](out, err, detail=detail)

@@ -26,9 +26,10 @@ VERBS = {Operation.ROLLBACK: "Rollback", Operation.HOTFIX: "Hotfix"}
 
 
 class HumanView:
-    def __init__(self, out: Console, err: Console):
+    def __init__(self, out: Console, err: Console, *, detail: str = "auto"):
         self.out = out
         self.err = err
+        self.detail = detail  # Markdown plans: full, summary or auto
         self.here = Path.cwd()  # hints name it with -C, so that they work from any folder
 
     def plan(self, plan: Plan, saved: Path | None = None, *, verbose: bool = False) -> None:
@@ -183,4 +184,5 @@ class MarkdownView(HumanView):
     """Plans as Markdown (a PR comment); everything else as the human view shows it."""
 
     def plan(self, plan: Plan, saved: Path | None = None, *, verbose: bool = False) -> None:
-        sys.stdout.write(markdown.render_plan(plan))
+        detail = "full" if verbose else self.detail
+        sys.stdout.write(markdown.render_plan(plan, detail, saved.name if saved else None))

@@ -21,7 +21,7 @@ from kfmops.references import ReferenceKind
 from kfmops.render.markup import cell_text, code, mermaid_label, one_line
 from kfmops.render.text import summary_line
 from kfmops.render.values import MISSING, field_changes, short, show
-from kfmops.render.versions import dataset_versions, pointer_version, version_ids
+from kfmops.render.versions import dataset_versions, pointer_version, version_arrow, version_ids, version_move
 
 DIAGRAM_EDGES = 200
 """The Mermaid diagram draws at most this many changed references; a node says how many more there are."""
@@ -30,13 +30,23 @@ CHANGED_MARK = "✎"
 """Marks changes whose desired-state document changed in git (plan.git["changed_documents"])."""
 
 
-def render_plan(plan: Plan) -> str:
-    return "\n\n".join(render_blocks(plan)) + "\n"
+SUMMARY_ABOVE = 200
+"""`detail: auto` renders a summary (no per-change diffs) for plans moving more datasets than this."""
+SUMMARY_ROWS = 300
 
 
-def render_blocks(plan: Plan) -> list[str]:
-    """The comment as self-contained Markdown blocks, in reading order; the summary is always first."""
+def render_plan(plan: Plan, detail: str = "full", artifact: str | None = None) -> str:
+    return "\n\n".join(render_blocks(plan, detail, artifact)) + "\n"
+
+
+def render_blocks(plan: Plan, detail: str = "full", artifact: str | None = None) -> list[str]:
+    """The comment as self-contained Markdown blocks, in reading order; the summary is always first.
+
+    `detail`: full (every change, collapsed), summary (counts per dataset; the full plan is the artifact
+    named by `artifact`), or auto (summary above SUMMARY_ABOVE datasets)."""
     datasets, raw = _groups(plan)
+    if detail == "summary" or (detail == "auto" and len(datasets) > SUMMARY_ABOVE):
+        return _summary_blocks(plan, datasets, raw, artifact)
     blocks = [summary_section(plan)]
     blocks += changed_documents(plan)
     blocks += policy_findings(plan)
@@ -47,6 +57,36 @@ def render_blocks(plan: Plan) -> list[str]:
     ordered = [c for changes in datasets.values() for c in changes if c.action.mutates] + raw
     blocks += [change_details(change, plan) for change in ordered]
     return blocks
+
+
+def _summary_blocks(
+    plan: Plan, datasets: dict[str, list[Change]], raw: list[Change], artifact: str | None
+) -> list[str]:
+    rows = [
+        "#### Changes per dataset",
+        "",
+        "| dataset | version | create | update | delete |",
+        "|:---|:---|---:|---:|---:|",
+    ]
+    for name, changes in list(datasets.items())[:SUMMARY_ROWS]:
+        before, after = dataset_versions(plan, name, changes)
+        counts = [sum(c.action is a for c in changes) for a in (Action.CREATE, Action.UPDATE, Action.DELETE)]
+        rows.append(f"| {code(name)} | {version_move(before, after)} | " + " | ".join(map(str, counts)) + " |")
+    more = len(datasets) - SUMMARY_ROWS
+    note = (f"… and {more} more datasets. " if more > 0 else "") + (
+        f"The full plan is attached as the artifact {code(artifact, table=False)}."
+        if artifact
+        else "The full plan is the plan file: `kfmops show PLAN_FILE --format markdown --detail full`."
+    )
+    return [
+        summary_section(plan),
+        *changed_documents(plan),
+        *policy_findings(plan),
+        *drift_section(plan),
+        "\n".join(rows),
+        *raw_rows(plan, raw),
+        note,
+    ]
 
 
 # sections ------------------------------------------------------------------------------------------
@@ -134,9 +174,8 @@ def dataset_rows(plan: Plan, datasets: dict[str, list[Change]] | None = None) ->
         before, after = dataset_versions(plan, name, changes)
         moved = _parts_moved([c for c in changes if c.action.mutates])
         source = next((c.source for c in changes if c.source), None) or plan.datasets.get(name, {}).get("source")
-        lines.append(
-            f"| {code(name)} | {_move(before, after)} | {moved} | {_source(source, changed, removed=after is None)} |"
-        )
+        where = _source(source, changed, removed=after is None)
+        lines.append(f"| {code(name)} | {version_move(before, after)} | {moved} | {where} |")
     return ["\n".join(lines)]
 
 
@@ -169,11 +208,11 @@ def diagram(plan: Plan, datasets: dict[str, list[Change]], raw: list[Change]) ->
             if not c.action.mutates:
                 continue
             before, after = (pointer_version(c, value, versions) for value in (c.before, c.after))
-            edges.append((name, f"d{i}", f"{c.action.symbol} {c.reference.kind}: {_arrow(before, after)}"))
+            edges.append((name, f"d{i}", f"{c.action.symbol} {c.reference.kind}: {version_arrow(before, after)}"))
     kinds = {kind: f"k{i}" for i, kind in enumerate(sorted({c.address.split(".", 1)[0] for c in raw}))}
     for c in raw:
         kind, name = c.address.split(".", 1)
-        edges.append((kind, kinds[kind], f"{c.action.symbol} {name}: {_arrow(short(c.before), short(c.after))}"))
+        edges.append((kind, kinds[kind], f"{c.action.symbol} {name}: {version_arrow(short(c.before), short(c.after))}"))
     if not edges:
         return []
     lines = ["#### What moves", "", "```mermaid", "flowchart LR"]
@@ -272,19 +311,6 @@ def _path(text: str) -> str:
 
 def _present(value: Any) -> bool:
     return value is not MISSING and value is not None
-
-
-def _arrow(before: str | None, after: str | None) -> str:
-    if before == after and before is not None:
-        return f"{before} (unchanged)"
-    return f"{before or '(absent)'} → {after or '(removed)'}"
-
-
-def _move(before: str | None, after: str | None) -> str:
-    if before == after and before is not None:
-        return f"{code(before)} (pointer unchanged)"
-    shown = [code(v) if v is not None else text for v, text in ((before, "(absent)"), (after, "(removed)"))]
-    return " → ".join(shown)
 
 
 def _source(source: str | None, changed: list[str], *, removed: bool) -> str:

@@ -7,6 +7,7 @@ from typing import Any
 
 from kfmops.plans.model import Change, Plan
 from kfmops.references import ReferenceKind
+from kfmops.render.markup import code
 from kfmops.render.values import short
 
 
@@ -37,3 +38,18 @@ def pointer_version(change: Change, value: Any, versions: list[str]) -> str | No
     rest = text.replace(change.reference.dataset or "\0", " ")
     found = [v for v in versions if re.search(rf"(?<![A-Za-z0-9.]){re.escape(v)}(?![A-Za-z0-9.])", rest)]
     return max(found, key=len) if found else short(value)
+
+
+def version_arrow(before: str | None, after: str | None) -> str:
+    """`v1 → v2` for a diagram label (plain text)."""
+    if before == after and before is not None:
+        return f"{before} (unchanged)"
+    return f"{before or '(absent)'} → {after or '(removed)'}"
+
+
+def version_move(before: str | None, after: str | None) -> str:
+    """`v1` → `v2` for a table cell (as code spans)."""
+    if before == after and before is not None:
+        return f"{code(before)} (pointer unchanged)"
+    shown = [code(v) if v is not None else text for v, text in ((before, "(absent)"), (after, "(removed)"))]
+    return " → ".join(shown)

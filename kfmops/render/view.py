@@ -27,7 +27,7 @@ from kfmops.stores.state import ManagedReference, State
 class JsonView:
     """Machine output on stdout: the plan file's JSON, and JSON documents for everything else."""
 
-    def __init__(self, out: Console, err: Console):
+    def __init__(self, out: Console, err: Console, *, detail: str = "auto"):
         self.out = out
         self.err = err
 
