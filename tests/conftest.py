@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -22,6 +23,33 @@ if str(ROOT) not in sys.path:  # benchmarks/ is not an installed package; it is 
 
 from benchmarks.forkserver import ForkServer  # noqa: E402
 from benchmarks.generate import generate  # noqa: E402
+
+SERVER_VARIABLES = ("KFMOPS_TEST_REDIS_URL", "KFMOPS_TEST_NEO4J_URI", "KFMOPS_TEST_ES_URL", "KFMOPS_TEST_POSTGRES_DSN")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Start what the suite needs, once, so that a newcomer's `pytest` runs it whole with nothing skipped:
+    the test servers (scripts/servers/all.sh, idempotent and cached) and the linters the tests call
+    (actionlint, opa, conftest; built once into ~/.cache/kfmops-tools). Set KFMOPS_START_SERVERS=0 to
+    use only what is already running (tests that need a missing server then skip, or fail in CI)."""
+    if os.environ.get("PYTEST_XDIST_WORKER") or os.environ.get("KFMOPS_START_SERVERS") == "0":
+        return  # workers inherit what the controller started
+    if not all(os.environ.get(name) for name in SERVER_VARIABLES):
+        started = subprocess.run(
+            ["bash", str(ROOT / "scripts" / "servers" / "all.sh"), "start"], capture_output=True, text=True
+        )
+        if started.returncode != 0:
+            sys.stderr.write(f"kfmops tests: could not start the test servers:\n{started.stderr[-2000:]}\n")
+        run_dir = Path(os.environ.get("KFMOPS_SERVERS_CACHE") or Path.home() / ".cache" / "kfmops-servers") / "run"
+        for line in (run_dir / "env.sh").read_text().splitlines() if (run_dir / "env.sh").is_file() else []:
+            name, _, value = line.removeprefix("export ").partition("=")
+            if name.startswith("KFMOPS_TEST_"):
+                os.environ.setdefault(name, value.strip().strip("'\""))
+    tools = Path(os.environ.get("KFMOPS_TOOLS_DIR") or Path.home() / ".cache" / "kfmops-tools") / "bin"
+    if shutil.which("go") and not all((tools / name).is_file() for name in ("actionlint", "opa", "conftest")):
+        for script in ("install-actionlint.sh", "install-policy-tools.sh"):
+            subprocess.run(["bash", str(ROOT / "scripts" / script)], capture_output=True, text=True)
+    os.environ["PATH"] = f"{tools}{os.pathsep}{os.environ.get('PATH', '')}"
 from benchmarks.live import local_rows, snapshot  # noqa: E402,F401  (local_rows: re-exported to the tests)
 
 KFMOPS = Path(sys.executable).parent / "kfmops"

@@ -18,7 +18,7 @@ from kfmops.engine.session import Session
 from kfmops.errors import KfmopsError
 from kfmops.render.formats import View, view_for
 from kfmops.render.human import HumanView
-from kfmops.render.progress import PlainProgress
+from kfmops.render.progress import progress_for
 from kfmops.workspace import Workspace, load_workspace
 
 
@@ -54,7 +54,7 @@ def session(command: str, *, read_only: bool = False, progress: bool = False) ->
     """A session for one command: its span, its telemetry, progress lines, and its warnings printed at the end."""
     opened = Session(current_workspace(), command, read_only=read_only)
     if progress:
-        opened.subscribe(PlainProgress(stderr))
+        opened.subscribe(progress_for(stderr))
     try:
         with opened.span(f"kfmops.{command}"):
             yield opened

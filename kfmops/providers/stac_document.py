@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import posixpath
+from functools import cached_property
 from typing import Any
 
 from kfmops.providers.stac_text import (
@@ -33,16 +35,26 @@ class StacDocument:
         self.path = path
         self.folder = posixpath.dirname(path)
         self.text = text
-        self.top = parse_document(text, frozenset({"links"}))
-        self.data = self.top.value
-        links = self.data.get("links", [])
-        if not isinstance(links, list):
-            raise ValueError(f"its links member is not an array ({type(links).__name__})")
-        self.links = elements_of(text, links, self.top.elements.get("links", []))
+        data = json.loads(text)  # the fast path for reads; the text is walked only when edited
+        if not isinstance(data, dict):
+            raise ValueError(f"it is not a JSON object ({type(data).__name__})")
+        if not isinstance(data.get("links", []), list):
+            raise ValueError(f"its links member is not an array ({type(data['links']).__name__})")
+        self.data: dict[str, Any] = data
         self.changed = False
         self._links_changed = False
         self._deprecated_changed = False
         self._targets: dict[Any, set[str]] | None = None
+
+    @cached_property
+    def top(self) -> JsonObject:
+        """Where the document's members and link elements are in its text."""
+        return parse_document(self.text, frozenset({"links"}))
+
+    @cached_property
+    def links(self) -> list[Element]:
+        """The link elements with their text, as they are after the edits made so far."""
+        return elements_of(self.text, self.top.value.get("links", []), self.top.elements.get("links", []))
 
     def serialize(self) -> bytes:
         style = Style.of(self.text, self.top)
@@ -68,10 +80,10 @@ class StacDocument:
         """Root-relative targets of this document's `rel` links (only those in `scope` when given), once each."""
         if self._targets is None:
             self._targets = {}
-            for element in self.links:
-                target = self.resolve(_field(element, "href"))
+            for link in self.data.get("links", []):
+                target = self.resolve(_get(link, "href"))
                 if target is not None:
-                    self._targets.setdefault(_field(element, "rel"), set()).add(target)
+                    self._targets.setdefault(_get(link, "rel"), set()).add(target)
         found = self._targets.get(rel, set())
         return sorted(found if scope is None else found & scope)
 
@@ -164,8 +176,12 @@ class StacDocument:
         return append_member(self.text, obj, DEPRECATED, lambda indent: value, style)
 
 
+def _get(link: Any, name: str) -> Any:
+    return link.get(name) if isinstance(link, dict) else None
+
+
 def _field(element: Element, name: str) -> Any:
-    return element.value.get(name) if isinstance(element.value, dict) else None
+    return _get(element.value, name)
 
 
 def _placed(links: list[Element], new: list[Element], rel: str, removed_at: int | None) -> list[Element]:
