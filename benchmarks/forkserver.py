@@ -30,7 +30,15 @@ from pathlib import Path
 from typing import Any
 
 # Modules a command imports lazily: loaded once by the server too (missing ones are skipped).
-PRELOAD = ("kfmops.cli.app", "sqlite3", "concurrent.futures", "opentelemetry.sdk.metrics", "opentelemetry.sdk.trace")
+PRELOAD = (
+    "kfmops.cli.app",
+    "typer._adapters",
+    "pydantic.fields",
+    "sqlite3",
+    "concurrent.futures",
+    "opentelemetry.sdk.metrics",
+    "opentelemetry.sdk.trace",
+)
 
 
 # The server side: a process that imports kfmops, then forks one child per request line on stdin.
@@ -45,6 +53,7 @@ def serve() -> None:
     for name in PRELOAD:
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
+    _warm()
     children: dict[int, str] = {}
     pending = b""
     while True:
@@ -67,6 +76,20 @@ def serve() -> None:
             if pid == 0:
                 break
             _reply({"id": children.pop(pid), "status": os.waitstatus_to_exitcode(status)})
+
+
+def _warm() -> None:
+    """Fill the per-process caches that every command fills the same way, from files only: the compiled
+    JSON Schemas (their own check costs a second) and the PROV serializers (rdflib)."""
+    with contextlib.suppress(Exception):
+        from kfmops import schemas
+
+        for path in sorted(schemas.SCHEMA_DIR.glob("*.schema.json")):
+            schemas.validator(path.name.removesuffix(".schema.json"))
+    with contextlib.suppress(Exception):
+        from prov.serializers import Registry
+
+        Registry.load_serializers()
 
 
 def _reply(message: dict[str, Any]) -> None:

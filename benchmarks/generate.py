@@ -119,6 +119,13 @@ def generate(out: Path, count: int, versions: int, seed: int) -> None:
     print(f"wrote {count} datasets x {versions} versions to {out}")
 
 
+def apply_settings(out: Path, **settings: Any) -> None:
+    """Add an `apply:` section with `settings` (fsync, batch_size, ...) to a generated workspace's kfmops.yaml."""
+    config = out / "kfmops.yaml"
+    lines = "".join(f"  {key}: {json.dumps(value)}\n" for key, value in settings.items())
+    config.write_text(config.read_text() + "apply:\n" + lines)
+
+
 def promote(out: Path, fraction: float, seed: int) -> int:
     """Move `fraction` of the dataset pointers to another declared version, editing files in place."""
     rng = random.Random(seed)

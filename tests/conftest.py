@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
+from filelock import FileLock
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # benchmarks/ is not an installed package; it is importable from the checkout
@@ -47,8 +48,10 @@ def pytest_configure(config: pytest.Config) -> None:
                 os.environ.setdefault(name, value.strip().strip("'\""))
     tools = Path(os.environ.get("KFMOPS_TOOLS_DIR") or Path.home() / ".cache" / "kfmops-tools") / "bin"
     if shutil.which("go") and not all((tools / name).is_file() for name in ("actionlint", "opa", "conftest")):
-        for script in ("install-actionlint.sh", "install-policy-tools.sh"):
-            subprocess.run(["bash", str(ROOT / "scripts" / script)], capture_output=True, text=True)
+        tools.mkdir(parents=True, exist_ok=True)
+        with FileLock(tools / ".install.lock"):  # one build at a time, whatever runs pytest at once
+            for script in ("install-actionlint.sh", "install-policy-tools.sh"):
+                subprocess.run(["bash", str(ROOT / "scripts" / script)], capture_output=True, text=True)
     os.environ["PATH"] = f"{tools}{os.pathsep}{os.environ.get('PATH', '')}"
 from benchmarks.live import local_rows, snapshot  # noqa: E402,F401  (local_rows: re-exported to the tests)
 

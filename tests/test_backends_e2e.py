@@ -22,6 +22,7 @@ import neo4j
 import pytest
 import redis
 import yaml
+from pgstate import drop
 from servers import (
     aliases_of,
     create_indices,
@@ -139,7 +140,7 @@ class KansasOnServers:
 
 
 @pytest.fixture
-def kansas(tmp_path, monkeypatch, redis_url, neo4j_uri, es_url) -> Iterator[KansasOnServers]:
+def kansas(tmp_path, monkeypatch, redis_url, neo4j_uri, es_url, postgres_dsn) -> Iterator[KansasOnServers]:
     tag = unique_tag("e2e")
     root = tmp_path / "kansas-servers"
     shutil.copytree(EXAMPLE, root)
@@ -147,8 +148,10 @@ def kansas(tmp_path, monkeypatch, redis_url, neo4j_uri, es_url) -> Iterator[Kans
     (root / "desired" / "references.yaml").write_text(RAW.replace("TAG", tag), encoding="utf-8")
     config = root / "kfmops.yaml"
     text = config.read_text(encoding="utf-8").replace("desired: ../kansas/desired", "desired: desired")
+    text = text.replace("workspace: kansas-servers ", f"workspace: {tag} ")  # its own state in the shared database
     config.write_text(text + CONVENTIONS.replace("TAG", tag), encoding="utf-8")
     env = {"KFMOPS_NEO4J_URI": neo4j_uri, "KFMOPS_ES_URL": es_url, "KFMOPS_REDIS_URL": redis_url}
+    env["KFMOPS_STATE_DSN"] = postgres_dsn
     for variable, value in env.items():
         monkeypatch.setenv(variable, value)
     monkeypatch.delenv("KFMOPS_NEO4J_USER", raising=False)
@@ -178,6 +181,7 @@ def kansas(tmp_path, monkeypatch, redis_url, neo4j_uri, es_url) -> Iterator[Kans
         kansas.redis.close()
         kansas.graph.close()
         kansas.search.close()
+        drop(postgres_dsn, tag)
 
 
 def ok(result: tuple[int, str, str], code: int = 0) -> str:

@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks.generate import generate, promote
+from benchmarks.generate import apply_settings, generate, promote
 from benchmarks.live import snapshot
 
 SEED = 1854
@@ -103,17 +103,11 @@ def run_ok(cli: Callable[..., tuple[int, str, str]], workspace: Path, *args: str
     return out
 
 
-def configure(workspace: Path, batch_size: int) -> None:
-    """fsync stays on (its fault points are part of the matrix); small batches make more of them."""
-    config = workspace / "kfmops.yaml"
-    config.write_text(config.read_text() + f"apply:\n  batch_size: {batch_size}\n")
-
-
 def build(folder: Path, cli: Callable[..., tuple[int, str, str]], datasets: int, batch_size: int) -> list[Scenario]:
     """The three scenarios on one generated workspace: apply a promotion, roll it back, recover a crash."""
     original = folder / "original"
     generate(original, datasets, 3, SEED)
-    configure(original, batch_size)
+    apply_settings(original, batch_size=batch_size)  # fsync stays on: its fault points are part of the matrix
     run_ok(cli, original, "apply", "--auto-approve")
     before = snapshot(original)
     promote(original, 1.0, SEED)
@@ -136,7 +130,7 @@ def build(folder: Path, cli: Callable[..., tuple[int, str, str]], datasets: int,
     assert snapshot(crashed) not in (before, promoted), "the crash left the apply half-done"
     return [
         Scenario("apply", original, ("apply", str(original / "plan.json")), before, promoted, promoted, promoted),
-        Scenario("rollback", applied, ("rollback", "--last"), promoted, before, before, promoted),
+        Scenario("rollback", applied, ("rollback", "--last", "--auto-approve"), promoted, before, before, promoted),
         Scenario("recover", crashed, ("recover",), before, promoted, before, promoted),
     ]
 

@@ -48,24 +48,26 @@ def apply(
     with session("apply", progress=not as_json) as opened:
         if stream:
             opened.subscribe(stream)
-        if plan_file is None:
-            refuse_if_unfinished(opened)  # before reading backends that may still be down
-            chosen = make_plan(opened, PlanRequest())
-            if not stream:
-                human().plan(chosen)
-            if chosen.policy.get("decision") != "allow":
-                return int(ExitCode.POLICY_DENIED)
-            if stream:
-                stream.planned(chosen)
-            if not chosen.has_changes():
-                stderr.print("Nothing to apply.")
-            elif not auto_approve and not confirm("Apply these changes?", allow_input=not no_input):
-                stderr.print("Apply cancelled; nothing was changed.")
-                return int(ExitCode.ERROR)
-        else:
+        options = ApplyOptions(lock_timeout=lock_timeout, allow_dirty=allow_dirty, fresh=plan_file is None)
+        if plan_file is not None:
             signed = bool(opened.workspace.section("apply").get("require_signed_plans", False))
-            chosen = planfile.read(plan_file, require_signature=signed)
-        result = apply_plan(opened, chosen, ApplyOptions(lock_timeout=lock_timeout, allow_dirty=allow_dirty))
+            result = apply_plan(opened, planfile.read(plan_file, require_signature=signed), options)
+        else:  # plan and apply under one lock: the plan's live reads are the compare-and-swap values
+            with opened.lock.held("apply", None, lock_timeout):
+                refuse_if_unfinished(opened)  # before reading backends that may still be down
+                chosen = make_plan(opened, PlanRequest())
+                if stream:
+                    stream.planned(chosen)
+                else:
+                    human().plan(chosen)
+                if chosen.policy.get("decision") != "allow":
+                    return int(ExitCode.POLICY_DENIED)
+                if not chosen.has_changes():
+                    stderr.print("Nothing to apply.")
+                elif not auto_approve and not confirm("Apply these changes?", allow_input=not no_input):
+                    stderr.print("Apply cancelled; nothing was changed.")
+                    return int(ExitCode.ERROR)
+                result = apply_plan(opened, chosen, options)
     if stream:
         stream.finished(result)
     else:

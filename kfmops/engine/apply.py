@@ -33,6 +33,7 @@ class ApplyOptions:
     allow_dirty: bool = False
     reason: str | None = None
     rolls_back: str | None = None
+    fresh: bool = False  # the plan was made under the lock this apply holds: its reads need no repeating
 
 
 DEFAULT_OPTIONS = ApplyOptions()
@@ -57,14 +58,16 @@ def apply(session: Session, plan: Plan, options: ApplyOptions = DEFAULT_OPTIONS)
         refuse_if_unfinished(session)
         state = session.state() or State.new(plan.state.lineage)
         verify(session, plan, state)
-        check_against_desired(session, plan, state)
+        if not options.fresh:  # a plan this process just made from the desired state needs no second look
+            check_against_desired(session, plan, state)
         mutations = plan.mutations
-        found = conflicts(mutations, session.providers.read_live(c.reference for c in mutations))
-        if found:
-            raise stale("live values moved since the plan was made (nothing was changed)", found)
-        missing = session.providers.missing_targets([(c.reference, c.after) for c in mutations if c.after])
-        if missing:
-            raise InputError([Diagnostic(f"{a} points at a target that does not exist: {m}") for a, m in missing])
+        if not options.fresh:  # a saved plan: check it all before the WAL begins, so a refusal writes nothing
+            found = conflicts(mutations, session.providers.read_live(c.reference for c in mutations))
+            if found:
+                raise stale("live values moved since the plan was made (nothing was changed)", found)
+            missing = session.providers.missing_targets([(c.reference, c.after) for c in mutations if c.after])
+            if missing:
+                raise InputError([Diagnostic(f"{a} points at a target that does not exist: {m}") for a, m in missing])
         policy = session.policy.require_allowed(plan, str(plan.operation))
         session.bus.emit(
             PolicyEvaluated(str(plan.operation), policy.decision, tuple(f.to_dict() for f in policy.findings))

@@ -68,16 +68,20 @@ class BatchRunner:
             if found:
                 raise stale("live values moved since the plan was made", found)
             observed = {c.address: live.get(c.address) for c in batch.changes}
-            self.log.append(
+            self.append(
                 WalStep.INTENT, batch=batch.number, backend=batch.backend, addresses=batch.addresses, observed=observed
             )
             self.transaction = self.transaction.observe(observed)
             self.started.append(batch)
             self.write(batch, {c.address: c.after for c in batch.changes})
-            self.log.append(WalStep.DONE, batch=batch.number)
+            self.append(WalStep.DONE, batch=batch.number)
             done += len(batch.changes)
             self.session.bus.emit(BatchFinished(self.transaction, batch, done, total))
         return self.transaction
+
+    def append(self, step: WalStep, **fields: Any) -> None:
+        """A WAL record that cannot be written stops the run before the step it announces (RecoveryRequired)."""
+        append_durably(self.log, self.transaction, step, **fields)
 
     def write(self, batch: Batch, values: Mapping[str, Any]) -> None:
         """Set the batch's references to `values` and read them back; a difference is a BackendError."""
@@ -93,9 +97,9 @@ class BatchRunner:
         """Restore `batches`, newest first, to their `observed` before values; the addresses restored."""
         restored: list[str] = []
         for batch in sorted(batches, key=lambda b: -b.number):
-            self.log.append(WalStep.COMPENSATE, batch=batch.number, addresses=batch.addresses)
+            self.append(WalStep.COMPENSATE, batch=batch.number, addresses=batch.addresses)
             self.write(batch, {address: observed[address] for address in batch.addresses})
-            self.log.append(WalStep.COMPENSATED, batch=batch.number)
+            self.append(WalStep.COMPENSATED, batch=batch.number)
             restored.extend(batch.addresses)
             self.session.bus.emit(BatchCompensated(self.transaction, batch))
         return restored

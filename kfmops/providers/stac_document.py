@@ -10,6 +10,7 @@ from typing import Any
 from kfmops.providers.stac_text import (
     Edit,
     Element,
+    JsonObject,
     Layout,
     Style,
     append_member,

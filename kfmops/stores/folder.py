@@ -42,7 +42,7 @@ class FolderStateStore(StateStore):
             return None
         try:
             raw = json.loads(self.path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise InputError([Diagnostic(f"state file is not valid JSON: {exc}", file=str(self.path))]) from None
         if not isinstance(raw, dict) or raw.get("format_version") != STATE_FORMAT:
             version = raw.get("format_version") if isinstance(raw, dict) else None

@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from kfmops.errors import KfmopsError, LockHeld
+from kfmops.errors import KfmopsError
 from kfmops.io.files import write_atomic
 from kfmops.stores.lock import Locker, LockInfo, LockStatus
 
@@ -100,16 +100,13 @@ class FolderLock(Locker):
             os.close(probe)
 
     def force_unlock(self, lock_id: str) -> LockInfo:
-        current = self.status()
-        if current.info is None or current.info.id != lock_id:
-            raise KfmopsError(f"no lock with id {lock_id!r} (current: {current.info.id if current.info else 'none'})")
-        if current.held:
-            raise LockHeld(
-                f"{current.info.describe()}: the process still holds its file lock; stop it first "
-                "(a file lock is freed by the kernel when its holder exits)"
-            )
+        info = self.unlockable(
+            lock_id,
+            "the process still holds its file lock; stop it first (a file lock is freed by the kernel when its "
+            "holder exits)",
+        )
         self.info_path.unlink(missing_ok=True)
-        return current.info
+        return info
 
 
 def _lock_folder(folder: Path) -> int | None:

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from kfmops.errors import LockHeld
+from kfmops.errors import KfmopsError, LockHeld
 
 
 def operator() -> str:
@@ -101,6 +101,16 @@ class Locker(ABC):
     @abstractmethod
     def force_unlock(self, lock_id: str) -> LockInfo: ...
 
+    def unlockable(self, lock_id: str, still_held: str) -> LockInfo:
+        """The record of lock `lock_id`, once sure that it is the current one and that its holder is gone;
+        `still_held` says why a live holder cannot be unlocked (and what to do)."""
+        current = self.status()
+        if current.info is None or current.info.id != lock_id:
+            raise KfmopsError(f"no lock with id {lock_id!r} (current: {current.info.id if current.info else 'none'})")
+        if current.held:
+            raise LockHeld(f"{current.info.describe()}: {still_held}")
+        return current.info
+
     def check(self) -> None:  # noqa: B027 - only leases can be lost; other locks have nothing to check
         """Raise LockHeld if the lock was lost while held."""
 
@@ -141,7 +151,13 @@ class Locker(ABC):
 
     @contextmanager
     def held(self, operation: str, plan_id: str | None, timeout: float) -> Iterator[LockInfo]:
-        """The lock for the duration of a block; released on every exit path, Ctrl-C included."""
+        """The lock for the duration of a block; released on every exit path, Ctrl-C included.
+
+        Re-entrant: inside a block that already holds it, the same lock is yielded again (plan and apply of
+        `apply --auto-approve` run under one lock)."""
+        if self.holding is not None:
+            yield self.holding
+            return
         info = self.acquire(LockInfo.new(operation, plan_id, getattr(self, "lease_seconds", None)), timeout)
         self.holding = info
         try:

@@ -1,10 +1,11 @@
-"""The postgres store: state, history, WAL and ledger chain of each workspace in PostgreSQL tables.
+"""The postgres store: state, history, WAL and ledger chain of each workspace in PostgreSQL tables (the WAL and
+the ledger in `postgres_chains`, the connection, schema and fencing guard in `postgres_db`, the lock in
+`postgres_lock`).
 
 One row per managed reference (and per applied plan, hotfix mark and dataset record): the store keeps what it
 last read, so saving the state after an apply of K changes writes O(K) rows, under a compare-and-swap on the
 workspace row's generation. Every write is one database transaction that first passes the fencing guard
-(`Database.writing`): a WAL record, a state save or a history record is true exactly when it commits. The WAL's
-and the ledger's hash chains are the same as the folder store's (`io.chain`).
+(`Database.writing`): a WAL record, a state save or a history record is true exactly when it commits.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from dataclasses import asdict, replace
 import psycopg
 from psycopg.types.json import Json
 
-from kfmops.errors import KfmopsError, LockHeld
+from kfmops.errors import LockHeld
 from kfmops.stores.lock import Locker, LockInfo, LockStatus
 from kfmops.stores.postgres_db import Database
 
@@ -98,20 +98,15 @@ class PostgresLock(Locker):
             time.sleep(0.01)
 
     def force_unlock(self, lock_id: str) -> LockInfo:
-        current = self.status()
-        if current.info is None or current.info.id != lock_id:
-            raise KfmopsError(f"no lock with id {lock_id!r} (current: {current.info.id if current.info else 'none'})")
-        if current.held:
-            raise LockHeld(
-                f"{current.info.describe()}: its connection to the state store still holds the advisory lock "
-                f"({current.note}); stop that process first"
-            )
+        info = self.unlockable(
+            lock_id, "its connection to the state store still holds the advisory lock; stop that process first"
+        )
         with self.db.errors("removing the lock record"):
             self.db.conn.execute(
                 "UPDATE kfmops_locks SET info = NULL, backend_pid = NULL WHERE name = %s AND info->>'id' = %s",
                 (self.db.lock_name, lock_id),
             )
-        return current.info
+        return info
 
     def newest_fence(self) -> int:
         db = self.db

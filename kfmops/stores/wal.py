@@ -82,13 +82,20 @@ class WalWriter(WalLog):
         if new_file and durable:
             fsync_folder(path.parent)
         self.count = 0
+        self.failure: OSError | None = None
 
     def append(self, step: WalStep, **fields: Any) -> WalRecord:
+        if self.failure is not None:  # an earlier record may have landed, whole or torn, without being durable:
+            raise OSError(self.failure.errno, self.failure.strerror, str(self.path))  # only recover goes on
         record = chain.link(
             {"seq": self.seq + 1, "type": str(step), "apply_id": self.apply_id, **fields}, self.prev_hash
         )
         line = (json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
-        append_line(self.fd, line, self.path, durable=self.durable)
+        try:
+            append_line(self.fd, line, self.path, durable=self.durable)
+        except OSError as exc:
+            self.failure = exc
+            raise
         self.seq += 1
         self.prev_hash = record["hash"]
         self.count += 1
