@@ -85,7 +85,10 @@ def make_plan(session: Session, request: PlanRequest, desired: DesiredState | No
     if request.refresh_only:
         changes = [_accept_live(kept[d["address"]][0], d) for d in drifted if d["type"] == "drift"]
     else:
-        changes = diff(wanted, live, kept, workspace.apply_order)
+        versions = state.versions()  # the version each part was last applied at: what an undo restores
+        changes = [
+            replace(c, before_version=versions.get(c.address)) for c in diff(wanted, live, kept, workspace.apply_order)
+        ]
     git = repo.describe(workspace.desired_dir)
     if request.git_ref:
         git = {"commit": repo.commit_of(workspace.desired_dir, request.git_ref), "ref": request.git_ref, "dirty": False}

@@ -47,6 +47,9 @@ class Neo4jProvider(Provider):
             "connection_acquisition_timeout": timeout,
             "liveness_check_timeout": 0,
             "max_transaction_retry_time": 0,
+            # The server's notifications (e.g. 01N51 for a label not yet in a fresh database) would be logged
+            # on the operator's terminal; kfmops reports what it needs in its own words.
+            "notifications_min_severity": neo4j.NotificationMinimumSeverity.OFF,
         }
         if user is not None:
             options["auth"] = (user, password or "")
