@@ -13,6 +13,8 @@ client (benchmarks.roundtrips.Targets), under two fresh tags, and not timed. The
   before this loop.
 - kfmops plan: what `engine.plan` asks the providers: read_live of the N references and missing_targets
   of their values, through a read-only Session.
+- The session is opened (workspace, stores, telemetry) before the clock starts, as the floors' clients
+  are created inside theirs: both sides pay for connecting to the backend.
 - floor apply / floor read: benchmarks.floors, the same N references under the other tag.
 
 Which of kfmops and the floor goes first alternates between runs. Printed: the median of the runs, the
@@ -62,32 +64,39 @@ def timed(step: Callable[[], Any]) -> float:
     return time.perf_counter() - started
 
 
-def kfmops_apply(workspace: Path, backend: str, tag: str, n: int) -> None:
-    """The apply loop of the engine for N created references, as engine.apply.run drives it."""
+def kfmops_apply(workspace: Path, backend: str, tag: str, n: int) -> float:
+    """Seconds of the engine's apply loop (engine.apply.run's BatchRunner) for N created references. The
+    transaction is built and the session opened before the clock starts; the backend's connection after."""
     changes = tuple(
         Change(reference(backend, tag, i), Action.CREATE, None, value(backend, tag, i), "benchmark") for i in range(n)
     )
+    transaction = Transaction(
+        new_id("tx"), new_id("plan"), Operation.APPLY, "benchmark", now(), StateRef("benchmark", 0), changes
+    )
     with Session(load_workspace(workspace), "apply") as session:
-        transaction = Transaction(
-            new_id("tx"), new_id("plan"), Operation.APPLY, "benchmark", now(), StateRef("benchmark", 0), changes
-        )
         batches = transaction.batches(session.workspace.apply_order, session.workspace.batch_size)
+        started = time.perf_counter()
         log = session.stores.wal.begin(transaction.id)
         try:
             BatchRunner(session, log, transaction, lambda: None).run(batches, n)
         finally:
             log.close()
+        return time.perf_counter() - started
 
 
-def kfmops_plan(workspace: Path, backend: str, tag: str, n: int) -> None:
-    """The provider calls of engine.plan: live values, then the targets of the desired values."""
+def kfmops_plan(workspace: Path, backend: str, tag: str, n: int) -> float:
+    """Seconds of the provider calls of engine.plan: live values, then the targets of the desired values."""
     references = [reference(backend, tag, i) for i in range(n)]
+    items = [(r, value(backend, tag, i)) for i, r in enumerate(references)]
     with Session(load_workspace(workspace), "plan", read_only=True) as session:
+        started = time.perf_counter()
         live = session.providers.read_live(references)
-        missing = session.providers.missing_targets([(r, value(backend, tag, i)) for i, r in enumerate(references)])
-    wrong = sum(1 for i, r in enumerate(references) if live.get(r.address) != value(backend, tag, i))
+        missing = session.providers.missing_targets(items)
+        seconds = time.perf_counter() - started
+    wrong = sum(1 for r, v in items if live.get(r.address) != v)
     if wrong or missing:
         raise RuntimeError(f"{backend}: plan read {wrong} wrong values and {len(missing)} missing targets")
+    return seconds
 
 
 def run_once(backend: str, n: int, batch: int, folder: Path, floor_first: bool) -> dict[str, float]:
@@ -104,13 +113,17 @@ def run_once(backend: str, n: int, batch: int, folder: Path, floor_first: bool) 
             session.providers.get(backend)  # the local kinds of provider create their folders first
         for target in targets:
             target.seed(n)
-        steps = [("kfmops", lambda: kfmops_apply(workspace, backend, mine, n)), ("floor", floor.write)]
-        for name, step in sorted(steps, key=lambda s: (s[0] == "floor") != floor_first):
-            times[f"{name}_apply"] = timed(step)
+        floor_steps = {"floor_apply": floor.write, "floor_read": lambda: found.append(floor.read())}
         found: list[int] = []
-        reads = [("kfmops", lambda: kfmops_plan(workspace, backend, mine, n)), ("floor", lambda: found.append(floor.read()))]
-        for name, step in sorted(reads, key=lambda s: (s[0] == "floor") != floor_first):
-            times["kfmops_plan" if name == "kfmops" else "floor_read"] = timed(step)
+        for kfmops_name, measure_kfmops, floor_name in (
+            ("kfmops_apply", kfmops_apply, "floor_apply"),
+            ("kfmops_plan", kfmops_plan, "floor_read"),
+        ):
+            if floor_first:
+                times[floor_name] = timed(floor_steps[floor_name])
+            times[kfmops_name] = measure_kfmops(workspace, backend, mine, n)
+            if not floor_first:
+                times[floor_name] = timed(floor_steps[floor_name])
         if found != [n]:
             raise RuntimeError(f"{backend}: the floor read {found} of {n} references back")
         return times

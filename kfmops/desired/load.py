@@ -107,7 +107,7 @@ def _document(node: Any, file: str) -> tuple[Document | None, list[Diagnostic]]:
             Diagnostic("a document must be a mapping with apiVersion, kind, metadata, spec", file=file, line=line)
         ]
     kind = node.get("kind")
-    if kind not in SCHEMA_OF_KIND:
+    if not isinstance(kind, str) or kind not in SCHEMA_OF_KIND:
         return None, [
             Diagnostic(
                 f"unknown kind {kind!r}",

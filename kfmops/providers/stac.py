@@ -2,143 +2,28 @@
 
 Every other field, the key order and the indentation of each JSON document are preserved. Paths in
 reference values are relative to the catalog root; hrefs written into documents are relative to the
-document. A path that would escape the catalog root is refused.
+document. A path that would escape the catalog root, by name or through a symlink, is refused.
+Documents are edited in their own text (see stac_text): rollback restores them byte for byte.
 """
 
 from __future__ import annotations
 
-import json
-import posixpath
-import re
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from kfmops.desired.identifiers import stac_path_problem
 from kfmops.errors import BackendError
-from kfmops.io.files import write_atomic
+from kfmops.io.files import remove_stale_temporaries, write_atomic
 from kfmops.providers.base import Provider, Write
 from kfmops.providers.stac_check import broken_links
+from kfmops.providers.stac_document import DEPRECATED, StacDocument
 from kfmops.references import Reference, ReferenceKind
 from kfmops.workspace import BackendConfig, Workspace
 
-DEPRECATED = "deprecated"
-LINK_TYPE = "application/json"
 RECENT_DOCUMENTS = 16
 REUSED_SIZE = 64 * 1024  # only large documents (a catalog with many children) are worth keeping
-
-
-class StacDocument:
-    """One parsed STAC JSON file with the formatting needed to write it back the same way."""
-
-    def __init__(self, path: str, text: str):
-        self.path = path
-        self.folder = posixpath.dirname(path)
-        self.data: dict[str, Any] = json.loads(text)
-        match = re.search(r"\n([ \t]+)\S", text)
-        self.indent: str | int | None = match.group(1) if match else None
-        self.trailing_newline = text.endswith("\n")
-        self.ascii = text.isascii() and "\\u" in text
-        self.changed = False
-        self._targets: dict[str, Counter[str]] | None = None
-
-    def serialize(self) -> bytes:
-        text = json.dumps(self.data, indent=self.indent, ensure_ascii=self.ascii)
-        return (text + ("\n" if self.trailing_newline else "")).encode("utf-8")
-
-    def resolve(self, href: str) -> str | None:
-        """Root-relative path of a relative href; None for absolute URLs and paths outside the root."""
-        if "://" in href or href.startswith("/"):
-            return None
-        target = posixpath.normpath(posixpath.join(self.folder, href))
-        return None if target.startswith("..") else target
-
-    def href_to(self, target: str) -> str:
-        relative = posixpath.relpath(target, self.folder or ".")
-        return relative if relative.startswith("..") else f"./{relative}"
-
-    def links_of(self, rel: str, scope: set[str] | None) -> list[str]:
-        """Root-relative targets of this document's `rel` links (only those in `scope` when given)."""
-        if self._targets is None:
-            self._targets = {}
-            for link in self.data.get("links", []):
-                target = self.resolve(link.get("href", ""))
-                if target is not None:
-                    self._targets.setdefault(link.get("rel"), Counter())[target] += 1
-        found = self._targets.get(rel, Counter())
-        return list((found if scope is None else Counter({t: found[t] for t in scope if t in found})).elements())
-
-    def set_links(self, rel: str, scope: set[str] | None, targets: set[str]) -> None:
-        """Make the `rel` links within `scope` (all when None) exactly `targets`; other links stay as they are.
-
-        One pass over the links, whatever the number of targets: callers merge the slots of one
-        document and rel before calling. New links are placed (see `_placed`) so that undoing a change
-        restores the document byte for byte.
-        """
-        links = self.data.setdefault("links", [])
-        kept: list[dict[str, Any]] = []
-        present: set[str] = set()
-        removed_at: int | None = None
-        for link in links:
-            target = self.resolve(link.get("href", "")) if link.get("rel") == rel else None
-            managed = target is not None and (scope is None or target in scope)
-            if managed and (target not in targets or target in present):
-                self.changed = True
-                removed_at = len(kept) if removed_at is None else removed_at
-                continue
-            if managed and target is not None:
-                present.add(target)
-            kept.append(link)
-        new = [{"rel": rel, "href": self.href_to(t), "type": LINK_TYPE} for t in targets - present]
-        if new:
-            kept = _placed(kept, sorted(new, key=lambda link: link["href"]), rel, removed_at)
-            self.changed = True
-        self.data["links"] = kept
-        self._targets = None
-
-    def _flag_holder(self) -> dict[str, Any]:
-        if self.data.get("type") == "Feature":
-            holder: dict[str, Any] = self.data.setdefault("properties", {})
-            return holder
-        return self.data
-
-    def deprecated(self) -> bool | None:
-        return self._flag_holder().get(DEPRECATED)
-
-    def set_deprecated(self, value: bool | None) -> None:
-        holder = self._flag_holder()
-        if holder.get(DEPRECATED) == value and (value is not None or DEPRECATED not in holder):
-            return
-        if value is None:
-            holder.pop(DEPRECATED, None)
-        else:
-            holder[DEPRECATED] = value
-        self.changed = True
-
-
-def _placed(links: list[dict[str, Any]], new: list[dict[str, Any]], rel: str, removed_at: int | None) -> list[Any]:
-    """`links` with `new` links of `rel` (sorted by href) merged in, in one pass.
-
-    Each new link goes before the first link of its rel whose href sorts after it, else after the last
-    link of its rel; with no link of its rel left, where the removed ones were, else at the end. So a
-    sorted run of links stays sorted, and a link replaced by another keeps its place.
-    """
-    last = max((i for i, link in enumerate(links) if link.get("rel") == rel), default=None)
-    if last is None:
-        at = len(links) if removed_at is None else removed_at
-        return [*links[:at], *new, *links[at:]]
-    placed, waiting = [], iter(new)
-    pending = next(waiting, None)
-    for i, link in enumerate(links):
-        if link.get("rel") == rel:
-            while pending is not None and pending["href"] < link.get("href", ""):
-                placed.append(pending)
-                pending = next(waiting, None)
-        placed.append(link)
-        if i == last and pending is not None:
-            placed.extend([pending, *waiting])
-    return placed
 
 
 class StacCatalog:
@@ -153,15 +38,34 @@ class StacCatalog:
         # not once per batch. Only reads use it; writes always load fresh copies.
         self._recent: OrderedDict[str, tuple[tuple[int, int, int], StacDocument]] = OrderedDict()
 
-    def _file(self, path: str) -> Path:
-        if problem := stac_path_problem(path):
+    def _file(self, path: str, root: Path | None = None) -> Path:
+        """The real file of root-relative `path`; refused when it leaves the root, by name or through a symlink."""
+        real, problem = self._locate(path, root or self.root.resolve())
+        if problem:
             raise BackendError(self.backend, problem)
-        return self.root / path
+        return real
+
+    def _locate(self, path: str, root: Path) -> tuple[Path, str | None]:
+        """The real file of `path` under the real `root`, and why it is refused (None when it is not)."""
+        if problem := stac_path_problem(path):
+            return self.root / path, problem
+        try:
+            real = (self.root / path).resolve()
+        except (OSError, RuntimeError) as exc:  # a symlink loop
+            return self.root / path, f"STAC path {path!r} cannot be resolved: {exc}"
+        if real.is_relative_to(root):
+            return real, None
+        parts = Path(path).parts
+        prefixes = [self.root.joinpath(*parts[: i + 1]) for i in range(len(parts))]
+        outside = [p for p in prefixes if p.is_symlink() and not p.resolve().is_relative_to(root)]
+        name = (outside or [self.root / path])[0].relative_to(self.root).as_posix()
+        return real, f"STAC path {path!r} leads outside the catalog root through the symlink {name!r}; refused"
 
     def _load(self, paths: set[str], *, reuse: bool = False) -> dict[str, StacDocument]:
         documents = {}
+        root = self.root.resolve()
         for path in paths:
-            file = self._file(path)
+            file = self._file(path, root)
             try:
                 stat = file.stat()
             except FileNotFoundError:
@@ -172,9 +76,9 @@ class StacCatalog:
                 documents[path] = recent[1]
                 continue
             try:
-                documents[path] = StacDocument(path, file.read_text(encoding="utf-8"))
-            except json.JSONDecodeError as exc:
-                raise BackendError(self.backend, f"{file} is not valid JSON: {exc}") from None
+                documents[path] = StacDocument(path, file.read_bytes().decode("utf-8"))  # CRLF kept
+            except ValueError as exc:  # not JSON, not UTF-8, not an object, links not an array
+                raise BackendError(self.backend, f"{file} is not a valid STAC JSON document: {exc}") from None
             if reuse and stat.st_size >= REUSED_SIZE:
                 self._recent[path] = (version, documents[path])
                 self._recent.move_to_end(path)
@@ -208,6 +112,11 @@ class StacCatalog:
         not own the same link), so a catalog with N children is rewritten in one pass per batch.
         """
         paths = {slot["document"] for reference, _ in items for slot in reference.locator["slots"]}
+        root = self.root.resolve()
+        files = {path: self._file(path, root) for path in sorted(paths)}
+        if len(set(files.values())) < len(files):  # two names of one file (a symlink inside the root)
+            same = sorted(p for p in files if list(files.values()).count(files[p]) > 1)
+            raise BackendError(self.backend, f"STAC paths {', '.join(same)} are one file; refused")
         documents = self._load(paths)
         merged: dict[tuple[str, str], tuple[set[str] | None, set[str]]] = {}
         for reference, value in items:
@@ -221,21 +130,25 @@ class StacCatalog:
                         raise BackendError(self.backend, f"STAC document {path} does not exist")
                     continue
                 if name == DEPRECATED:
-                    document.set_deprecated(wanted)
+                    try:
+                        document.set_deprecated(wanted)
+                    except ValueError as exc:
+                        raise BackendError(self.backend, str(exc)) from None
                     continue
                 for target in wanted or []:  # before any file is written: a refused batch changes nothing
-                    if problem := stac_path_problem(target):
-                        raise BackendError(self.backend, problem)
-                    if not (self.root / target).is_file():
+                    if not self._file(target, root).is_file():
                         raise BackendError(self.backend, f"link target {target} is not in the catalog")
                 scope, targets = merged.get((path, name), (set(), set()))
                 scope = None if scope is None or slot["scope"] is None else scope | set(slot["scope"])
                 merged[(path, name)] = (scope, targets | set(wanted or []))
         for (path, rel), (scope, targets) in merged.items():
             documents[path].set_links(rel, scope, targets)
+        # a write killed before its rename left a temporary file next to the document: this write of the
+        # same batch (a retry, a compensation or a recovery) removes it, whether or not the document changes
+        remove_stale_temporaries(files.values())
         for path, document in sorted(documents.items()):
-            if document.changed:
-                write_atomic(self._file(path), document.serialize(), durable=self.durable)
+            if document.changed:  # the catalog's own mode and owner stay: a web server may be reading it
+                write_atomic(files[path], document.serialize(), durable=self.durable, keep_metadata=True)
 
     def broken_links(self, references: Sequence[Reference]) -> int:
         """Relative hrefs that do not resolve to a file in the catalog, in the documents of `references`."""
@@ -245,15 +158,15 @@ class StacCatalog:
 
     def missing_targets(self, items: Sequence[Write]) -> list[tuple[str, str]]:
         missing = []
+        root = self.root.resolve()
         for reference, value in items:
             wanted = {slot["document"] for slot in reference.locator["slots"]}
             for fields in (value or {}).values():
                 wanted.update(p for content in fields.values() if isinstance(content, list) for p in content)
             for path in sorted(wanted):
-                if problem := stac_path_problem(path):
-                    missing.append((reference.address, problem))
-                elif not (self.root / path).is_file():
-                    missing.append((reference.address, f"STAC document {path} is not in the catalog"))
+                real, problem = self._locate(path, root)
+                if problem or not real.is_file():
+                    missing.append((reference.address, problem or f"STAC document {path} is not in the catalog"))
         return missing
 
 

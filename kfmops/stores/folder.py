@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from kfmops.addresses import Address
 from kfmops.errors import Diagnostic, InputError, KfmopsError
 from kfmops.io.files import append_line, write_atomic
 from kfmops.plans import codec
@@ -95,6 +96,12 @@ def _state_from(raw: dict[str, Any]) -> State:
         )
         for address, r in raw["resources"].items()
     }
+    for address, managed in resources.items():  # a field of the wrong shape raises here, not deep in a command
+        Address.parse(address)
+        if not isinstance(managed.reference.backend, str) or not isinstance(managed.reference.locator, dict):
+            raise TypeError(f"{address}: backend or locator")
+        managed.reference.identities()
+        managed.reference.normalize(managed.value)
     return State(
         str(raw["lineage"]),
         int(raw["serial"]),

@@ -117,8 +117,10 @@ def read_wal(path: Path) -> list[WalRecord]:
         try:
             record = json.loads(line)
             step = WalStep(record["type"])
-        except (json.JSONDecodeError, UnicodeDecodeError, TypeError, KeyError, ValueError):
-            raise _broken(path, number, "is not valid JSON") from None
+            if not isinstance(record["seq"], int):
+                raise TypeError("seq")
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError, KeyError, ValueError, RecursionError):
+            raise _broken(path, number, "is not valid JSON, or not a WAL record") from None
         if chain.problems(record, prev):
             raise _broken(path, number, "breaks the hash chain (edited, removed or reordered records)")
         records.append(WalRecord(record["seq"], step, record))
@@ -158,6 +160,16 @@ class Replay:
         changes = {change.address: change for change in transaction.changes}
         intents: dict[int, Intent] = {}
         for record in records:
+            if problem := _malformed(record, changes):
+                raise InputError(
+                    [
+                        Diagnostic(
+                            f"WAL record {record.seq} ({record.type}) {problem}",
+                            "the log cannot be trusted; inspect it before recovering",
+                            file=name,
+                        )
+                    ]
+                )
             if record.type is WalStep.INTENT:
                 number, fields = record.fields["batch"], record.fields
                 batch = Batch(number, fields["backend"], tuple(changes[a] for a in fields["addresses"]))
@@ -177,6 +189,37 @@ class Replay:
     @property
     def announced(self) -> set[str]:
         return {address for intent in self.intents.values() for address in intent.batch.addresses}
+
+
+# The fields each kind of record needs beyond seq, type, apply_id and its hashes, with their types.
+_FIELDS: dict[WalStep, dict[str, type]] = {
+    WalStep.INTENT: {"batch": int, "backend": str, "addresses": list, "observed": dict},
+    WalStep.DONE: {"batch": int},
+    WalStep.COMPENSATE: {"batch": int, "addresses": list},
+    WalStep.COMPENSATED: {"batch": int},
+}
+
+
+def _malformed(record: WalRecord, changes: Mapping[str, Any]) -> str | None:
+    """Why `record` cannot be replayed against the changes its BEGIN record planned (None when it can)."""
+    fields = record.fields
+    for name, kind in _FIELDS.get(record.type, {}).items():
+        if not isinstance(fields.get(name), kind) or isinstance(fields.get(name), bool):
+            return f"lacks its field {name!r} or it is not a {kind.__name__}"
+    addresses = fields.get("addresses", []) if record.type in _FIELDS else []
+    if not all(isinstance(address, str) and address in changes for address in addresses):
+        return "names an address that its BEGIN record does not plan"
+    if record.type is WalStep.INTENT:
+        if set(fields["observed"]) != set(addresses):
+            return "does not observe exactly the addresses it announces"
+        for address in addresses:
+            try:
+                changes[address].reference.normalize(fields["observed"][address])
+            except (AttributeError, KeyError, TypeError, ValueError):
+                return f"observed a value of {address} that is not a value of its kind"
+    if record.type is WalStep.ABORTED and not isinstance(fields.get("compensated", []), list):
+        return "lists what it compensated in something other than a list"
+    return None
 
 
 def begin_fields(transaction: Transaction) -> dict[str, Any]:
