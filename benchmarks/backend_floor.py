@@ -160,7 +160,7 @@ def measure(backends: list[str], n: int, batch: int, runs: int) -> dict[str, Any
 
 
 def table(result: dict[str, Any]) -> str:
-    header = ("backend", "kfmops apply s", "floor write s", "apply ×", "kfmops plan s", "floor read s", "plan ×")
+    header = ("backend", "kfmops apply s", "floor write s", "apply x", "kfmops plan s", "floor read s", "plan x")
     lines = [header]
     for backend, entry in result["backends"].items():
         median, ratio = entry["median"], entry["ratio"]
@@ -183,7 +183,7 @@ def table(result: dict[str, Any]) -> str:
     intro = (
         f"{result['refs']:,} references, batches of {result['batch']:,}, median of {result['runs']} runs; "
         f"load {load['min']:.2f}-{load['max']:.2f} (1-minute os.getloadavg(), {os.cpu_count()} cores); "
-        f"limits: apply ≤ {LIMITS['apply']}×, plan ≤ {LIMITS['plan']}× (! = over)"
+        f"limits: apply ≤ {LIMITS['apply']}x, plan ≤ {LIMITS['plan']}x (! = over)"
     )
     return intro + "\n" + "\n".join(rendered)
 

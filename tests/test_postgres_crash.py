@@ -173,7 +173,9 @@ def crash_and_recover(
         if not finished:
             at_crash = live_snapshot(crashed)
             mutating = (
-                ("apply", str(crashed / "plan.json")) if CRASH_POINTS.index(crash_at) % 2 else ("rollback", "--last", "--auto-approve", "--auto-approve")
+                ("apply", str(crashed / "plan.json"))
+                if CRASH_POINTS.index(crash_at) % 2
+                else ("rollback", "--last", "--auto-approve", "--auto-approve")
             )
             code, out, err = cli(crashed, *mutating)
             assert code == 6, (mutating, code, out, err)

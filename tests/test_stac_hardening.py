@@ -441,3 +441,24 @@ def test_a_change_and_its_inverse_give_back_the_original_bytes(case: tuple[str, 
     again.set_links(REL, None, old)
     again.set_deprecated(deprecated)
     assert again.serialize().decode("utf-8") == text
+
+
+def test_recover_forward_finishes_a_stac_batch_killed_half_way(make_workspace, cli, live_snapshot, tmp_path):
+    """Killed between two documents of one STAC batch, each dataset's STAC reference is partly written: that is
+    the interrupted apply's own doing, not a move outside kfmops, so `recover --forward` finishes it."""
+    workspace = make_workspace(n=3)
+    ok(cli(workspace, "apply", "--auto-approve"))
+    promote(workspace, 1.0, 1854)
+    plan = workspace / "plan.json"
+    ok(cli(workspace, "plan", "--out", str(plan)))
+    twin = tmp_path / "twin"
+    shutil.copytree(workspace, twin)
+    ok(cli(twin, "apply", str(twin / "plan.json")))
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(KILL_AT_REPLACE, encoding="utf-8")
+    code, out, err = cli(workspace, "apply", str(plan), env={"PYTHONPATH": str(hooks), "KILL_AT_STAC_REPLACE": "2"})
+    assert code == -signal.SIGKILL, (code, out, err)
+    out = ok(cli(workspace, "recover", "--forward"))
+    assert "partly written when the apply stopped" in out
+    assert live_snapshot(workspace) == live_snapshot(twin)

@@ -20,6 +20,7 @@ from kfmops.engine.recover import recover as recover_workspace
 from kfmops.engine.rollback import judged_rollback_plan
 from kfmops.errors import ExitCode, KfmopsError, StalePlan
 from kfmops.plans import planfile
+from kfmops.plans.transaction import Transaction
 from kfmops.render.stream import JsonStream
 
 AutoApprove = typer.Option("--auto-approve", help="Do not ask for approval.")
@@ -68,11 +69,7 @@ def apply(
                     stderr.print("Apply cancelled; nothing was changed.")
                     return int(ExitCode.ERROR)
                 result = apply_plan(opened, chosen, options)
-    if stream:
-        stream.finished(result)
-    else:
-        human().applied(result, time.monotonic() - started)
-    return 0
+    return finished(stream, result, started)
 
 
 def rollback(
@@ -125,6 +122,11 @@ def rollback(
             result = apply_plan(opened, plan, ApplyOptions(lock_timeout=lock_timeout))
         except StalePlan as moved:
             raise StalePlan(f"cannot roll back {undone.id}: references changed since it was applied. {moved}") from None
+    return finished(stream, result, started)
+
+
+def finished(stream: JsonStream | None, result: Transaction, started: float) -> int:
+    """Say what happened: the last event of the stream, or the human summary with how to undo it."""
     if stream:
         stream.finished(result)
     else:

@@ -30,31 +30,20 @@ class JsonStream:
             self.emit("planned_change", plan_id=plan.plan_id, change=codec.change_to_dict(change))
 
     def __call__(self, event: Event) -> None:
+        if not isinstance(event, BatchStarted | BatchFinished | BatchCompensated):
+            return
+        batch = event.batch
+        fields: dict[str, Any] = {"apply_id": event.transaction.id, "batch": batch.number}
         if isinstance(event, BatchStarted):
-            batch = event.batch
-            self.emit(
-                "batch_start",
-                apply_id=event.transaction.id,
-                batch=batch.number,
-                backend=batch.backend,
-                addresses=batch.addresses,
-                batches=event.total_batches,
-            )
+            kind = "batch_start"
+            fields |= {"backend": batch.backend, "addresses": batch.addresses, "batches": event.total_batches}
         elif isinstance(event, BatchFinished):
-            self.emit(
-                "batch_finish",
-                apply_id=event.transaction.id,
-                batch=event.batch.number,
-                done=event.done,
-                total=event.total,
-            )
-        elif isinstance(event, BatchCompensated):
-            self.emit(
-                "batch_compensated",
-                apply_id=event.transaction.id,
-                batch=event.batch.number,
-                addresses=event.batch.addresses,
-            )
+            kind = "batch_finish"
+            fields |= {"done": event.done, "total": event.total}
+        else:
+            kind = "batch_compensated"
+            fields["addresses"] = batch.addresses
+        self.emit(kind, **fields)
 
     def finished(self, transaction: Transaction) -> None:
         self.emit("apply_complete", **codec.history_entry(transaction))
