@@ -73,8 +73,7 @@ def main(argv: list[str] | None = None) -> None:
         promotion = plan_everything(base)
         changed = len(promotion.mutations)
         print(
-            f"plan: {changed} changed references ({promotion.summary()}), "
-            f"batch size {load_workspace(base).batch_size}"
+            f"plan: {changed} changed references ({promotion.summary()}), batch size {load_workspace(base).batch_size}"
         )
         rates = {}
         for durable in (True, False):

@@ -3,8 +3,9 @@
     python -m benchmarks.seed --workspace examples/kansas-servers [--data examples/kansas/data]
 
 Copies the data catalog into the stac backend's root, creates the dataset and version nodes in
-Neo4j and one empty index per version in Elasticsearch, by the workspace's conventions. Connection
-settings come from the same environment variables the workspace's backends name. Idempotent.
+Neo4j (unique by their key, hence indexed) and one empty index per version in Elasticsearch, by the
+workspace's conventions. Connection settings come from the same environment variables the workspace's
+backends name. Idempotent.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ import argparse
 import json
 import shutil
 from pathlib import Path
+from typing import Any
+
+import neo4j
 
 from kfmops.providers.registry import Providers
 from kfmops.workspace import Workspace, fill, load_workspace
@@ -27,6 +31,18 @@ def versions_in(catalog: Path) -> list[tuple[str, str]]:
         if fields.get("kfm:dataset") and fields.get("version"):
             found.append((fields["kfm:dataset"], fields["version"]))
     return found
+
+
+def keyed(driver: Any, label: str, key: str, database: str | None) -> None:
+    """Nodes of `label` unique by `key`, which indexes them: without an index every lookup of kfmops' reads and
+    writes scans the label. A server that already has a plain index on them keeps it."""
+    try:
+        driver.execute_query(
+            f"CREATE CONSTRAINT IF NOT EXISTS FOR (n:`{label}`) REQUIRE n.`{key}` IS UNIQUE", database_=database
+        )
+    except neo4j.exceptions.ClientError:
+        driver.execute_query(f"CREATE INDEX IF NOT EXISTS FOR (n:`{label}`) ON (n.`{key}`)", database_=database)
+    driver.execute_query("CALL db.awaitIndexes(120)", database_=database)
 
 
 def seed(workspace: Workspace, data: Path) -> dict[str, int]:
@@ -48,6 +64,8 @@ def seed(workspace: Workspace, data: Path) -> dict[str, int]:
                     for d, v in pairs
                 ]
                 key = conventions.graph_key
+                for label in (conventions.graph_dataset_label, conventions.graph_version_label):
+                    keyed(provider.driver, label, key, provider.database)
                 provider.driver.execute_query(
                     f"UNWIND $rows AS row MERGE (:`{conventions.graph_dataset_label}` {{`{key}`: row.dataset}}) "
                     f"MERGE (:`{conventions.graph_version_label}` {{`{key}`: row.version}})",

@@ -10,8 +10,8 @@ commit durable):
 
 - `kfmops plan` with no changes, the console script end to end (its wall time);
 - an apply of a fraction of the datasets promoted, through the library (`engine.apply`), with the time spent in
-  the state store (state, history, WAL, ledger: every store method, timed) shown beside the total; each run is
-  rolled back untimed before the next, so every run applies the same plan to the same state.
+  the store (state, history, WAL, ledger: every store method, timed) and in saving the state shown beside the
+  total; each run is rolled back untimed before the next, so every run applies the same plan to the same state.
 
 Medians of --runs, the ratio postgres/folder, and the load average before each measurement are printed. The
 largest size also applies --small (1%) of its datasets on postgres: state work of O(K) rows should scale with K.
@@ -39,7 +39,7 @@ import psycopg
 from benchmarks.generate import generate, promote
 from kfmops.engine.apply import apply
 from kfmops.engine.plan import PlanRequest, plan
-from kfmops.engine.rollback import rollback
+from kfmops.engine.rollback import rollback_plan
 from kfmops.engine.session import Session
 from kfmops.stores import folder, ledger_file, postgres, postgres_chains, wal
 from kfmops.stores.transfer import copy_stores
@@ -63,9 +63,10 @@ STORE_CLASSES = (
 
 
 @contextmanager
-def store_time() -> Iterator[list[float]]:
-    """Time every call of a store method while the block runs; yields [seconds] (filled on exit)."""
-    spent = [0.0]
+def store_time() -> Iterator[dict[str, float]]:
+    """Time every call of a store method while the block runs; yields {"store": seconds in all of them, "save":
+    seconds in StateStore.save} (filled on exit)."""
+    spent = {"store": 0.0, "save": 0.0}
     depth = [0]
     originals: list[tuple[type, str, Any]] = []
 
@@ -77,8 +78,11 @@ def store_time() -> Iterator[list[float]]:
                 return method(*args, **kwargs)
             finally:
                 depth[0] -= 1
+                seconds = time.perf_counter() - start
                 if depth[0] == 0:  # a store method calling another counts once
-                    spent[0] += time.perf_counter() - start
+                    spent["store"] += seconds
+                if method.__name__ == "save":
+                    spent["save"] += seconds
 
         return call
 
@@ -126,8 +130,9 @@ def timed_plan(workspace: Path) -> float:
     return seconds
 
 
-def timed_apply(workspace: Path, fraction: float, seed: int) -> tuple[float, float, int]:
-    """(wall seconds, state-store seconds, changed references) of applying `fraction` promoted; then undone."""
+def timed_apply(workspace: Path, fraction: float, seed: int) -> tuple[float, float, float, int]:
+    """(wall seconds, seconds in store methods, seconds saving the state, changed references) of applying
+    `fraction` promoted; then undone."""
     desired = workspace / "desired"
     kept = workspace / "desired.kept"
     shutil.copytree(desired, kept)
@@ -142,11 +147,11 @@ def timed_apply(workspace: Path, fraction: float, seed: int) -> tuple[float, flo
             wall = time.perf_counter() - start
         assert result.outcome == "committed", result
         with Session(load_workspace(workspace), "rollback") as session:
-            rollback(session, result.id)
+            apply(session, rollback_plan(session, result.id)[0])
     finally:
         shutil.rmtree(desired)
         kept.rename(desired)
-    return wall, spent[0], len(promotion.mutations)
+    return wall, spent["store"], spent["save"], len(promotion.mutations)
 
 
 def median(values: list[float]) -> float:
@@ -162,8 +167,9 @@ def measure(workspaces: dict[str, Path], runs: int, fraction: float, seed: int, 
         print(f"  {store}: apply of {fraction:.0%} x{runs} ({load()})", flush=True)
         applied = [timed_apply(workspace, fraction, seed) for _ in range(runs)]
         found[f"apply {store}"] = median([a[0] for a in applied])
-        found[f"state {store}"] = median([a[1] for a in applied])
-        found["changed"] = applied[0][2]
+        found[f"store {store}"] = median([a[1] for a in applied])
+        found[f"save {store}"] = median([a[2] for a in applied])
+        found["changed"] = applied[0][3]
     return found
 
 
@@ -236,7 +242,7 @@ def ratio(found: dict[str, Any], name: str) -> str:
 
 def report(rows: list[tuple[int, float, dict[str, Any]]]) -> None:
     header = ("datasets", "changed refs", "plan folder", "plan pg", "pg/folder", "apply folder", "apply pg",
-              "pg/folder", "state folder", "state pg")  # fmt: skip
+              "pg/folder", "store folder", "store pg", "save folder", "save pg")  # fmt: skip
     lines = [header]
     for size, _fraction, found in rows:
         lines.append(
@@ -249,12 +255,16 @@ def report(rows: list[tuple[int, float, dict[str, Any]]]) -> None:
                 cell(found.get("apply folder")),
                 cell(found.get("apply postgres")),
                 ratio(found, "apply"),
-                cell(found.get("state folder"), 3),
-                cell(found.get("state postgres"), 3),
+                cell(found.get("store folder"), 3),
+                cell(found.get("store postgres"), 3),
+                cell(found.get("save folder"), 3),
+                cell(found.get("save postgres"), 3),
             )
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    print(f"\nmedians of the runs ({load()}); state = time inside state-store methods during the apply:")
+    print(f"\nmedians of the runs ({load()}); during the apply, store = time in every store method (state, history,")
+    print("WAL, ledger; BEGIN and history records hold every change of the plan, no-ops included), save = in")
+    print("StateStore.save (postgres: the rows of the changed references; folder: the whole state file):")
     for line in lines:
         print("  ".join(value.rjust(width) for value, width in zip(line, widths, strict=True)))
 

@@ -53,6 +53,8 @@ def pytest_configure(config: pytest.Config) -> None:
             for script in ("install-actionlint.sh", "install-policy-tools.sh"):
                 subprocess.run(["bash", str(ROOT / "scripts" / script)], capture_output=True, text=True)
     os.environ["PATH"] = f"{tools}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
 from benchmarks.live import local_rows, snapshot  # noqa: E402,F401  (local_rows: re-exported to the tests)
 
 KFMOPS = Path(sys.executable).parent / "kfmops"

@@ -26,7 +26,7 @@ def test_a_few_sigkills_of_apply_rollback_and_recover_leave_no_reference_half_ch
     assert_no_mixed_outcome(tally, 6)
 
 
-@pytest.mark.slow
+@pytest.mark.campaign
 def test_200_sigkills_of_apply_rollback_and_recover_leave_no_reference_half_changed(fork_cli, tmp_path):
     tally = kill_campaign.run(201, tmp_path, server=fork_cli.server)
     assert_no_mixed_outcome(tally, 201)

@@ -175,7 +175,7 @@ def crash_and_recover(
             mutating = (
                 ("apply", str(crashed / "plan.json"))
                 if CRASH_POINTS.index(crash_at) % 2
-                else ("rollback", "--last", "--auto-approve", "--auto-approve")
+                else ("rollback", "--last", "--auto-approve")
             )
             code, out, err = cli(crashed, *mutating)
             assert code == 6, (mutating, code, out, err)

@@ -90,7 +90,7 @@ def test_a_plan_made_in_one_clone_applies_in_another_which_sees_its_history_and_
     history = json_of(cli, b, "history", "--json")
     assert [e["plan_id"] for e in history] == [first["plan_id"], second["plan_id"]]
     assert json_of(cli, b, "state", "list", "--json") == json_of(cli, a, "state", "list", "--json")
-    assert "Rollback complete!" in succeeded(cli(b, "rollback", "--last", "--auto-approve", "--auto-approve"))
+    assert "Rollback complete!" in succeeded(cli(b, "rollback", "--last", "--auto-approve"))
     assert live_snapshot(live) == applied
     entries = json_of(cli, a, "history", "--json")
     assert [(e["operation"], e["serial"]) for e in entries] == [("apply", 1), ("apply", 2), ("rollback", 3)]
@@ -312,7 +312,7 @@ def test_state_migrates_from_folder_to_postgres_and_back_byte_for_byte(key, make
     succeeded(cli(workspace, "apply", "--auto-approve"))
     promote(workspace, 0.5, SEED)
     succeeded(cli(workspace, "apply", "--auto-approve"))
-    succeeded(cli(workspace, "rollback", "--last", "--auto-approve", "--auto-approve"))
+    succeeded(cli(workspace, "rollback", "--last", "--auto-approve"))
     succeeded(cli(workspace, "hotfix", "dataset.ds-000001", "--set", "version=v1", "--reason", "test, INC-1"))
     folder_config = (workspace / "kfmops.yaml").read_text()
     on_postgres = workspace / "kfmops.postgres.yaml"

@@ -20,6 +20,7 @@ from kfmops.errors import Diagnostic, ExitCode, InputError, KfmopsError, Recover
 from kfmops.events import PolicyEvaluated, TransactionStarted
 from kfmops.gitops import repo
 from kfmops.io.clock import new_id, now
+from kfmops.io.redact import Redactor
 from kfmops.plans.model import Operation, Plan
 from kfmops.plans.transaction import Outcome, Transaction
 from kfmops.stores.lock import LockInfo, operator
@@ -72,7 +73,9 @@ def apply(session: Session, plan: Plan, options: ApplyOptions = DEFAULT_OPTIONS)
         session.bus.emit(
             PolicyEvaluated(str(plan.operation), policy.decision, tuple(f.to_dict() for f in policy.findings))
         )
-        transaction = begin(plan, state, lock, options)
+        # operator text is kept in the WAL, history and state and shown by plan and drift: never a secret in it
+        said = options.reason and Redactor(session.workspace.secret_values()).text(options.reason)
+        transaction = begin(plan, state, lock, replace(options, reason=said))
         if not mutations and all(
             (managed := state.resources.get(c.address)) is not None and managed.value == c.after for c in plan.changes
         ):

@@ -3,8 +3,11 @@
 A graph reference is the single outgoing relationship of one type from a node to a node of a label:
 `(:Dataset {id: D})-[:CURRENT_VERSION]->(:DatasetVersion {id: ...})`. Nodes are immutable targets and
 are never created. Labels, keys and relationship types cannot be query parameters, so they are checked
-against a strict pattern and backtick-quoted; every value is a parameter. One explicit transaction per
-write batch. Settings: uri_env, user_env, password_env, database, timeout, encrypted, trust.
+against a strict pattern and backtick-quoted; every value is a parameter. Per batch: one statement in one
+explicit transaction to write (detach, link, count what was linked), one auto-commit query to read, one to
+check targets, each answered as one record. Keys should be indexed (a uniqueness constraint does it);
+where they are, every lookup is forced to be an index seek. Settings: uri_env, user_env, password_env,
+database, timeout, encrypted, trust, batch_size.
 """
 
 from __future__ import annotations
@@ -58,6 +61,9 @@ class Neo4jProvider(Provider):
         self.database = settings.get("database")
         self.batch = int(settings.get("batch_size", 1000))
         self.indexed: set[tuple[str, str]] | None = None  # (label, key) with an online range index, looked up once
+        # (label, key, id) of the nodes this provider's reads found at either end of a relationship. Nodes are
+        # immutable targets, so missing_targets need not ask again within one command (a write still checks).
+        self.present: set[tuple[str, str, Any]] = set()
         try:
             self.driver = neo4j.GraphDatabase.driver(uri, **options)
         except (ValueError, neo4j_errors.ConfigurationError) as exc:
@@ -69,15 +75,16 @@ class Neo4jProvider(Provider):
         return f"`{name}`"
 
     def _node(self, variable: str, label: str, key: str, value: str) -> tuple[str, str]:
-        """`(variable:label {key: value})`, and an index hint for it when the server has an index on (label, key).
+        """`(variable:label {key: value})`, and a hint to seek the index on (label, key) when the server has one.
 
-        Without the hint a plan cached while the label was small (a fresh database, a test's label) scans the
-        whole index for every id of a batch until the planner replans it; with it every lookup is a seek.
+        Without it, a plan made while the index's statistics still counted few entries (a label filled just
+        after it was empty: a fresh database, a new label, a test's label) scans the whole index for every id
+        of a batch, 4 to 8 seconds a batch of 1,000 on the test server, until the planner replans it.
         """
         node = f"({variable}:{self._quoted(label, 'label')} {{{self._quoted(key, 'key')}: {value}}})"
         if self.indexed is None:
             self.indexed = self._indexes()
-        hint = f" USING INDEX {variable}:{self._quoted(label, 'label')}({self._quoted(key, 'key')})"
+        hint = f" USING INDEX SEEK {variable}:{self._quoted(label, 'label')}({self._quoted(key, 'key')})"
         return node, hint if (label, key) in self.indexed else ""
 
     def _indexes(self) -> set[tuple[str, str]]:
@@ -118,15 +125,15 @@ class Neo4jProvider(Provider):
         )
 
     def _query(self, cypher: str, **parameters: Any) -> list[neo4j.Record]:
+        """The records of one read, in an auto-commit transaction: one round trip, where a managed one
+        (execute_query) adds a BEGIN and a COMMIT. Every record in one pull (fetch_size=-1)."""
         self.round_trips += 1
         try:
-            records, _, _ = self.driver.execute_query(
-                cypher, parameters, database_=self.database, routing_=neo4j.RoutingControl.READ
-            )
-            return records
-        except neo4j_errors.Neo4jError as exc:
-            raise self._error(exc) from exc
-        except neo4j_errors.DriverError as exc:
+            with self.driver.session(
+                database=self.database, default_access_mode=neo4j.READ_ACCESS, fetch_size=-1
+            ) as session:
+                return list(session.run(cypher, parameters))
+        except (neo4j_errors.Neo4jError, neo4j_errors.DriverError) as exc:
             raise self._error(exc) from exc
 
     def read(self, references: Sequence[Reference]) -> dict[str, Any]:
@@ -135,19 +142,28 @@ class Neo4jProvider(Provider):
             groups[self._shape(reference)].append(reference)
         values: dict[str, Any] = {}
         for (from_label, from_key, rel, to_label, to_key), group in groups.items():
-            # One record per batch: a record per reference costs the driver more than the server's whole read.
-            source, hint = self._node("a", from_label, from_key, "id")
+            # One record of two lists per batch, the sources by their position in $ids: a record, a list or a
+            # string per reference costs the driver more to decode than the server takes to answer.
+            source, hint = self._node("a", from_label, from_key, "$ids[i]")
             cypher = (
-                f"UNWIND $ids AS id MATCH {source}-[:{self._quoted(rel, 'relationship type')}]->"
-                f"(b:{self._quoted(to_label, 'label')}){hint} "
-                f"WITH id, collect(b.{self._quoted(to_key, 'key')}) AS targets RETURN collect([id, targets]) AS found"
+                f"UNWIND range(0, size($ids) - 1) AS i MATCH {source}-[:{self._quoted(rel, 'relationship type')}]->"
+                f"(b:{self._quoted(to_label, 'label')}){hint} WITH i, b.{self._quoted(to_key, 'key')} AS target "
+                "WHERE target IS NOT NULL RETURN collect(i) AS sources, collect(target) AS targets"
             )
             for batch in chunks(group, self.batch):
                 ids = list(dict.fromkeys(r.locator["from"]["id"] for r in batch))
-                found = {source: sorted(targets) for source, targets in self._query(cypher, ids=ids)[0]["found"]}
+                found: dict[Any, list[Any]] = defaultdict(list)
+                record = self._query(cypher, ids=ids)[0]
+                for position, target_id in zip(record["sources"], record["targets"], strict=True):
+                    found[ids[position]].append(target_id)
+                    self.present.add((from_label, from_key, ids[position]))
+                    self.present.add((to_label, to_key, target_id))
                 for reference in batch:
-                    targets = found.get(reference.locator["from"]["id"], [])
-                    values[reference.address] = targets[0] if len(targets) == 1 else (targets or None)
+                    targets = found.get(reference.locator["from"]["id"])
+                    if targets is None:
+                        values[reference.address] = None
+                    else:
+                        values[reference.address] = targets[0] if len(targets) == 1 else sorted(targets)
         return values
 
     def write(self, items: Sequence[Write]) -> None:
@@ -192,16 +208,22 @@ class Neo4jProvider(Provider):
             wanted: dict[tuple[str, str], dict[Any, list[str]]] = defaultdict(lambda: defaultdict(list))
             for reference, value in batch:
                 locator = reference.locator
-                source = locator["from"]
-                wanted[(source["label"], source["key"])][source["id"]].append(reference.address)
+                ends = [(locator["from"]["label"], locator["from"]["key"], locator["from"]["id"])]
                 if value is not None:
-                    wanted[(locator["to"]["label"], locator["to"]["key"])][value].append(reference.address)
+                    ends.append((locator["to"]["label"], locator["to"]["key"], value))
+                for label, key, node in ends:
+                    if (label, key, node) not in self.present:
+                        wanted[(label, key)][node].append(reference.address)
+            if not wanted:
+                continue
             # One query per batch, one part per (label, key), each answering only the ids it did not find.
-            parts = [
-                "UNWIND $ids{} AS id OPTIONAL MATCH {}{} WITH id, n WHERE n IS NULL RETURN {} AS part, "
-                "collect(id) AS absent".format(number, *self._node("n", label, key, "id"), number)
-                for number, (label, key) in enumerate(wanted)
-            ]
+            parts = []
+            for number, (label, key) in enumerate(wanted):
+                node, hint = self._node("n", label, key, "id")
+                parts.append(
+                    f"UNWIND $ids{number} AS id OPTIONAL MATCH {node}{hint} WITH id, n WHERE n IS NULL "
+                    f"RETURN {number} AS part, collect(id) AS absent"
+                )
             parameters = {f"ids{number}": list(ids) for number, ids in enumerate(wanted.values())}
             records = self._query(" UNION ALL ".join(parts), **parameters)
             shapes = list(wanted.items())

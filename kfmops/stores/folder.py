@@ -98,8 +98,11 @@ def _state_from(raw: dict[str, Any]) -> State:
     }
     for address, managed in resources.items():  # a field of the wrong shape raises here, not deep in a command
         Address.parse(address)
+        texts = (managed.reference.dataset, managed.apply_id, managed.version)
         if not isinstance(managed.reference.backend, str) or not isinstance(managed.reference.locator, dict):
             raise TypeError(f"{address}: backend or locator")
+        if not all(text is None or isinstance(text, str) for text in texts):
+            raise TypeError(f"{address}: dataset, apply_id or version")
         managed.reference.identities()
         managed.reference.normalize(managed.value)
     return State(

@@ -127,10 +127,15 @@ class Database:
                 conn = psycopg.connect(conninfo.make_conninfo("", **parameters), autocommit=True)
             except psycopg.Error as exc:
                 raise StoreError(f"{self.label}: cannot connect: {self.reason(exc)}") from None
+            try:
+                with self.errors("checking the schema version"):
+                    conn.execute(SERVER_KEEPALIVES)
+                    self._tables = self._migrate(conn, create=not self.read_only)
+            except BaseException:
+                with suppress(psycopg.Error):
+                    conn.close()
+                raise
             self._conn = conn
-            with self.errors("checking the schema version"):
-                conn.execute(SERVER_KEEPALIVES)
-                self._tables = self._migrate(create=not self.read_only)
         return self._conn
 
     @property
@@ -142,11 +147,10 @@ class Database:
         """Create the tables (or migrate them forward) if this command found none."""
         if not self.tables:
             with self.errors("creating the tables"):
-                self._tables = self._migrate(create=True)
+                self._tables = self._migrate(self.conn, create=True)
 
-    def _migrate(self, *, create: bool) -> bool:
+    def _migrate(self, conn: psycopg.Connection[Any], *, create: bool) -> bool:
         """Bring the schema to SCHEMA_VERSION (forward only); False when absent and `create` is off."""
-        conn = self.conn
         present = conn.execute("SELECT to_regclass('kfmops_schema') IS NOT NULL").fetchone()
         version = 0
         if present and present[0]:
