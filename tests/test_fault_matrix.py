@@ -288,7 +288,7 @@ def full_matrix(scenario: Scenario, cli: Any, folder: Path, sample_stac: bool) -
     assert problems == []
 
 
-@pytest.mark.slow
+@pytest.mark.campaign
 @pytest.mark.parametrize("name", ["apply", "rollback", "recover"])
 def test_faults_at_every_write_point_of_a_small_workspace_leave_every_reference_before_or_after(
     name, small, fork_cli, tmp_path

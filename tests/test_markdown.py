@@ -386,7 +386,9 @@ def test_kfmops_plan_split_writes_the_comment_parts(make_workspace, cli, tmp_pat
     if "--split" not in out:
         pytest.skip("kfmops plan has no --split option yet")
     folder = tmp_path / "comment"
-    code, out, err = cli(workspace, "plan", "--out", str(tmp_path / "plan.json"), "--split", str(folder))
+    code, out, err = cli(  # the whole plan (a summary would fit one comment), split into parts
+        workspace, "plan", "--out", str(tmp_path / "plan.json"), "--split", str(folder), "--detail", "full"
+    )
     assert code == 0, err
     parts = [
         p.read_text(encoding="utf-8")
