@@ -17,7 +17,7 @@ from referencing.jsonschema import Schema, SchemaRegistry
 from kfmops.errors import Diagnostic
 from kfmops.yamlio import line_of, plain
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+SCHEMA_DIR = Path(__file__).resolve().parent / "data" / "schemas"
 
 
 def _load(name: str) -> dict[str, Any]:

@@ -94,7 +94,7 @@ def test_append_chains_entries_as_documented(tmp_path: Path) -> None:
 
 
 def test_stored_entries_match_the_schema(ledger: Ledger) -> None:
-    schema = json.loads((ROOT / "schemas" / "ledger-entry.schema.json").read_text())
+    schema = json.loads((ROOT / "kfmops" / "data" / "schemas" / "ledger-entry.schema.json").read_text())
     Draft202012Validator.check_schema(schema)
     validator = Draft202012Validator(schema, format_checker=FormatChecker())
     for entry in ledger.entries():

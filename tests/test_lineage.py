@@ -78,7 +78,7 @@ def outputs() -> list[dict[str, Any]]:
 
 
 def facet_schema() -> dict[str, Any]:
-    schema = json.loads((ROOT / "schemas" / "lineage-facet.schema.json").read_text())
+    schema = json.loads((ROOT / "kfmops" / "data" / "schemas" / "lineage-facet.schema.json").read_text())
     Draft202012Validator.check_schema(schema)
     return schema
 

@@ -23,7 +23,7 @@ def canonical_digest(body: dict[str, Any]) -> str:
 
 
 def schema_errors(body: dict[str, Any]) -> list[str]:
-    schema = json.loads((ROOT / "schemas" / "plan.schema.json").read_text())
+    schema = json.loads((ROOT / "kfmops" / "data" / "schemas" / "plan.schema.json").read_text())
     Draft202012Validator.check_schema(schema)
     validator = Draft202012Validator(schema, format_checker=FormatChecker())
     return [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(body)]

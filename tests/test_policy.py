@@ -110,7 +110,7 @@ def test_a_plan_that_breaks_no_rule_is_allowed():
 
 
 def test_the_result_is_the_plan_files_policy_member():
-    schema = json.loads((ROOT / "schemas" / "plan.schema.json").read_text())["properties"]["policy"]
+    schema = json.loads((ROOT / "kfmops" / "data" / "schemas" / "plan.schema.json").read_text())["properties"]["policy"]
     result = check(plan_of([record("landcover", label="")]))
     jsonschema.validate(result.to_dict(), schema)
     finding = result.to_dict()["findings"][0]
@@ -401,7 +401,7 @@ def test_a_malformed_finding_denies(rule):
     assert "malformed finding" in message or "not a set of findings" in message
 
 
-FINDING_SCHEMA = json.loads((ROOT / "schemas" / "policy-finding.schema.json").read_text())
+FINDING_SCHEMA = json.loads((ROOT / "kfmops" / "data" / "schemas" / "policy-finding.schema.json").read_text())
 
 
 @pytest.mark.parametrize(

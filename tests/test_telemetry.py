@@ -45,7 +45,7 @@ def read(path: Path) -> list[dict[str, Any]]:
 
 
 def schema_errors(record: dict[str, Any]) -> list[str]:
-    schema = json.loads((ROOT / "schemas" / "telemetry-record.schema.json").read_text())
+    schema = json.loads((ROOT / "kfmops" / "data" / "schemas" / "telemetry-record.schema.json").read_text())
     Draft202012Validator.check_schema(schema)
     validator = Draft202012Validator(schema, format_checker=FormatChecker())
     return [f"{list(error.absolute_path)}: {error.message}" for error in validator.iter_errors(record)]

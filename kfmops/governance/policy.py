@@ -29,8 +29,8 @@ from regopy import Interpreter, LogLevel, NodeKind, RegoError  # type: ignore[im
 from regopy.rego_shared import rego_node_value  # type: ignore[import-untyped]
 
 NAMESPACE = "kfmops"
-DEFAULT_POLICY_DIR = Path(__file__).resolve().parents[2] / "policies"
-"""The default policies shipped with kfmops (the checkout's `policies/`)."""
+DEFAULT_POLICY_DIR = Path(__file__).resolve().parents[1] / "data" / "policies"
+"""The default policies shipped with kfmops (package data: `kfmops/data/policies/`)."""
 
 RULE_NAME = r"^(deny|violation|warn)(_[a-zA-Z0-9]+)*$"
 """Rule names that hold findings, as conftest matches them; `warn...` are warnings, the rest denials."""
