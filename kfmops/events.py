@@ -32,6 +32,21 @@ class PolicyEvaluated:
 
 
 @dataclass(frozen=True)
+class AttemptDenied:
+    """Policy denied an attempt to change references (apply, rollback, hotfix, recover --forward): nothing
+    was written, and the attempt is ledgered.
+
+    origin: where the attempt came from (`git_commit`, `ci_run_url`, `approved_by`), as a transaction's."""
+
+    operation: str
+    plan: Plan
+    findings: tuple[dict[str, Any], ...]
+    operator: str
+    reason: str | None = None
+    origin: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class TransactionEvent:
     """Something happened to `transaction` (as it stood at that moment)."""
 
@@ -93,6 +108,7 @@ class RetryHappened:
 Event = (
     PlanMade
     | PolicyEvaluated
+    | AttemptDenied
     | TransactionStarted
     | BatchStarted
     | BatchFinished

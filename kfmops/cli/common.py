@@ -55,11 +55,13 @@ def session(command: str, *, read_only: bool = False, progress: bool = False) ->
     opened = Session(current_workspace(), command, read_only=read_only)
     if progress:
         opened.subscribe(progress_for(stderr))
+    failed = True
     try:
         with opened.span(f"kfmops.{command}"):
             yield opened
+        failed = False
     finally:
-        opened.close()
+        opened.close(failed)
         redact = redactor()
         for warning in opened.warnings:
             stderr.print(f"Warning: {redact.text(warning)}", style="yellow")

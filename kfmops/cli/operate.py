@@ -11,7 +11,7 @@ import typer
 
 from kfmops.cli.common import LockTimeout, confirm, human, session
 from kfmops.cli.consoles import stderr, stdout
-from kfmops.engine.apply import ApplyOptions, refuse_if_unfinished
+from kfmops.engine.apply import ApplyOptions, judge_attempt, refuse_if_unfinished
 from kfmops.engine.apply import apply as apply_plan
 from kfmops.engine.hotfix import hotfix as apply_hotfix
 from kfmops.engine.plan import PlanRequest
@@ -26,6 +26,15 @@ from kfmops.render.stream import JsonStream
 AutoApprove = typer.Option("--auto-approve", help="Do not ask for approval.")
 NoInput = typer.Option("--no-input", help="Never wait for an answer: refuse unless --auto-approve.")
 AsJson = typer.Option("--json", help="Stream one JSON object per event on stdout (schemas/event.schema.json).")
+Reason = typer.Option(
+    "--reason", metavar="TEXT", help="Why, for the ledger and history (default: the git commit subject)."
+)
+ApprovedBy = typer.Option(
+    "--approved-by",
+    metavar="PERSON",
+    envvar="KFMOPS_APPROVED_BY",
+    help="Who approved it; a CI run is recorded as acting on their behalf (ledger, PROV).",
+)
 
 
 def apply(
@@ -39,6 +48,8 @@ def apply(
     ] = False,
     no_input: Annotated[bool, NoInput] = False,
     as_json: Annotated[bool, AsJson] = False,
+    reason: Annotated[str | None, Reason] = None,
+    approved_by: Annotated[str | None, ApprovedBy] = None,
 ) -> int:
     """Apply a saved plan (or plan and apply) under the lock, with a WAL and compare-and-swap.
 
@@ -49,7 +60,13 @@ def apply(
     with session("apply", progress=not as_json) as opened:
         if stream:
             opened.subscribe(stream)
-        options = ApplyOptions(lock_timeout=lock_timeout, allow_dirty=allow_dirty, fresh=plan_file is None)
+        options = ApplyOptions(
+            lock_timeout=lock_timeout,
+            allow_dirty=allow_dirty,
+            fresh=plan_file is None,
+            reason=reason,
+            approved_by=approved_by,
+        )
         if plan_file is not None:
             signed = bool(opened.workspace.section("apply").get("require_signed_plans", False))
             result = apply_plan(opened, planfile.read(plan_file, require_signature=signed), options)
@@ -62,7 +79,7 @@ def apply(
                 else:
                     human().plan(chosen)
                 if chosen.policy.get("decision") != "allow":
-                    return int(ExitCode.POLICY_DENIED)
+                    judge_attempt(opened, chosen, options)  # ledgers the denied attempt, exits 3
                 if not chosen.has_changes():
                     stderr.print("Nothing to apply.")
                 elif not auto_approve and not confirm("Apply these changes?", allow_input=not no_input):
@@ -88,6 +105,8 @@ def rollback(
     lock_timeout: Annotated[float, LockTimeout] = 0,
     no_input: Annotated[bool, NoInput] = False,
     as_json: Annotated[bool, AsJson] = False,
+    reason: Annotated[str | None, Reason] = None,
+    approved_by: Annotated[str | None, ApprovedBy] = None,
 ) -> int:
     """Undo an apply exactly, from the before values it observed: shows the inverse plan (with the policy
     verdict) and asks for `yes`; refuses if live values moved since.
@@ -113,13 +132,16 @@ def rollback(
                 f"Saved the rollback plan to {out}. Review it, then: kfmops -C {opened.workspace.root} apply {out}"
             )
             return int(ExitCode.POLICY_DENIED) if denied else 0
-        if dry_run or denied:
+        if dry_run:
             return int(ExitCode.POLICY_DENIED) if denied else 0
+        options = ApplyOptions(lock_timeout=lock_timeout, reason=reason, approved_by=approved_by)
+        if denied:
+            judge_attempt(opened, plan, options)  # ledgers the denied attempt, exits 3
         if not auto_approve and not confirm(f"Roll back {undone.id}?", allow_input=not no_input):
             stderr.print("Rollback cancelled; nothing was changed.")
             return int(ExitCode.ERROR)
         try:
-            result = apply_plan(opened, plan, ApplyOptions(lock_timeout=lock_timeout))
+            result = apply_plan(opened, plan, options)
         except StalePlan as moved:
             raise StalePlan(f"cannot roll back {undone.id}: references changed since it was applied. {moved}") from None
     return finished(stream, result, started)

@@ -9,7 +9,9 @@ come through `run`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 from kfmops.engine import gates
 from kfmops.engine.review import check_against_desired
@@ -17,13 +19,13 @@ from kfmops.engine.runner import BatchRunner, append_durably, conflicts, stale
 from kfmops.engine.session import Session
 from kfmops.engine.settle import settle, settle_finished
 from kfmops.errors import Diagnostic, ExitCode, InputError, KfmopsError, RecoveryRequired, StalePlan
-from kfmops.events import PolicyEvaluated, TransactionStarted
+from kfmops.events import TransactionStarted
 from kfmops.gitops import repo
 from kfmops.io.clock import new_id, now
 from kfmops.io.redact import Redactor
 from kfmops.plans.model import Operation, Plan
 from kfmops.plans.transaction import Outcome, Transaction
-from kfmops.stores.lock import LockInfo, operator
+from kfmops.stores.lock import LockInfo, ci_run_url, operator
 from kfmops.stores.state import State
 from kfmops.stores.wal import WalLog, WalStep, begin_fields, is_finished
 
@@ -32,7 +34,8 @@ from kfmops.stores.wal import WalLog, WalStep, begin_fields, is_finished
 class ApplyOptions:
     lock_timeout: float = 0
     allow_dirty: bool = False
-    reason: str | None = None
+    reason: str | None = None  # default: the subject of the commit the plan was made at (else of HEAD)
+    approved_by: str | None = None  # the person who approved it: a CI run acts on their behalf (PROV)
     rolls_back: str | None = None
     fresh: bool = False  # the plan was made under the lock this apply holds: its reads need no repeating
 
@@ -69,13 +72,8 @@ def apply(session: Session, plan: Plan, options: ApplyOptions = DEFAULT_OPTIONS)
             missing = session.providers.missing_targets([(c.reference, c.after) for c in mutations if c.after])
             if missing:
                 raise InputError([Diagnostic(f"{a} points at a target that does not exist: {m}") for a, m in missing])
-        policy = session.policy.require_allowed(plan, str(plan.operation))
-        session.bus.emit(
-            PolicyEvaluated(str(plan.operation), policy.decision, tuple(f.to_dict() for f in policy.findings))
-        )
-        # operator text is kept in the WAL, history and state and shown by plan and drift: never a secret in it
-        said = options.reason and Redactor(session.workspace.secret_values()).text(options.reason)
-        transaction = begin(plan, state, lock, replace(options, reason=said))
+        said, origin = judge_attempt(session, plan, options)
+        transaction = begin(plan, state, lock, replace(options, reason=said), origin)
         if not mutations and all(
             (managed := state.resources.get(c.address)) is not None and managed.value == c.after for c in plan.changes
         ):
@@ -83,8 +81,34 @@ def apply(session: Session, plan: Plan, options: ApplyOptions = DEFAULT_OPTIONS)
         return run(session, transaction, session.stores.wal.begin(transaction.id))
 
 
-def begin(plan: Plan, state: State, lock: LockInfo, options: ApplyOptions) -> Transaction:
-    """The transaction of `plan` as fixed at BEGIN; each change knows the version it would restore."""
+def judge_attempt(
+    session: Session, plan: Plan, options: ApplyOptions = DEFAULT_OPTIONS
+) -> tuple[str | None, dict[str, Any]]:
+    """Policy's verdict on applying `plan`: PolicyDenied (exit 3) with the attempt ledgered, or the reason
+    and origin the transaction will carry (see `attempt`)."""
+    said, origin = attempt(session, plan, options)
+    session.judge(plan, str(plan.operation), reason=said, origin=origin)
+    return said, origin
+
+
+def attempt(session: Session, plan: Plan, options: ApplyOptions) -> tuple[str | None, dict[str, Any]]:
+    """Why and from where `plan` is applied: the reason (`--reason`, else the commit subject), and the
+    origin the ledger and PROV record: the git commit, the CI run URL and the approver, where known.
+
+    Operator text is kept in the WAL, history and state and shown by plan and drift: never a secret in it.
+    """
+    commit = plan.git.get("commit") or repo.describe(session.workspace.desired_dir).get("commit")
+    reason = options.reason or (repo.subject(session.workspace.desired_dir, commit) if commit else None)
+    origin = {"git_commit": commit, "ci_run_url": ci_run_url(), "approved_by": options.approved_by}
+    redact = Redactor(session.workspace.secret_values())
+    return (redact.text(reason) if reason else None), {k: v for k, v in origin.items() if v}
+
+
+def begin(
+    plan: Plan, state: State, lock: LockInfo, options: ApplyOptions, origin: Mapping[str, Any] | None = None
+) -> Transaction:
+    """The transaction of `plan` as fixed at BEGIN; each change knows the version it would restore.
+    `origin` (see `attempt`) is kept with the plan's own origin."""
     versions = state.versions()
     return Transaction(
         id=new_id("apply"),
@@ -95,7 +119,7 @@ def begin(plan: Plan, state: State, lock: LockInfo, options: ApplyOptions) -> Tr
         state=plan.state,
         changes=tuple(replace(c, before_version=versions.get(c.address)) for c in plan.changes),
         datasets=plan.datasets,
-        origin=plan.origin,
+        origin={**plan.origin, **(origin or {})},
         reason=options.reason,
         rolls_back=options.rolls_back or plan.origin.get("rolls_back"),
         lock_id=lock.id,

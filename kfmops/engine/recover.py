@@ -101,8 +101,7 @@ def _forward(session: Session, entry: WalEntry) -> Recovery:
             raise StalePlan(
                 "the interrupted apply had already started undoing itself; run 'kfmops recover' without --forward"
             )
-        policy = session.policy.require_allowed(interrupted_plan(session, transaction), "recover --forward")
-        session.bus.emit(PolicyEvaluated("recover", policy.decision, tuple(f.to_dict() for f in policy.findings)))
+        session.judge(interrupted_plan(session, transaction), "recover --forward", origin=dict(transaction.origin))
         moved = sorted(address for address, what in written.items() if what == "moved")
         if moved:
             raise StalePlan(

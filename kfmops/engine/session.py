@@ -14,19 +14,21 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from kfmops.errors import Diagnostic, InputError
-from kfmops.events import EventBus, Observer, RetryHappened
-from kfmops.governance.gate import PolicyGate
+from kfmops.events import AttemptDenied, EventBus, Observer, ObserverFailed, PolicyEvaluated, RetryHappened
+from kfmops.governance.gate import PolicyGate, denied
 from kfmops.governance.ledger import LEDGER_KEY, Ledger, ledger_path
 from kfmops.governance.manifest import RollbackManifests
 from kfmops.governance.observers import Metrics, Recorder
+from kfmops.governance.policy import PolicyResult
 from kfmops.governance.telemetry import Telemetry
 from kfmops.io.redact import Redactor
+from kfmops.plans.model import Plan
 from kfmops.providers.registry import Providers
 from kfmops.stores.base import Stores
 from kfmops.stores.folder import FolderHistory, FolderStateStore, FolderWal
 from kfmops.stores.folder_lock import FolderLock
 from kfmops.stores.ledger_file import FolderLedger
-from kfmops.stores.lock import Locker
+from kfmops.stores.lock import Locker, operator
 from kfmops.stores.state import State
 from kfmops.stores.wal import Replay, WalStep
 from kfmops.workspace import Workspace
@@ -97,6 +99,24 @@ class Session:
     def policy(self) -> PolicyGate:
         return PolicyGate(self.workspace)
 
+    def judge(
+        self, plan: Plan, operation: str, *, reason: str | None = None, origin: dict[str, Any] | None = None
+    ) -> PolicyResult:
+        """Policy's decision over `plan` before `operation` writes anything; PolicyDenied (exit 3) on a deny.
+
+        A denied attempt is ledgered (AttemptDenied, with `reason` and `origin`); if that record fails,
+        the attempt is still refused and the failure is a warning."""
+        result = self.policy.check(plan)
+        findings = tuple(f.to_dict() for f in result.findings)
+        self.bus.emit(PolicyEvaluated(operation, result.decision, findings))
+        if result.decision == "allow":
+            return result
+        try:
+            self.bus.emit(AttemptDenied(operation, plan, findings, operator(), reason, dict(origin or {})))
+        except ObserverFailed as failure:
+            self.warnings.append(f"the denied {operation} could not be ledgered ({failure})")
+        raise denied(result, operation)
+
     def state(self) -> State | None:
         """The stored state, with every committed transaction whose bookkeeping is still pending (its WAL
         says COMMIT but it was not settled) applied in memory: the next mutating command writes it down."""
@@ -150,11 +170,11 @@ class Session:
         name = state.lineage if state is not None else f"workspace:{self.workspace.root}"
         return RedisLock(connect(config), name, float(settings.get("lock_lease", 30)))
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
         try:
             self.providers.close()
         finally:
-            self.metrics.close()
+            self.metrics.close(failed)
             self.warnings.extend(self.telemetry.problems)
             if self.database is not None:
                 self.database.close()
@@ -165,4 +185,4 @@ class Session:
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
-        self.close()
+        self.close(failed=error is not None)

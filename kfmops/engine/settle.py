@@ -44,7 +44,9 @@ def settle(
         state.serial += 1  # a recovery is a change of state even when it restores every value
     settled = transaction.settle(outcome, now(), state.serial, compensated=compensated, error=error)
     if recovered is not None:
-        settled = replace(settled, operation=Operation.RECOVER, reason=recovered)
+        # the interrupted operation is kept: its lineage run ends under its own job name
+        origin = {**settled.origin, "recovers": str(transaction.origin.get("recovers") or transaction.operation)}
+        settled = replace(settled, operation=Operation.RECOVER, reason=recovered, origin=origin)
     try:
         if (outcome is Outcome.COMMITTED and first) or recovered is not None:
             session.lock.check_fence()

@@ -96,3 +96,27 @@ def is_on_branch(path: Path, commit: str, branch: str) -> bool:
         return repo.is_ancestor(commit, branch)  # type: ignore[arg-type]
     except git.GitCommandError:
         return False
+
+
+def subject(path: Path, commit: str | None = None) -> str | None:
+    """The subject line of `commit` (default: HEAD) in the repository holding `path`; None outside one,
+    or when the commit is unknown there (a plan made in another clone)."""
+    repo = _repository(path)
+    if repo is None:
+        return None
+    try:
+        message = repo.commit(commit or "HEAD").message
+    except (git.BadName, ValueError):
+        return None
+    text = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
+    return text.strip().splitlines()[0] if text.strip() else None
+
+
+def remote_url(path: Path, name: str = "origin") -> str | None:
+    """The URL of remote `name` (else the first remote) of the repository holding `path`; None without one."""
+    repo = _repository(path)
+    if repo is None or not repo.remotes:
+        return None
+    remote = next((r for r in repo.remotes if r.name == name), repo.remotes[0])
+    urls = list(remote.urls)
+    return urls[0] if urls else None

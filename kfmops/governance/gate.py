@@ -29,17 +29,15 @@ class PolicyGate:
         """The policy decision over `plan` (one query)."""
         return evaluate(policy_input(plan), self.policies, self.settings)
 
-    def require_allowed(self, plan: Plan, operation: str) -> PolicyResult:
-        """The decision, or PolicyDenied (exit 3) naming every denying finding and its fix."""
-        result = self.check(plan)
-        if result.decision != "allow":
-            lines = [
-                f"{f.rule}: {f.address or '-'}: {f.message}" + (f" (fix: {f.fix})" if f.fix else "")
-                for f in result.findings
-                if f.severity == "deny"
-            ]
-            raise PolicyDenied(f"policy denies this {operation}; nothing was changed:\n  " + "\n  ".join(lines))
-        return result
+
+def denied(result: PolicyResult, operation: str) -> PolicyDenied:
+    """The error (exit 3) of a denied `operation`, naming every denying finding and its fix."""
+    lines = [
+        f"{f.rule}: {f.address or '-'}: {f.message}" + (f" (fix: {f.fix})" if f.fix else "")
+        for f in result.findings
+        if f.severity == "deny"
+    ]
+    return PolicyDenied(f"policy denies this {operation}; nothing was changed:\n  " + "\n  ".join(lines))
 
 
 def policy_input(plan: Plan) -> dict[str, Any]:

@@ -12,7 +12,7 @@ shaped like them (`io.redact.refuse_secrets`), and entries that do not match
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from kfmops.io import chain
 from kfmops.io.canonical import digest
 from kfmops.io.clock import now
 from kfmops.io.redact import Redactor, refuse_secrets
-from kfmops.plans.model import Action, Operation
+from kfmops.plans.model import Action, Operation, Plan
 from kfmops.plans.transaction import Transaction
 from kfmops.schemas import validator
 from kfmops.stores.base import LedgerChain
@@ -37,6 +37,7 @@ OP_TYPES = {
     Operation.HOTFIX: "hotfix",
     Operation.RECOVER: "recover",
 }
+CONSENT_FIELDS = ("authority", "reference", "granted", "expires")
 
 
 def ledger_path(root: Path, settings: Mapping[str, Any]) -> Path:
@@ -123,10 +124,7 @@ def entry_for(
         "reason": redact.text(reason) if (reason := transaction.reason or transaction.error) else None,
         "lineage_refs": lineage_refs,
         "sovereignty_findings": [f for f in findings if str(f.get("rule", "")).startswith("sovereignty.")],
-        "care_review_status": {
-            name: str(record.get("care", {}).get("review", "unreviewed"))
-            for name, record in transaction.datasets.items()
-        },
+        "care_review_status": _reviews(transaction.datasets),
         "before_digest": digest_values({c.address: c.before for c in outputs}),
         "after_digest": digest_values({c.address: c.after for c in outputs}),
         "changes": {
@@ -135,4 +133,63 @@ def entry_for(
         }
         | {"no_op": len(transaction.changes) - len(transaction.mutations)},
         "compensated": list(transaction.compensated),
+    } | _context(transaction.rolls_back, transaction.origin, transaction.datasets)
+
+
+def denial_entry(
+    operation: Operation,
+    plan: Plan,
+    *,
+    attempt_id: str,
+    operator: str,
+    reason: str | None,
+    origin: Mapping[str, Any],
+    findings: Sequence[Mapping[str, Any]],
+    lineage_refs: dict[str, str],
+    redact: Redactor,
+) -> dict[str, Any]:
+    """The ledger entry of an attempt policy denied: nothing was written, so no WAL and no digests."""
+    mutations = plan.mutations
+    return {
+        "op_type": OP_TYPES[operation],
+        "apply_id": attempt_id,
+        "plan_id": plan.plan_id,
+        "wal_ids": [],
+        "outcome": "denied",
+        "operator": operator,
+        "reason": redact.text(reason) if reason else None,
+        "lineage_refs": lineage_refs,
+        "sovereignty_findings": [dict(f) for f in findings if str(f.get("rule", "")).startswith("sovereignty.")],
+        "denied_by": [
+            {"rule": f.get("rule"), "address": f.get("address"), "message": redact.text(str(f.get("message", "")))}
+            for f in findings
+            if f.get("severity") == "deny"
+        ],
+        "care_review_status": _reviews(plan.datasets),
+        "changes": {
+            action: [c.address for c in mutations if c.action is Action(action)]
+            for action in ("create", "update", "delete")
+        }
+        | {"no_op": len(plan.changes) - len(mutations)},
+    } | _context(plan.origin.get("rolls_back"), origin, plan.datasets)
+
+
+def _context(rolls_back: str | None, origin: Mapping[str, Any], datasets: Mapping[str, Any]) -> dict[str, Any]:
+    """What an entry says about where an operation came from: the apply it undoes, the git commit, the CI
+    run, who approved it, and the consent (authority and reference) each dataset it touches holds."""
+    fields = {
+        "rolls_back": rolls_back,
+        "git_commit": origin.get("git_commit"),
+        "ci_run_url": origin.get("ci_run_url"),
+        "approved_by": origin.get("approved_by"),
     }
+    consents = {
+        name: {key: str(value) for key, value in consent.items() if key in CONSENT_FIELDS}
+        for name, record in datasets.items()
+        if isinstance(consent := (record.get("care") or {}).get("consent"), Mapping)
+    }
+    return {key: value for key, value in fields.items() if value} | ({"consents": consents} if consents else {})
+
+
+def _reviews(datasets: Mapping[str, Any]) -> dict[str, str]:
+    return {name: str((record.get("care") or {}).get("review", "unreviewed")) for name, record in datasets.items()}

@@ -20,17 +20,24 @@ Must not: no network access except the configured HTTP transport; no global stat
 
 from __future__ import annotations
 
+import re
 import uuid
 import warnings
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import attr
-from openlineage.client.event_v2 import Job, OutputDataset, Run, RunEvent, RunState
-from openlineage.client.facet_v2 import DatasetFacet, error_message_run
+from openlineage.client.event_v2 import InputDataset, Job, OutputDataset, Run, RunEvent, RunState
+from openlineage.client.facet_v2 import (
+    DatasetFacet,
+    dataset_version_dataset,
+    error_message_run,
+    job_type_job,
+    parent_run,
+)
 from openlineage.client.serde import Serde
 from openlineage.client.transport.file import FileConfig, FileTransport
 from openlineage.client.transport.http import HttpConfig, HttpTransport
@@ -90,14 +97,21 @@ def emit_openlineage(
     producer: str,
     when: str | None = None,
     error: str | None = None,
+    *,
+    inputs: Sequence[Mapping[str, Any]] = (),
+    job_type: str | None = None,
+    parent: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
     """Build one RunEvent, send it through `transport`, and return it as the JSON-able dict that was sent.
 
-    `outputs`: `{"name", "namespace", "before", "after"}` per changed reference (name: its address,
-    namespace: `kfmops://<workspace>`). `transport`: `{"type": "file", "path": ...}` (JSON lines,
-    appended; the folder is created) or `{"type": "http", "url": ..., ...}` (any HttpConfig setting:
-    endpoint, timeout, auth, custom_headers, retry, ...). `when` defaults to now (UTC). `error` is the
-    message of a FAIL event (an `errorMessage` run facet); it is refused on other event types.
+    `outputs`: `{"name", "namespace", "before", "after", "version"}` per changed reference (name: its
+    address); `inputs`: `{"name", "namespace", "version"}` per reference read at a dataset version. A
+    `version` becomes the standard `version` dataset facet (the dataset version the reference points at).
+    `job_type`: the `jobType` facet (processing BATCH, integration KFMOPS). `parent`: (runId, job name)
+    of the run this one finishes for (a recover), as the `parent` run facet. `transport`:
+    `{"type": "file", "path": ...}` (JSON lines, appended; the folder is created) or `{"type": "http",
+    "url": ..., ...}` (any HttpConfig setting). `when` defaults to now (UTC). `error` is the message of a
+    FAIL event (an `errorMessage` run facet); it is refused on other event types.
     Raises ValueError for arguments the engine got wrong, KfmopsError when the transport fails.
     """
     if event_type not in EVENT_TYPES:
@@ -115,11 +129,23 @@ def emit_openlineage(
             programmingLanguage="python",
             producer=producer,
         )
+    if parent is not None:
+        run_facets["parent"] = parent_run.ParentRunFacet(
+            run=parent_run.Run(runId=parent[0]),
+            job=parent_run.Job(namespace=namespace, name=parent[1]),
+            producer=producer,
+        )
+    job_facets: dict[str, Any] = {}
+    if job_type:
+        job_facets["jobType"] = job_type_job.JobTypeJobFacet(
+            processingType="BATCH", integration="KFMOPS", jobType=job_type, producer=producer
+        )
     event = RunEvent(
         eventType=RunState[event_type],
         eventTime=when or datetime.now(UTC).isoformat(),
         run=Run(runId=run_id, facets=run_facets),
-        job=Job(namespace=namespace, name=job_name),
+        job=Job(namespace=namespace, name=job_name, facets=job_facets),
+        inputs=[_input(item, producer) for item in inputs],
         outputs=[_output(item, producer) for item in outputs],
         producer=producer,
     )
@@ -136,12 +162,47 @@ def emit_openlineage(
     return Serde.to_dict(event)
 
 
-def _output(item: Mapping[str, Any], producer: str) -> OutputDataset:
+def _named(item: Mapping[str, Any], what: str) -> None:
     missing = [key for key in ("name", "namespace") if not item.get(key)]
     if missing:
-        raise ValueError(f"OpenLineage output {dict(item)!r} lacks {', '.join(missing)}")
+        raise ValueError(f"OpenLineage {what} {dict(item)!r} lacks {', '.join(missing)}")
+
+
+def _version_facet(item: Mapping[str, Any], producer: str) -> dict[str, Any]:
+    version = item.get("version")
+    if not version:
+        return {}
+    return {
+        "version": dataset_version_dataset.DatasetVersionDatasetFacet(datasetVersion=str(version), producer=producer)
+    }
+
+
+def _input(item: Mapping[str, Any], producer: str) -> InputDataset:
+    _named(item, "input")
+    return InputDataset(namespace=item["namespace"], name=item["name"], facets=_version_facet(item, producer))
+
+
+def _output(item: Mapping[str, Any], producer: str) -> OutputDataset:
+    _named(item, "output")
     facet = KfmopsReferenceDatasetFacet(before=item.get("before"), after=item.get("after"), producer=producer)
-    return OutputDataset(namespace=item["namespace"], name=item["name"], facets={FACET_KEY: facet})
+    facets = {FACET_KEY: facet, **_version_facet(item, producer)}
+    return OutputDataset(namespace=item["namespace"], name=item["name"], facets=facets)
+
+
+def namespace_for(configured: str | None, remote: str | None, folder: str) -> str:
+    """The OpenLineage namespace of a workspace: `lineage.namespace`, else `kfmops://<host>/<path>` of its
+    git remote (credentials and `.git` dropped: one name for every clone and runner), else
+    `kfmops://<folder>`."""
+    if configured:
+        return configured
+    if remote:
+        scp = re.fullmatch(r"(?:[^@/]+@)?([^:/]+):(?!//)(.+)", remote)  # git@github.com:owner/repo.git
+        parts = urlsplit(remote) if scp is None else None
+        host, path = (scp[1], scp[2]) if scp else ((parts.hostname or ""), parts.path) if parts else ("", "")
+        path = path.strip("/").removesuffix(".git")
+        if path:
+            return f"kfmops://{host}/{path}" if host else f"kfmops://{path}"
+    return f"kfmops://{folder}"
 
 
 def _open_transport(config: Mapping[str, Any]) -> Transport:
@@ -212,33 +273,44 @@ def prov_document(apply: Mapping[str, Any], operator: str, references: Sequence[
     op_type = apply.get("op_type") or apply.get("operation")
     if not apply.get("apply_id") or not op_type:
         raise ValueError("write_prov needs the apply's apply_id and op_type (or operation)")
+    apply_id = _local(apply["apply_id"])
     document = ProvDocument()
     kfm = document.add_namespace("kfm", KFM_NAMESPACE)
     attributes: _Attributes = {PROV_TYPE: kfm[str(op_type)], "kfm:op_type": str(op_type)}
     for key in ("plan_id", "outcome", "openlineage_run_id"):
         if apply.get(key):
             attributes[f"kfm:{key}"] = str(apply[key])
-    activity = document.activity(
-        f"kfm:apply/{_local(apply['apply_id'])}", apply.get("started"), apply.get("finished"), attributes
-    )
-    ci_run_url = apply.get("ci_run_url")
-    agent_attributes: _Attributes = {PROV_TYPE: PROV["SoftwareAgent"] if ci_run_url else PROV["Person"]}
-    if ci_run_url:
-        agent_attributes["kfm:ci_run_url"] = str(ci_run_url)
-    agent_attributes["kfm:operator"] = operator
-    agent = document.agent(f"kfm:agent/{_local(operator)}", agent_attributes)
-    document.wasAssociatedWith(activity, agent)
+    activity = document.activity(f"kfm:apply/{apply_id}", apply.get("started"), apply.get("finished"), attributes)
+    _agents(document, kfm, activity, apply, operator)
+    if apply.get("rolls_back"):
+        document.wasInformedBy(activity, f"kfm:apply/{_local(apply['rolls_back'])}")
+    decision = apply.get("decision")
+    if decision:
+        rules = sorted({str(f.get("rule")) for f in decision.get("findings", ()) if f.get("rule")})
+        judged = document.entity(
+            f"kfm:decision/{apply_id}",
+            {
+                PROV_TYPE: kfm["GovernanceDecision"],
+                "kfm:decision": str(decision.get("decision", "deny")),
+                "kfm:rules": " ".join(rules),
+            },
+        )
+        document.used(activity, judged, apply.get("started"))
+    versions: dict[str, Any] = {}
     for reference in references:
         address = reference.get("address")
         if not address:
             raise ValueError(f"PROV reference {dict(reference)!r} lacks an address")
         before, after = reference.get("before"), reference.get("after")
+        state = f"kfm:reference/{_local(address)}/{apply_id}"
         old = new = None
         if before is not None:
-            old = document.entity(f"kfm:reference/{_local(address)}@before", _state(kfm, reference, before))
+            pointed = _version(document, kfm, versions, reference.get("dataset"), reference.get("before_version"))
+            old = document.entity(f"{state}/before", _state(kfm, reference, before, pointed))
             document.used(activity, old, apply.get("started"))
         if after is not None:
-            new = document.entity(f"kfm:reference/{_local(address)}@after", _state(kfm, reference, after))
+            pointed = _version(document, kfm, versions, reference.get("dataset"), reference.get("version"))
+            new = document.entity(f"{state}/after", _state(kfm, reference, after, pointed))
             document.wasGeneratedBy(new, activity, apply.get("finished"))
         if old is not None and new is not None:
             document.wasDerivedFrom(new, old, activity, other_attributes={PROV_TYPE: PROV["Revision"]})
@@ -247,16 +319,57 @@ def prov_document(apply: Mapping[str, Any], operator: str, references: Sequence[
     return document
 
 
+def _agents(document: ProvDocument, kfm: Namespace, activity: Any, apply: Mapping[str, Any], operator: str) -> None:
+    """Who did it: the operator (a prov:Person); from CI, the run (a prov:SoftwareAgent) acting on behalf of
+    the person who approved it (else the operator). An approver other than the operator is delegated to."""
+    approver = apply.get("approved_by")
+    ci_run_url = apply.get("ci_run_url")
+    if ci_run_url:
+        run = document.agent(
+            f"kfm:ci-run/{_local(ci_run_url)}", {PROV_TYPE: PROV["SoftwareAgent"], "kfm:ci_run_url": str(ci_run_url)}
+        )
+        document.wasAssociatedWith(activity, run)
+        document.actedOnBehalfOf(run, _person(document, approver or operator), activity)
+        return
+    person = _person(document, operator)
+    document.wasAssociatedWith(activity, person)
+    if approver and approver != operator:
+        document.actedOnBehalfOf(person, _person(document, approver), activity)
+
+
+def _person(document: ProvDocument, name: str) -> Any:
+    return document.agent(f"kfm:person/{_local(name)}", {PROV_TYPE: PROV["Person"], "kfm:name": str(name)})
+
+
+def _version(
+    document: ProvDocument, kfm: Namespace, declared: dict[str, Any], dataset: Any, version: Any
+) -> QualifiedName | None:
+    """The entity of dataset version `dataset@version` (immutable, so one id across every document)."""
+    if not dataset or not version:
+        return None
+    identifier = f"kfm:dataset/{_local(dataset)}@{_local(version)}"
+    if identifier not in declared:
+        declared[identifier] = document.entity(
+            identifier,
+            {PROV_TYPE: kfm["DatasetVersion"], "kfm:dataset": str(dataset), "kfm:version": str(version)},
+        )
+    name: QualifiedName = declared[identifier].identifier
+    return name
+
+
 def _local(name: Any) -> str:
     """`name` usable in an identifier that PROV-O turns into an IRI (spaces and the like percent-encoded)."""
     return quote(str(name), safe="@._-~/:")
 
 
-def _state(kfm: Namespace, reference: Mapping[str, Any], value: Any) -> _Attributes:
-    return {
+def _state(kfm: Namespace, reference: Mapping[str, Any], value: Any, version: QualifiedName | None) -> _Attributes:
+    state: _Attributes = {
         PROV_TYPE: kfm["ReferenceState"],
         "kfm:address": str(reference["address"]),
         "kfm:kind": str(reference.get("kind", "")),
         "kfm:backend": str(reference.get("backend", "")),
         "kfm:value": canonical_json(value),
     }
+    if version is not None:
+        state["kfm:points_at"] = version  # the dataset version this state of the reference points at
+    return state

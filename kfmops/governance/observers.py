@@ -14,10 +14,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
+from dataclasses import replace
 from typing import Any
 
 from kfmops import __version__
 from kfmops.events import (
+    AttemptDenied,
     BatchFinished,
     BatchStarted,
     Event,
@@ -27,11 +29,14 @@ from kfmops.events import (
     TransactionCommitted,
     TransactionStarted,
 )
-from kfmops.governance.ledger import OP_TYPES, Ledger, entry_for
-from kfmops.governance.lineage import emit_openlineage, run_id_for, write_prov
+from kfmops.gitops import repo
+from kfmops.governance.ledger import OP_TYPES, Ledger, denial_entry, entry_for
+from kfmops.governance.lineage import emit_openlineage, namespace_for, run_id_for, write_prov
 from kfmops.governance.telemetry import Telemetry
+from kfmops.io.clock import new_id
 from kfmops.io.redact import Redactor
 from kfmops.plans import codec
+from kfmops.plans.model import Operation
 from kfmops.plans.transaction import Outcome, Transaction
 from kfmops.workspace import Workspace
 
@@ -48,38 +53,72 @@ class Recorder:
         self.transport = settings.get("transport") or {"type": "file", "path": str(lineage_dir / "openlineage.jsonl")}
         self.prov_dir = lineage_dir / "prov"
         self.provo = bool(settings.get("provo", False))
-        self.namespace = f"kfmops://{workspace.root.name}"
-        self.findings: list[dict[str, Any]] = []
+        self.namespace = namespace_for(settings.get("namespace"), repo.remote_url(workspace.root), workspace.root.name)
+        self.decision: dict[str, Any] = {}
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, PolicyEvaluated):
-            self.findings = list(event.findings)
+            self.decision = {"decision": event.decision, "findings": list(event.findings)}
+        elif isinstance(event, AttemptDenied):
+            self._denied(event)
         elif isinstance(event, TransactionStarted):
             self._lineage(event.transaction, "START")
         elif isinstance(event, TransactionCommitted | TransactionAborted):
             self._settled(event.transaction)
 
-    def _lineage(self, transaction: Transaction, event_type: str) -> None:
+    def _lineage(self, transaction: Transaction, event_type: str, *, recovers: str | None = None) -> str:
+        """Send one RunEvent of `transaction`'s run and return its runId.
+
+        A recovery is a run of its own (job `kfmops.recover`) whose parent is the interrupted run; that run
+        keeps its own job name (`recovers`, the operation it was running) when its last event is sent."""
+        job = str(transaction.operation)
+        run_id, parent = run_id_for(transaction.id), None
+        if recovers is not None:
+            parent = (run_id, f"kfmops.{recovers}")
+            run_id = run_id_for(f"{transaction.id}/recover")
         failed = event_type == "FAIL"
+        mutations = transaction.outputs() if transaction.outcome is Outcome.COMMITTED else transaction.mutations
         emit_openlineage(
-            run_id_for(transaction.id),
+            run_id,
             event_type,
-            f"kfmops.{transaction.operation}",
+            f"kfmops.{job}",
             self.namespace,
             [
-                {"name": c.address, "namespace": self.namespace, "before": c.before, "after": c.after}
-                for c in transaction.mutations
+                {
+                    "name": c.address,
+                    "namespace": self.namespace,
+                    "before": c.before,
+                    "after": c.after,
+                    "version": c.version if c.after is not None else None,
+                }
+                for c in mutations
             ],
             self.transport,
             PRODUCER,
             error=self.redact.text(transaction.error or "apply aborted and compensated") if failed else None,
+            inputs=[
+                {"name": c.address, "namespace": self.namespace, "version": c.before_version}
+                for c in mutations
+                if c.before is not None
+            ],
+            job_type=job.upper(),
+            parent=parent,
         )
+        return run_id
 
     def _settled(self, transaction: Transaction) -> None:
         if self.ledger().recorded(transaction.id, OP_TYPES[transaction.operation]):
             return  # recorded before a crash cut the rest of settling short
         committed = transaction.outcome is Outcome.COMMITTED
-        self._lineage(transaction, "COMPLETE" if committed else "FAIL")
+        recovers = transaction.origin.get("recovers") if transaction.operation is Operation.RECOVER else None
+        if recovers:  # the interrupted run ends under its own job name; the recovery is a run of its own
+            interrupted = replace(transaction, operation=Operation(recovers), error="interrupted; resolved by recover")
+            self._lineage(interrupted, "COMPLETE" if committed else "FAIL")
+            self._lineage(transaction, "START", recovers=recovers)
+            run_id = self._lineage(transaction, "COMPLETE", recovers=recovers)
+        else:
+            run_id = self._lineage(transaction, "COMPLETE" if committed else "FAIL")
+        origin = transaction.origin
         prov = write_prov(
             self.prov_dir / f"{transaction.id}.json",
             {
@@ -89,16 +128,37 @@ class Recorder:
                 "outcome": str(transaction.outcome),
                 "started": transaction.started,
                 "finished": transaction.finished,
+                "openlineage_run_id": run_id,
+                "rolls_back": transaction.rolls_back,
+                "ci_run_url": origin.get("ci_run_url"),
+                "approved_by": origin.get("approved_by"),
+                "decision": self.decision,
             },
             transaction.operator,
             [codec.change_to_dict(c) for c in transaction.outputs()] if committed else [],
             provo=self.provo,
         )
-        lineage_refs = {
-            "openlineage_run_id": run_id_for(transaction.id),
-            "prov_document": self.workspace.relative(prov),
-        }
-        entry = entry_for(transaction, findings=self.findings, lineage_refs=lineage_refs, redact=self.redact)
+        lineage_refs = {"openlineage_run_id": run_id, "prov_document": self.workspace.relative(prov)}
+        findings = list(self.decision.get("findings", []))
+        entry = entry_for(transaction, findings=findings, lineage_refs=lineage_refs, redact=self.redact)
+        self.ledger().append(entry)
+
+    def _denied(self, event: AttemptDenied) -> None:
+        """Ledger an attempt policy refused: nothing moved, so there is no run, WAL or PROV document."""
+        operation = event.plan.operation
+        if event.operation.startswith("recover"):
+            operation = Operation.RECOVER
+        entry = denial_entry(
+            operation,
+            event.plan,
+            attempt_id=new_id("denied"),
+            operator=event.operator,
+            reason=event.reason,
+            origin=event.origin,
+            findings=event.findings,
+            lineage_refs={},
+            redact=self.redact,
+        )
         self.ledger().append(entry)
 
 
@@ -116,6 +176,8 @@ class Metrics:
             "broken_links": 0,
         }
         self.retries: dict[str, int] = {}
+        self.denials: dict[str, int] = {}  # rule family (heritage, care, ...) -> denying findings
+        self.outcome = "ok"  # then denied, committed, aborted or nothing; `error` when the command failed
         self.batch_span = ExitStack()
 
     def __call__(self, event: Event) -> None:
@@ -126,6 +188,13 @@ class Metrics:
             rules = [str(f.get("rule", "")) for f in event.findings]
             self.counts["care_flags"] = sum(rule.startswith("care.") for rule in rules)
             self.counts["sovereignty_escalations"] = sum(rule.startswith("sovereignty.") for rule in rules)
+            # the last judgement of the command counts (plan, then apply, judge the same plan twice)
+            self.denials = {}
+            for finding in event.findings:
+                if finding.get("severity") == "deny":
+                    family = str(finding.get("rule") or "policy").split(".")[0]
+                    self.denials[family] = self.denials.get(family, 0) + 1
+            self.outcome = "ok" if event.decision == "allow" else "denied"
         elif isinstance(event, BatchStarted):
             batch = event.batch
             self.batch_span.enter_context(
@@ -137,17 +206,22 @@ class Metrics:
             self.batch_span.close()
         elif isinstance(event, TransactionCommitted | TransactionAborted):
             self.batch_span.close()
+            self.outcome = str(event.transaction.outcome)
             self.counts["wal_entries"] += event.wal_records
             if isinstance(event, TransactionCommitted):
                 self.counts["broken_links"] += event.broken_links
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
+        """Export the command's metrics; `failed`: it ended with an error (its outcome is then `error`
+        unless a transaction settled or policy denied it first)."""
         wall, cpu = self.started
         self.batch_span.close()
         self.telemetry.record_operation(
             command=self.command,
+            outcome="error" if failed and self.outcome == "ok" else self.outcome,
             latency_ms=(time.monotonic() - wall) * 1000,
             retries=self.retries,
+            denials=self.denials,
             cpu_seconds=time.process_time() - cpu,
             **self.counts,
         )

@@ -3,7 +3,8 @@
 Metrics (names are a contract, see DESIGN.md §3): `kfm.ops_latency_ms` (histogram),
 `kfm.ops_retry_count` (by backend and error class), `kfm.ops_wal_entries`, `kfm.ops_care_flags`,
 `kfm.ops_sovereignty_escalations`, `kfm.ops_energy_wh`, `kfm.ops_carbon_gco2e`,
-`kfm.ops_broken_links` (counters). Spans: one per command and one per batch (`Telemetry.span`).
+`kfm.ops_broken_links`, `kfm.ops_policy_denials` (by rule family) (counters); every point carries the
+command's `outcome`. Spans: one per command and one per batch (`Telemetry.span`).
 
 Energy and carbon are ESTIMATES, never measurements: energy_wh = cpu_seconds x `cpu_watts` / 3600
 and carbon_gco2e = energy_wh / 1000 x `grid_gco2e_per_kwh`. Their descriptions say so and each of
@@ -103,6 +104,7 @@ class Telemetry:
                 f"{self.grid_gco2e_per_kwh:g} gCO2e/kWh (setting grid_gco2e_per_kwh)",
             ),
             "kfm.ops_broken_links": ("{link}", "Broken links found (references whose target is missing)"),
+            "kfm.ops_policy_denials": ("{finding}", "Denying policy findings, by rule family (heritage, care, ...)"),
         }
         self._counters = {
             name: meter.create_counter(name, unit=unit, description=description)
@@ -136,6 +138,8 @@ class Telemetry:
         command: str,
         latency_ms: float,
         retries: dict[str, int],
+        outcome: str = "ok",
+        denials: dict[str, int] | None = None,
         wal_entries: int,
         care_flags: int,
         sovereignty_escalations: int,
@@ -143,15 +147,19 @@ class Telemetry:
         broken_links: int,
         backend_attrs: dict[str, Any] | None = None,
     ) -> None:
-        """Record the metrics of one finished command; every data point carries `command` and `backend_attrs`.
+        """Record the metrics of one finished command; every data point carries `command`, `outcome` (ok,
+        denied, committed, aborted, nothing or error) and `backend_attrs`.
 
-        `retries` maps `"<backend>:<ErrorClass>"` (or a bare backend: error class "unspecified") to a
-        retry count; with no retries one zero point (backend and error_class "none") keeps the series.
+        `denials` maps a rule family (the part of a finding's rule before its first dot: heritage, care,
+        sovereignty, provenance, policy, ...) to how many denying findings it raised; with none, one zero
+        point (rule_family "none") keeps the series. `retries` maps `"<backend>:<ErrorClass>"` (or a bare
+        backend: error class "unspecified") to a retry count; with no retries one zero point (backend and
+        error_class "none") keeps the series.
         Counts and times must be non-negative (ValueError otherwise).
         """
         if self._closed:
             raise RuntimeError("telemetry was shut down; record operations before shutdown()")
-        base = {"command": command, **_attributes(backend_attrs or {})}
+        base = {"command": command, "outcome": outcome, **_attributes(backend_attrs or {})}
         refuse_secrets(base, "telemetry attributes")
         numbers = {
             "latency_ms": latency_ms,
@@ -161,6 +169,7 @@ class Telemetry:
             "cpu_seconds": cpu_seconds,
             "broken_links": broken_links,
             **{f"retries[{key}]": count for key, count in retries.items()},
+            **{f"denials[{family}]": count for family, count in (denials or {}).items()},
         }
         wrong = [name for name, value in numbers.items() if not _non_negative(value)]
         if wrong:
@@ -176,6 +185,8 @@ class Telemetry:
         self._counters["kfm.ops_care_flags"].add(care_flags, base)
         self._counters["kfm.ops_sovereignty_escalations"].add(sovereignty_escalations, base)
         self._counters["kfm.ops_broken_links"].add(broken_links, base)
+        for family, count in (denials or {"none": 0}).items():
+            self._counters["kfm.ops_policy_denials"].add(count, {**base, "rule_family": family})
         self._counters["kfm.ops_energy_wh"].add(energy_wh, {**base, "estimate": True})
         self._counters["kfm.ops_carbon_gco2e"].add(carbon_g, {**base, "estimate": True})
 

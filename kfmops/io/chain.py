@@ -16,6 +16,8 @@ from typing import Any
 from kfmops.io.canonical import canonical_json, sha256_hex
 
 GENESIS = "0" * 64
+KEYED = "hmac-sha256"
+"""The `chain` marker of a record hashed with a key."""
 
 
 def record_hash(record: Mapping[str, Any], key: bytes | None = None) -> str:
@@ -28,17 +30,34 @@ def record_hash(record: Mapping[str, Any], key: bytes | None = None) -> str:
 
 
 def link(record: dict[str, Any], prev_hash: str, key: bytes | None = None) -> dict[str, Any]:
-    """`record` with `prev_hash` and `hash` set, chained after the record whose hash is `prev_hash`."""
-    linked = {**record, "prev_hash": prev_hash}
+    """`record` with `prev_hash` and `hash` set, chained after the record whose hash is `prev_hash`; with
+    `key`, marked `"chain": "hmac-sha256"` (inside what is hashed) and hashed with it."""
+    linked = {**record, "prev_hash": prev_hash} | ({"chain": KEYED} if key is not None else {})
     linked["hash"] = record_hash(linked, key)
     return linked
+
+
+def content_problem(record: Mapping[str, Any], key: bytes | None = None) -> str | None:
+    """Why `record`'s content does not match its hash, or None when it does.
+
+    With `key`, every record must be keyed: a record hashed without the key (an edit re-hashed by someone
+    who does not hold it) fails, marker or not. Without `key`, a keyed record cannot be checked and fails too.
+    """
+    keyed = record.get("chain") == KEYED
+    if key is not None and not keyed:
+        return "it is not keyed although the key is set: written without the key, or edited and re-hashed without it"
+    if key is None and keyed:
+        return "it is keyed (HMAC): set the key (KFMOPS_LEDGER_KEY) to verify it"
+    if record.get("hash") != record_hash(record, key):
+        return "its content does not match its hash"
+    return None
 
 
 def problems(record: Mapping[str, Any], prev_hash: str, key: bytes | None = None) -> list[str]:
     """Why `record` does not follow the record whose hash is `prev_hash` (empty when it does)."""
     found = []
-    if record.get("hash") != record_hash(record, key):
-        found.append("its content does not match its hash")
+    if (problem := content_problem(record, key)) is not None:
+        found.append(problem)
     if record.get("prev_hash") != prev_hash:
         found.append("its prev_hash does not match the record before it")
     return found

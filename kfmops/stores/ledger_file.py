@@ -93,8 +93,8 @@ class FolderLedger(LedgerChain):
             seq = entry.get("seq")
             label = f"line {number} (seq {seq})"
             reasons = []
-            if entry.get("hash") != chain.record_hash(entry, self.key):
-                reasons.append("its content does not match its hash: the entry was edited")
+            if (problem := chain.content_problem(entry, self.key)) is not None:
+                reasons.append(f"{problem}: the entry was edited" if problem.endswith("hash") else problem)
             if seq != prev_seq + 1:
                 reasons.append(
                     f"expected seq {prev_seq + 1} after {prev_label}: an entry was removed, inserted or reordered"
