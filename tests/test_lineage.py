@@ -253,10 +253,21 @@ REFERENCES = [
         "address": "dataset.landcover-1992.search",
         "kind": "search",
         "backend": "local",
+        "dataset": "landcover-1992",
         "before": {"indices": ["kfm-landcover-1992-v1"], "write_index": None},
         "after": {"indices": ["kfm-landcover-1992-v2"], "write_index": None},
+        "before_version": "v1",
+        "version": "v2",
     },
-    {"address": "dataset.landcover-1992.cache", "kind": "cache", "backend": "redis", "before": None, "after": "v2"},
+    {
+        "address": "dataset.landcover-1992.cache",
+        "kind": "cache",
+        "backend": "redis",
+        "dataset": "landcover-1992",
+        "before": None,
+        "after": "v2",
+        "version": "v2",
+    },
     {"address": "stac_link.legacy", "kind": "stac", "backend": "local", "before": "old", "after": None},
 ]
 
@@ -283,44 +294,73 @@ def test_prov_document_round_trips_with_activity_agent_and_entities(tmp_path: Pa
     assert {str(value) for value in activity.get_attribute("kfm:op_type")} == {"apply"}
 
     [agent] = records(document, "Agent")
-    assert str(agent.identifier) == "kfm:agent/ana@ks-gis-01"
+    assert str(agent.identifier) == "kfm:person/ana@ks-gis-01"
     assert PROV["Person"] in agent.get_attribute(PROV_TYPE)
     [association] = records(document, "Association")
     assert identifier(association, "activity") == str(activity.identifier)
     assert identifier(association, "agent") == str(agent.identifier)
 
+    state = "kfm:reference/{}/apply-20261126T153000Z-3f9a1c/{}"
     entities = {str(entity.identifier): entity for entity in records(document, "Entity")}
     assert set(entities) == {
-        "kfm:reference/dataset.landcover-1992.search@before",
-        "kfm:reference/dataset.landcover-1992.search@after",
-        "kfm:reference/dataset.landcover-1992.cache@after",
-        "kfm:reference/stac_link.legacy@before",
+        state.format("dataset.landcover-1992.search", "before"),
+        state.format("dataset.landcover-1992.search", "after"),
+        state.format("dataset.landcover-1992.cache", "after"),
+        state.format("stac_link.legacy", "before"),
+        "kfm:dataset/landcover-1992@v1",
+        "kfm:dataset/landcover-1992@v2",
     }
-    value = entities["kfm:reference/dataset.landcover-1992.search@after"].get_attribute("kfm:value").pop()
-    assert json.loads(value) == REFERENCES[0]["after"]
+    after = entities[state.format("dataset.landcover-1992.search", "after")]
+    assert json.loads(after.get_attribute("kfm:value").pop()) == REFERENCES[0]["after"]
+    assert {str(v) for v in after.get_attribute("kfm:points_at")} == {"kfm:dataset/landcover-1992@v2"}
+    before = entities[state.format("dataset.landcover-1992.search", "before")]
+    assert {str(v) for v in before.get_attribute("kfm:points_at")} == {"kfm:dataset/landcover-1992@v1"}
+    version = entities["kfm:dataset/landcover-1992@v2"]
+    assert {str(v) for v in version.get_attribute(PROV_TYPE)} == {"kfm:DatasetVersion"}
 
     used = {identifier(record, "entity") for record in records(document, "Usage")}
     generated = {identifier(record, "entity") for record in records(document, "Generation")}
-    assert used == {"kfm:reference/dataset.landcover-1992.search@before", "kfm:reference/stac_link.legacy@before"}
+    assert used == {state.format("dataset.landcover-1992.search", "before"), state.format("stac_link.legacy", "before")}
     assert generated == {
-        "kfm:reference/dataset.landcover-1992.search@after",
-        "kfm:reference/dataset.landcover-1992.cache@after",
+        state.format("dataset.landcover-1992.search", "after"),
+        state.format("dataset.landcover-1992.cache", "after"),
     }
     [derivation] = records(document, "Derivation")
-    assert identifier(derivation, "generatedEntity") == "kfm:reference/dataset.landcover-1992.search@after"
-    assert identifier(derivation, "usedEntity") == "kfm:reference/dataset.landcover-1992.search@before"
+    assert identifier(derivation, "generatedEntity") == state.format("dataset.landcover-1992.search", "after")
+    assert identifier(derivation, "usedEntity") == state.format("dataset.landcover-1992.search", "before")
     assert PROV["Revision"] in derivation.get_attribute(PROV_TYPE)
     [invalidation] = records(document, "Invalidation")
-    assert identifier(invalidation, "entity") == "kfm:reference/stac_link.legacy@before"
+    assert identifier(invalidation, "entity") == state.format("stac_link.legacy", "before")
 
 
-def test_a_ci_run_is_a_software_agent(tmp_path: Path) -> None:
-    apply = APPLY | {"ci_run_url": "https://github.com/kfm/desired/actions/runs/42", "op_type": "rollback"}
+def test_a_ci_run_is_a_software_agent_acting_for_the_approver(tmp_path: Path) -> None:
+    url = "https://github.com/kfm/desired/actions/runs/42"
+    apply = APPLY | {"ci_run_url": url, "approved_by": "mara@kfm", "op_type": "rollback"}
     document = prov.read(write_prov(tmp_path / "p.json", apply, "github-actions", REFERENCES[:1]), format="json")
-    [agent] = records(document, "Agent")
-    assert PROV["SoftwareAgent"] in agent.get_attribute(PROV_TYPE)
+    agents = {str(agent.identifier): agent for agent in records(document, "Agent")}
+    run = agents[f"kfm:ci-run/{url}"]
+    assert PROV["SoftwareAgent"] in run.get_attribute(PROV_TYPE)
+    assert PROV["Person"] in agents["kfm:person/mara@kfm"].get_attribute(PROV_TYPE)
+    [association] = records(document, "Association")
+    assert identifier(association, "agent") == f"kfm:ci-run/{url}"
+    [delegation] = records(document, "Delegation")
+    assert identifier(delegation, "delegate") == f"kfm:ci-run/{url}"
+    assert identifier(delegation, "responsible") == "kfm:person/mara@kfm"
     [activity] = records(document, "Activity")
     assert {str(value) for value in activity.get_attribute("kfm:op_type")} == {"rollback"}
+
+
+def test_a_rollback_is_informed_by_the_apply_it_undoes_and_uses_the_decision(tmp_path: Path) -> None:
+    decision = {"decision": "allow", "findings": [{"rule": "care.consent_expiring", "severity": "warn"}]}
+    apply = APPLY | {"op_type": "rollback", "rolls_back": "apply-20261125T100000Z-aaaaaa", "decision": decision}
+    document = prov.read(write_prov(tmp_path / "p.json", apply, "ana", REFERENCES), format="json")
+    [communication] = records(document, "Communication")
+    assert identifier(communication, "informant") == "kfm:apply/apply-20261125T100000Z-aaaaaa"
+    assert identifier(communication, "informed") == "kfm:apply/apply-20261126T153000Z-3f9a1c"
+    [judged] = [e for e in records(document, "Entity") if str(e.identifier).startswith("kfm:decision/")]
+    assert {str(v) for v in judged.get_attribute("kfm:decision")} == {"allow"}
+    assert {str(v) for v in judged.get_attribute("kfm:rules")} == {"care.consent_expiring"}
+    assert str(judged.identifier) in {identifier(record, "entity") for record in records(document, "Usage")}
 
 
 def test_prov_needs_an_apply_id_and_an_op_type(tmp_path: Path) -> None:

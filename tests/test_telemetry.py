@@ -1,4 +1,4 @@
-"""Telemetry: the eight kfm.ops_* metrics and the spans, as JSON lines that match their schema."""
+"""Telemetry: the nine kfm.ops_* metrics and the spans, as JSON lines that match their schema."""
 
 from __future__ import annotations
 
@@ -26,9 +26,12 @@ METRIC_NAMES = {
     "kfm.ops_energy_wh",
     "kfm.ops_carbon_gco2e",
     "kfm.ops_broken_links",
+    "kfm.ops_policy_denials",
 }
 OPERATION: dict[str, Any] = {
     "command": "apply",
+    "outcome": "denied",
+    "denials": {"heritage": 2, "provenance": 1},
     "latency_ms": 1234.5,
     "retries": {"redis:ConnectionError": 2, "elasticsearch:ConnectionTimeout": 1, "neo4j": 1},
     "wal_entries": 14,
@@ -69,7 +72,7 @@ def recorded(tmp_path: Path) -> Path:
     return folder
 
 
-def test_all_eight_metrics_are_written_and_match_the_schema(recorded: Path) -> None:
+def test_all_nine_metrics_are_written_and_match_the_schema(recorded: Path) -> None:
     records = read(recorded / "metrics.jsonl")
     assert [record["name"] for record in records if record["name"] in METRIC_NAMES] == [r["name"] for r in records]
     assert {record["name"] for record in records} == METRIC_NAMES
@@ -78,6 +81,7 @@ def test_all_eight_metrics_are_written_and_match_the_schema(recorded: Path) -> N
         assert schema_errors(record) == [], record["name"]
         for point in record["points"]:
             assert point["attributes"]["command"] == "apply"
+            assert point["attributes"]["outcome"] == "denied"
             assert point["attributes"]["workspace"] == "kansas"
 
 
@@ -132,6 +136,20 @@ def test_metric_values(recorded: Path) -> None:
         ("kfm.ops_broken_links", 3),
     ):
         assert [point["value"] for point in records[name]["points"]] == [value]
+    denials = {p["attributes"]["rule_family"]: p["value"] for p in records["kfm.ops_policy_denials"]["points"]}
+    assert denials == {"heritage": 2, "provenance": 1}
+
+
+def test_no_denials_still_writes_the_denial_series(tmp_path: Path) -> None:
+    telemetry = Telemetry("file", tmp_path, {})
+    telemetry.record_operation(**OPERATION | {"denials": {}, "outcome": "committed"})
+    telemetry.shutdown()
+    [point] = by_name(read(tmp_path / "metrics.jsonl"))["kfm.ops_policy_denials"]["points"]
+    assert (point["attributes"]["rule_family"], point["attributes"]["outcome"], point["value"]) == (
+        "none",
+        "committed",
+        0,
+    )
 
 
 def test_no_retries_still_writes_the_retry_series(tmp_path: Path) -> None:
