@@ -1,4 +1,6 @@
-"""The governance ledger: one hash-chained entry per apply, rollback, hotfix or recover.
+"""The governance ledger: one hash-chained entry per apply, rollback, hotfix or recover, and one per
+attempt policy denied (`outcome: denied`). An entry says why (reason), who ran and approved it, the git
+commit and CI run it came from, the consents of the datasets it touches, and what a rollback undoes.
 
 The chain itself is a store (`stores.base.LedgerChain`; by default a JSON-lines file at
 `docs/reports/audit/data_provenance_ledger.jsonl` under the workspace root, or the workspace's

@@ -1,18 +1,26 @@
 """Lineage of every operation: OpenLineage RunEvents (START, COMPLETE, FAIL) and a W3C PROV document.
 
-OpenLineage: one run per apply/rollback/hotfix/recover; each changed reference is an output dataset
-carrying the custom facet `kfmops_reference` (its before and after values, schema in
-`schemas/lineage-facet.schema.json`). Events go through openlineage-python's own transports, built
+OpenLineage: one run per apply/rollback/hotfix/recover, one job name per run (`kfmops.<operation>`, with
+the standard `jobType` facet); a recovery is a run of its own whose `parent` facet names the interrupted
+run. Each changed reference is an output dataset carrying the custom facet `kfmops_reference` (its
+before and after values, schema in `schemas/lineage-facet.schema.json`) and the standard `version`
+facet (the dataset version it points at after); each reference read is an input at the version it
+pointed at before. Events go through openlineage-python's own transports, built
 here from the transport mapping the engine passes (file by default, or HTTP). The transport is used
 directly rather than through `OpenLineageClient`, because the client also reads `openlineage.yml`
 from the working directory and `OPENLINEAGE__*` variables (filters, tags, extra facets): what is
 emitted must be exactly the event built here, whatever directory kfmops runs from.
 
-PROV: the operation is a prov:Activity associated with the operator (prov:Person, or
-prov:SoftwareAgent when run from CI); per changed reference the activity used the before state
-`kfm:reference/<address>@before` and generated the after state `kfm:reference/<address>@after`, which
-wasDerivedFrom (a prov:Revision of) the before state. A create has no before entity; a delete has
-no after entity and invalidates the before state instead.
+PROV: ids are unique per operation and reference, so that the documents of many operations merge
+without an entity holding two values or being generated twice. The operation is a prov:Activity
+`kfm:apply/<apply id>` associated with the operator (`kfm:person/<name>`, a prov:Person), or from CI with
+the run (`kfm:ci-run/<url>`, a prov:SoftwareAgent) that acted on behalf of the person who approved it.
+It used the governance decision `kfm:decision/<apply id>` (decision and rules), and per changed reference
+the before state `kfm:reference/<address>/<apply id>/before` and generated the after state
+`.../after`, which wasDerivedFrom (a prov:Revision of) the before state. A create has no before entity;
+a delete has no after entity and invalidates the before state instead. A state `kfm:points_at` the
+dataset version `kfm:dataset/<name>@<version>` (one id everywhere: versions are immutable). A rollback
+wasInformedBy the apply it undoes.
 
 Must not: no network access except the configured HTTP transport; no global state (the library's
 `set_producer` is never called: the producer is passed on every event and facet).

@@ -269,7 +269,7 @@ def _empty(settings: Mapping[str, Any], why: str) -> PolicyResult:
                 "policy.empty",
                 None,
                 f"{why}, so nothing was checked",
-                "restore the default policies (policies/) or add policy.paths in kfmops.yaml; "
+                "restore the bundled policies (policy.defaults: true) or add policy.paths in kfmops.yaml; "
                 "set policy.allow_empty: true only to run without policy on purpose",
                 "deny",
             )
