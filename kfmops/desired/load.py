@@ -19,6 +19,7 @@ SCHEMA_OF_KIND = {
     "GraphRelationship": "graph-relationship",
     "SearchAlias": "search-alias",
     "CacheKey": "cache-key",
+    "Consent": "consent",
 }
 
 

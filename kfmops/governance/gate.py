@@ -6,17 +6,21 @@ begins. The gate answers; the engine decides when to ask and emits what it heard
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from kfmops.errors import PolicyDenied
+from kfmops.governance.facts import gather
 from kfmops.governance.policy import DEFAULT_POLICY_DIR, PolicyResult, evaluate, load_policies
 from kfmops.plans import codec
 from kfmops.plans.model import Plan
+from kfmops.providers.registry import Providers
 from kfmops.workspace import Workspace
 
 
 class PolicyGate:
-    def __init__(self, workspace: Workspace):
+    def __init__(self, workspace: Workspace, providers: Providers):
+        self.providers = providers
         settings = workspace.section("policy")
         self.settings = {k: v for k, v in settings.items() if k not in {"paths", "defaults"}}
         extra = [workspace.root / path for path in settings.get("paths", [])]
@@ -26,8 +30,11 @@ class PolicyGate:
             self.policies = load_policies(extra[0], extra[1:]) if extra else []
 
     def check(self, plan: Plan) -> PolicyResult:
-        """The policy decision over `plan` (one query)."""
-        return evaluate(policy_input(plan), self.policies, self.settings)
+        """The policy decision over `plan` (one query), judged on facts gathered now from the data of the
+        versions its datasets point at: the facts a plan file carries are never trusted."""
+        facts = gather(self.providers, plan.datasets)
+        result = evaluate(policy_input(replace(plan, facts=facts)), self.policies, self.settings)
+        return replace(result, facts=facts)
 
     def require_allowed(self, plan: Plan, operation: str) -> PolicyResult:
         """The decision, or PolicyDenied (exit 3) naming every denying finding and its fix."""

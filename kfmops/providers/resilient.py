@@ -250,6 +250,9 @@ class Resilient:
     def broken_links(self, references: Sequence[Reference]) -> int:
         return self._call(lambda: self.inner.broken_links(references))
 
+    def version_facts(self, paths: Sequence[str]) -> dict[str, dict[str, Any]]:
+        return self._call(lambda: self.inner.version_facts(paths))
+
     def is_retryable(self, error: Exception) -> bool:
         return self.inner.is_retryable(error)
 
