@@ -462,7 +462,8 @@ method_problem(f, record) := concat("", [
 	"version ", target_id(record), " says kfm:coordinates_removed: false in its STAC documents",
 	" (facts: declared_coordinates_removed ", text(f.declared_coordinates_removed), ")",
 ]) if {
-	false in f.declared_coordinates_removed
+	some removed in f.declared_coordinates_removed
+	removed == false
 }
 
 # Why the aggregated data could single out a site; undefined when every cell holds enough sites.
