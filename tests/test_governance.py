@@ -265,6 +265,20 @@ def test_removing_a_public_datasets_consent_moves_no_version_and_is_still_judged
     assert code == DENIED and "No changes" not in out and "1 change of exposure" in out
 
 
+def test_an_allowed_change_of_exposure_is_applied_and_recorded(cli, applied_kansas):
+    edit(
+        applied_kansas,
+        "care: {label: open, sovereignty: none, visibility: public, review: approved}",
+        "care: {label: attribution, sovereignty: none, visibility: public, review: approved}",
+        "basemaps.yaml",
+    )
+    code, out, _ = cli(applied_kansas, "plan", "--detailed-exitcode")
+    assert code == 2 and "care.label: open -> attribution" in out, out
+    applied(cli, applied_kansas)
+    code, out, _ = cli(applied_kansas, "plan", "--detailed-exitcode")
+    assert code == 0 and "No changes" in out, out
+
+
 def test_dropping_heritage_or_relabelling_open_lowers_protection_and_denies(cli, applied_kansas, tmp_path):
     relabelled = tmp_path / "relabelled"
     shutil.copytree(applied_kansas, relabelled)
