@@ -14,13 +14,7 @@ from kfmops.cli import inspect, operate
 from kfmops.cli.common import Detail, Format, OutputFormat, current_workspace, human, session, view
 from kfmops.cli.consoles import stderr, stdout
 from kfmops.cli.errors import run
-from kfmops.engine.init import init as init_workspace
-from kfmops.engine.plan import PlanRequest, load_desired
-from kfmops.engine.plan import plan as make_plan
 from kfmops.errors import ExitCode, KfmopsError
-from kfmops.plans import planfile
-from kfmops.render.comment import write_comment
-from kfmops.render.graph import render_graph
 
 app = typer.Typer(
     name="kfmops",
@@ -67,6 +61,8 @@ def init() -> None:
 
     Example: mkdir my-workspace && kfmops -C my-workspace init
     """
+    from kfmops.engine.init import init as init_workspace
+
     human().initialized(init_workspace(Path.cwd()))
 
 
@@ -80,6 +76,8 @@ def validate(
 
     Example: kfmops validate
     """
+    from kfmops.engine.plan import load_desired
+
     desired = load_desired(current_workspace(), git_ref)
     stdout.print(f"Valid: {len(desired.documents)} documents, {len(desired.references)} references.")
 
@@ -120,6 +118,11 @@ def plan(
 
     Example: kfmops plan --out plan.json --format markdown --detailed-exitcode
     """
+    from kfmops.engine.plan import PlanRequest
+    from kfmops.engine.plan import plan as make_plan
+    from kfmops.plans import planfile
+    from kfmops.render.comment import write_comment
+
     chosen = view(output_format, detail)
     with session("plan", read_only=True) as opened:
         result = make_plan(opened, PlanRequest(list(target), list(exclude), git_ref, refresh_only, base))
@@ -143,6 +146,9 @@ def drift(output_format: Annotated[OutputFormat, Format] = OutputFormat.text) ->
 
     Example: kfmops drift --format markdown
     """
+    from kfmops.engine.plan import PlanRequest
+    from kfmops.engine.plan import plan as make_plan
+
     chosen = view(output_format)
     with session("drift", read_only=True) as opened:
         result = make_plan(opened, PlanRequest(refresh_only=True))
@@ -158,6 +164,9 @@ def graph(
 
     Example: kfmops graph --format dot | dot -Tsvg > references.svg
     """
+    from kfmops.engine.plan import load_desired
+    from kfmops.render.graph import render_graph
+
     sys.stdout.write(render_graph(load_desired(current_workspace()), graph_format))
 
 
@@ -171,6 +180,8 @@ def show(
 
     Example: kfmops show plans/plan-20261126T120000Z-ab12cd.json --format json
     """
+    from kfmops.plans import planfile
+
     view(output_format, detail).plan(planfile.read(plan_file))
 
 
