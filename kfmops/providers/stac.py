@@ -183,13 +183,13 @@ class StacCatalog:
 def _no_symlink(root: Path, path: str, plain: set[str]) -> bool:
     """True when no name along root-relative `path` is a symlink (names that do not exist are not); adds
     the names checked to `plain`. One lstat per name not seen before in this pass, instead of a resolve."""
-    prefix = ""
+    prefix, base = "", str(root)
     for name in path.split("/"):
         prefix = f"{prefix}/{name}" if prefix else name
         if prefix in plain:
             continue
         try:
-            mode = os.lstat(root / prefix).st_mode
+            mode = os.lstat(f"{base}/{prefix}").st_mode
         except (FileNotFoundError, NotADirectoryError):
             return True  # nothing below a missing name exists either: resolving would only append names
         except OSError:
