@@ -248,9 +248,11 @@ def main(argv: list[str] | None = None) -> list[Row]:
         for refs in sizes:
             print(f"no-op plan, {refs} references (load {load()})", flush=True)
             rows.append(bench.noop_plan(refs))
+            print(table(rows[-1:]).splitlines()[-1], flush=True)  # a row as soon as it is measured
         for refs in (size for size in APPLY_SIZES if size <= max(sizes)):
             print(f"applies, {refs} references (load {load()})", flush=True)
             rows.extend(bench.applies(refs))
+            print("\n".join(table(rows[-2:]).splitlines()[-2:]), flush=True)
     finally:
         if args.out is None:
             shutil.rmtree(folder, ignore_errors=True)
