@@ -74,8 +74,13 @@ def apply(session: Session, plan: Plan, options: ApplyOptions = DEFAULT_OPTIONS)
                 raise InputError([Diagnostic(f"{a} points at a target that does not exist: {m}") for a, m in missing])
         said, origin = judge_attempt(session, plan, options)
         transaction = begin(plan, state, lock, replace(options, reason=said), origin)
-        if not mutations and all(
-            (managed := state.resources.get(c.address)) is not None and managed.value == c.after for c in plan.changes
+        if (
+            not mutations
+            and not plan.exposure
+            and all(
+                (managed := state.resources.get(c.address)) is not None and managed.value == c.after
+                for c in plan.changes
+            )
         ):
             return transaction.settle(Outcome.NOTHING, now(), state.serial)
         return run(session, transaction, session.stores.wal.begin(transaction.id))

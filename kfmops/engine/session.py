@@ -97,7 +97,7 @@ class Session:
 
     @cached_property
     def policy(self) -> PolicyGate:
-        return PolicyGate(self.workspace)
+        return PolicyGate(self.workspace, self.providers)
 
     def judge(
         self, plan: Plan, operation: str, *, reason: str | None = None, origin: dict[str, Any] | None = None

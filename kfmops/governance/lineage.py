@@ -33,60 +33,64 @@ import uuid
 import warnings
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
-
-import attr
-from openlineage.client.event_v2 import InputDataset, Job, OutputDataset, Run, RunEvent, RunState
-from openlineage.client.facet_v2 import (
-    DatasetFacet,
-    dataset_version_dataset,
-    error_message_run,
-    job_type_job,
-    parent_run,
-)
-from openlineage.client.serde import Serde
-from openlineage.client.transport.file import FileConfig, FileTransport
-from openlineage.client.transport.http import HttpConfig, HttpTransport
-from openlineage.client.transport.transport import Transport
-from prov.identifier import Namespace, QualifiedName
-from prov.model import PROV, PROV_TYPE, ProvDocument
-from prov.serializers import DoNotExist
-from prov.serializers import get as prov_serializer
 
 from kfmops.errors import KfmopsError
 from kfmops.io.canonical import canonical_json
 from kfmops.io.files import write_atomic
 
+if TYPE_CHECKING:  # openlineage and prov are imported when an operation records its lineage, not at start-up
+    from openlineage.client.event_v2 import InputDataset, OutputDataset
+    from openlineage.client.transport.transport import Transport
+    from prov.identifier import Namespace, QualifiedName
+    from prov.model import ProvDocument
+
 KFM_NAMESPACE = "https://kfmops.dev/ns/"
 FACET_KEY = "kfmops_reference"
 FACET_SCHEMA_URL = "https://kfmops.dev/schemas/lineage-facet.schema.json#/$defs/KfmopsReferenceDatasetFacet"
 EVENT_TYPES = ("START", "COMPLETE", "FAIL")
-_HTTP_SETTINGS = {field.name for field in attr.fields(HttpConfig)} - {"session", "adapter"} | {
-    "sslContext",
-    "sslcontext",
-}
 
 
-@attr.define
-class KfmopsReferenceDatasetFacet(DatasetFacet):
-    """The before and after value of one managed reference changed by the run.
+@cache
+def reference_facet() -> type[Any]:
+    """The dataset facet class `kfmops_reference` (built on first use: openlineage costs 0.3 s to import)."""
+    import attr
+    from openlineage.client.facet_v2 import DatasetFacet
 
-    OpenLineage's serializer drops null values, so an absent `before` means the reference did not
-    exist (create) and an absent `after` means it was deleted; a null inside a value disappears too
-    (kfmops values treat None as absent, so nothing is lost).
-    """
+    @attr.define
+    class KfmopsReferenceDatasetFacet(DatasetFacet):
+        """The before and after value of one managed reference changed by the run.
 
-    before: Any = attr.field(default=None)
-    after: Any = attr.field(default=None)
+        OpenLineage's serializer drops null values, so an absent `before` means the reference did not
+        exist (create) and an absent `after` means it was deleted; a null inside a value disappears too
+        (kfmops values treat None as absent, so nothing is lost).
+        """
 
-    @staticmethod
-    def _get_schema() -> str:
-        return FACET_SCHEMA_URL
+        before: Any = attr.field(default=None)
+        after: Any = attr.field(default=None)
+
+        @staticmethod
+        def _get_schema() -> str:
+            return FACET_SCHEMA_URL
+
+    return KfmopsReferenceDatasetFacet
 
 
-_Attributes = dict[QualifiedName | str, QualifiedName | str]
+@cache
+def _http_settings() -> frozenset[str]:
+    import attr
+    from openlineage.client.transport.http import HttpConfig
+
+    return frozenset({field.name for field in attr.fields(HttpConfig)} - {"session", "adapter"}) | {
+        "sslContext",
+        "sslcontext",
+    }
+
+
+_Attributes = dict["QualifiedName | str", "QualifiedName | str"]
 """Attributes of a PROV record: qualified names (prov:type) or `kfm:` prefixed strings, to text values."""
 
 
@@ -130,6 +134,10 @@ def emit_openlineage(
         uuid.UUID(run_id)
     except (ValueError, TypeError, AttributeError):
         raise ValueError(f"OpenLineage runId must be a UUID, not {run_id!r}; see run_id_for(apply_id)") from None
+    from openlineage.client.event_v2 import Job, Run, RunEvent, RunState
+    from openlineage.client.facet_v2 import error_message_run, job_type_job, parent_run
+    from openlineage.client.serde import Serde
+
     run_facets: dict[str, Any] = {}
     if event_type == "FAIL":
         run_facets["errorMessage"] = error_message_run.ErrorMessageRunFacet(
@@ -180,19 +188,25 @@ def _version_facet(item: Mapping[str, Any], producer: str) -> dict[str, Any]:
     version = item.get("version")
     if not version:
         return {}
+    from openlineage.client.facet_v2 import dataset_version_dataset
+
     return {
         "version": dataset_version_dataset.DatasetVersionDatasetFacet(datasetVersion=str(version), producer=producer)
     }
 
 
 def _input(item: Mapping[str, Any], producer: str) -> InputDataset:
+    from openlineage.client.event_v2 import InputDataset
+
     _named(item, "input")
     return InputDataset(namespace=item["namespace"], name=item["name"], facets=_version_facet(item, producer))
 
 
 def _output(item: Mapping[str, Any], producer: str) -> OutputDataset:
+    from openlineage.client.event_v2 import OutputDataset
+
     _named(item, "output")
-    facet = KfmopsReferenceDatasetFacet(before=item.get("before"), after=item.get("after"), producer=producer)
+    facet = reference_facet()(before=item.get("before"), after=item.get("after"), producer=producer)
     facets = {FACET_KEY: facet, **_version_facet(item, producer)}
     return OutputDataset(namespace=item["namespace"], name=item["name"], facets=facets)
 
@@ -214,6 +228,9 @@ def namespace_for(configured: str | None, remote: str | None, folder: str) -> st
 
 
 def _open_transport(config: Mapping[str, Any]) -> Transport:
+    from openlineage.client.transport.file import FileConfig, FileTransport
+    from openlineage.client.transport.http import HttpConfig, HttpTransport
+
     kind = config.get("type", "file")
     if kind == "file":
         if not config.get("path"):
@@ -225,11 +242,11 @@ def _open_transport(config: Mapping[str, Any]) -> Transport:
         return FileTransport(FileConfig(log_file_path=str(path), append=True))
     if kind == "http":
         settings = {key: value for key, value in config.items() if key != "type"}
-        unknown = sorted(set(settings) - _HTTP_SETTINGS)
+        unknown = sorted(set(settings) - _http_settings())
         if unknown:  # HttpConfig.from_dict silently drops keys it does not know
             raise KfmopsError(
                 f"lineage transport 'http': unknown setting(s) {', '.join(unknown)}; "
-                f"known: {', '.join(sorted(_HTTP_SETTINGS))}"
+                f"known: {', '.join(sorted(_http_settings()))}"
             )
         if not settings.get("url"):
             raise KfmopsError("lineage transport 'http' needs a 'url'")
@@ -255,6 +272,9 @@ def write_prov(
     when the prov package's RDF serializer is available (it needs rdflib, the `prov[rdf]` extra);
     otherwise a RuntimeWarning says it was skipped and only PROV-JSON is written.
     """
+    from prov.serializers import DoNotExist
+    from prov.serializers import get as prov_serializer
+
     document = prov_document(apply, operator, references)
     text = document.serialize(format="json")
     assert text is not None  # without a destination, prov returns the serialization
@@ -281,6 +301,8 @@ def prov_document(apply: Mapping[str, Any], operator: str, references: Sequence[
     op_type = apply.get("op_type") or apply.get("operation")
     if not apply.get("apply_id") or not op_type:
         raise ValueError("write_prov needs the apply's apply_id and op_type (or operation)")
+    from prov.model import PROV, PROV_TYPE, ProvDocument
+
     apply_id = _local(apply["apply_id"])
     document = ProvDocument()
     kfm = document.add_namespace("kfm", KFM_NAMESPACE)
@@ -330,6 +352,8 @@ def prov_document(apply: Mapping[str, Any], operator: str, references: Sequence[
 def _agents(document: ProvDocument, kfm: Namespace, activity: Any, apply: Mapping[str, Any], operator: str) -> None:
     """Who did it: the operator (a prov:Person); from CI, the run (a prov:SoftwareAgent) acting on behalf of
     the person who approved it (else the operator). An approver other than the operator is delegated to."""
+    from prov.model import PROV, PROV_TYPE
+
     approver = apply.get("approved_by")
     ci_run_url = apply.get("ci_run_url")
     if ci_run_url:
@@ -346,6 +370,8 @@ def _agents(document: ProvDocument, kfm: Namespace, activity: Any, apply: Mappin
 
 
 def _person(document: ProvDocument, name: str) -> Any:
+    from prov.model import PROV, PROV_TYPE
+
     return document.agent(f"kfm:person/{_local(name)}", {PROV_TYPE: PROV["Person"], "kfm:name": str(name)})
 
 
@@ -355,6 +381,8 @@ def _version(
     """The entity of dataset version `dataset@version` (immutable, so one id across every document)."""
     if not dataset or not version:
         return None
+    from prov.model import PROV_TYPE
+
     identifier = f"kfm:dataset/{_local(dataset)}@{_local(version)}"
     if identifier not in declared:
         declared[identifier] = document.entity(
@@ -371,6 +399,8 @@ def _local(name: Any) -> str:
 
 
 def _state(kfm: Namespace, reference: Mapping[str, Any], value: Any, version: QualifiedName | None) -> _Attributes:
+    from prov.model import PROV_TYPE
+
     state: _Attributes = {
         PROV_TYPE: kfm["ReferenceState"],
         "kfm:address": str(reference["address"]),

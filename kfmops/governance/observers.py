@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import replace
+from functools import cached_property
 from typing import Any
 
 from kfmops import __version__
@@ -53,8 +54,13 @@ class Recorder:
         self.transport = settings.get("transport") or {"type": "file", "path": str(lineage_dir / "openlineage.jsonl")}
         self.prov_dir = lineage_dir / "prov"
         self.provo = bool(settings.get("provo", False))
-        self.namespace = namespace_for(settings.get("namespace"), repo.remote_url(workspace.root), workspace.root.name)
+        self.configured_namespace = settings.get("namespace")
         self.decision: dict[str, Any] = {}
+
+    @cached_property
+    def namespace(self) -> str:
+        """Asked only when an operation records its lineage: a plan never reads the git remote."""
+        return namespace_for(self.configured_namespace, repo.remote_url(self.workspace.root), self.workspace.root.name)
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, PolicyEvaluated):
