@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from kfmops import __version__
-from kfmops.cli import inspect, operate
+from kfmops.cli import adopt, inspect, operate
 from kfmops.cli.common import Detail, Format, OutputFormat, current_workspace, human, session, view
 from kfmops.cli.consoles import stderr, stdout
 from kfmops.cli.errors import run
@@ -38,6 +38,7 @@ app.add_typer(inspect.catalog_app, name="catalog")
 app.command()(inspect.history)
 for command in (operate.apply, operate.rollback, operate.recover, operate.hotfix):
     app.command()(command)
+app.command("import")(adopt.import_)
 
 
 def _version(value: bool) -> None:

@@ -72,6 +72,8 @@ def _dataset_stac(
     current_path = paths[versions.index(current)]
     slots: list[dict[str, Any]] = [{"document": catalog, "field": "child", "scope": sorted(paths)}]
     value: dict[str, dict[str, Any]] = {catalog: {"child": [current_path]}}
+    if doc.spec.get("version_links") is False:  # a catalog without the version extension: the child link only
+        return {"slots": slots}, value
     for i, path in enumerate(paths):
         fields: dict[str, Any] = {"latest-version": [current_path], "deprecated": versions[i] != current}
         fields["predecessor-version"] = [paths[i - 1]] if i > 0 else []

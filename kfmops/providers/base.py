@@ -6,6 +6,9 @@
 - missing_targets(items): the immutable targets (version documents, nodes, indices) that values
   point at but that do not exist; kfmops refuses to plan or apply a pointer at nothing.
 - broken_links(references): links that resolve to nothing in what the references point from (STAC).
+- pointers(kind, shape): every live pointer of one shape, for discovery (`kfmops import --discover`):
+  graph {from_label, key, type, to_label, to_key, prefix} -> {source id: target id}; search {prefix} ->
+  {alias: value}; cache {pattern} -> {key: value}. Read only; names outside `prefix`/`pattern` are not listed.
 - is_retryable(error): transient (timeout, connection reset, 429/503) vs permanent.
 
 Constructors take `(config, workspace, *, read_only=False)`; a read-only provider creates nothing.
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from kfmops.errors import BackendError
@@ -47,6 +50,10 @@ class Provider(ABC):
     def broken_links(self, references: Sequence[Reference]) -> int:
         """Links in the documents these references live in that resolve to nothing (0 where links do not exist)."""
         return 0
+
+    def pointers(self, kind: str, shape: Mapping[str, str]) -> dict[str, Any]:
+        """Every live pointer of `kind` and `shape` (see the module docstring); for discovery only."""
+        raise BackendError(self.name, f"cannot list its {kind} references for discovery")
 
     def is_retryable(self, error: Exception) -> bool:
         if isinstance(error, BackendError):

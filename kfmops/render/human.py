@@ -78,7 +78,9 @@ class HumanView:
         s = transaction.summary()
         verb = VERBS.get(transaction.operation, "Apply")
         self.out.print(
-            f"[bold green]{verb} complete![/] {s['create']} created, {s['update']} updated, "
+            f"[bold green]{verb} complete![/] "
+            + "".join(f"{s[a]} {a}ed, " for a in ("import", "forget") if s.get(a)).replace("forgeted", "forgotten")
+            + f"{s['create']} created, {s['update']} updated, "
             f"{s['delete']} deleted ({seconds:.2f}s, state serial {transaction.serial})."
         )
         undo = "Re-apply what it undid with" if transaction.operation is Operation.ROLLBACK else "Undo it with"
@@ -113,7 +115,8 @@ class HumanView:
                 e["operation"],
                 e["operator"],
                 e["plan_id"],
-                f"+{s['create']} ~{s['update']} -{s['delete']}",
+                f"+{s['create']} ~{s['update']} -{s['delete']}"
+                + "".join(f" {symbol}{s[a]}" for a, symbol in (("import", "<="), ("forget", "=>")) if s.get(a)),
                 e["outcome"],
             )
         self.out.print(table)

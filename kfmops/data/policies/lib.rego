@@ -83,18 +83,20 @@ text(x) := x if {
 # ---------------------------------------------------------------------------------------------------
 # The plan, indexed by dataset.
 
-moving_actions := {"create", "update"}
+moving_actions := {"create", "update", "import"}
 
-# One dataset name per change that moves a pointer (create or update). Deletes and no-ops never
-# trigger the target-version rules: deleting a restricted dataset's public alias is fine.
+# One dataset name per change that moves a pointer (create or update) or brings a live one under
+# management (import: kfmops then keeps it pointing there, so it is judged the same way). Deletes,
+# forgets and no-ops never trigger the target-version rules: deleting a restricted dataset's public
+# alias is fine.
 moving_names := [c.dataset |
 	some c in input.changes
 	moving_actions[c.action]
 	is_string(c.dataset)
 ]
 
-# [dataset, address] of each change that exposes a dataset publicly (create or update of a reference
-# of an exposing kind).
+# [dataset, address] of each change that exposes a dataset publicly (create, update or import of a
+# reference of an exposing kind).
 exposing_changes := [[c.dataset, c.address] |
 	some c in input.changes
 	moving_actions[c.action]
