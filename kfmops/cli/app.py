@@ -36,6 +36,7 @@ app.add_typer(inspect.lock_app, name="lock")
 app.add_typer(inspect.ledger_app, name="ledger")
 app.add_typer(inspect.catalog_app, name="catalog")
 app.command()(inspect.history)
+app.command()(inspect.diff)
 for command in (operate.apply, operate.rollback, operate.recover, operate.hotfix):
     app.command()(command)
 app.command("import")(adopt.import_)
