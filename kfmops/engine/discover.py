@@ -136,7 +136,7 @@ def _search(provider: Resilient, conventions: Conventions, backend: str, notes: 
 
 
 def _cache(provider: Resilient, conventions: Conventions, backend: str, notes: list[str]) -> Iterator[Sighting]:
-    shape = {"pattern": conventions.cache_key.replace("{dataset}", "*")}
+    shape = {"pattern": literal_prefix(conventions.cache_key) + "*"}  # the keys of other shapes are skipped below
     for key, value in sorted(provider.pointers(ReferenceKind.CACHE, shape).items()):
         name = (unfill(conventions.cache_key, key) or {}).get("dataset")
         where = f"key {key} = {value}"
