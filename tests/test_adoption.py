@@ -317,3 +317,23 @@ def test_discovery_on_the_planet_fusion_catalog(tmp_path: Path, cli: Cli) -> Non
     assert code == 0, err
     assert plan_json(cli, workspace)[0] == 0
     assert file_times(workspace / "catalog") == times  # the catalog was read, never written
+
+
+def test_a_saved_import_plan_with_accept_live_is_reviewed_and_applied(tmp_path: Path, cli: Cli) -> None:
+    workspace = local_workspace(tmp_path, cli)
+    code, out, err = cli(workspace, "import", "--discover", "--kind", "cache")
+    assert code == 0, err
+    documents = [d for d in yaml.safe_load_all(out) if d and d["metadata"]["name"] == "soils"]
+    documents[0]["spec"]["version"] = "v2"  # git wants v2, the script left v3
+    (workspace / "desired" / "soils.yaml").write_text(yaml.safe_dump_all(documents, sort_keys=False))
+    code, _, err = cli(workspace, "plan")
+    assert code == 1 and "desired/soils.yaml:" in err and "cannot import dataset.soils.cache" in err
+    saved = tmp_path / "import.json"
+    code, out, err = cli(workspace, "plan", "--accept-live", "--out", str(saved))
+    assert code == 0, err
+    assert "<= dataset.soils.cache" in out and "~ dataset.soils.cache" in out
+    code, out, err = cli(workspace, "apply", str(saved))
+    assert code == 0, err
+    assert ("kfm:dataset:soils:current", "v2") in local_rows(workspace)["kv"]
+    code, out, _ = cli(workspace, "state", "show", "dataset.soils.cache", "--json")
+    assert json.loads(out)["value"] == "v2"

@@ -117,6 +117,10 @@ def plan(
             "--split", metavar="DIR", help="Also write the PR comment as DIR/comment-N.md, each within GitHub's limit."
         ),
     ] = None,
+    accept_live: Annotated[
+        bool,
+        typer.Option("--accept-live", help="Import live values that differ from the desired ones, then update them."),
+    ] = False,
 ) -> int:
     """Compare desired state with the live backends and write a plan file.
 
@@ -124,7 +128,8 @@ def plan(
     """
     chosen = view(output_format, detail)
     with session("plan", read_only=True) as opened:
-        result = make_plan(opened, PlanRequest(list(target), list(exclude), git_ref, refresh_only, base))
+        request = PlanRequest(list(target), list(exclude), git_ref, refresh_only, base, accept_live=accept_live)
+        result = make_plan(opened, request)
         path = out or opened.workspace.plans_dir / f"{result.plan_id}.json"
     planfile.write(result, path)
     if split is not None:

@@ -121,16 +121,15 @@ class Change:
 
 
 def summarize(changes: Iterable[Change]) -> dict[str, int]:
-    """How many changes of each action: {"create", "update", "delete", "no_op", "import", "forget"}."""
+    """How many changes of each action: {"create", "update", "delete", "no_op"}, and "import" and "forget"
+    when there are any (the summary of a plan without them reads as it always did)."""
     counts = Counter(change.action for change in changes)
     return {
         "create": counts[Action.CREATE],
         "update": counts[Action.UPDATE],
         "delete": counts[Action.DELETE],
         "no_op": counts[Action.NOOP],
-        "import": counts[Action.IMPORT],
-        "forget": counts[Action.FORGET],
-    }
+    } | {action.value: counts[action] for action in (Action.IMPORT, Action.FORGET) if counts[action]}
 
 
 @dataclass(frozen=True)
