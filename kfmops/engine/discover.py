@@ -238,7 +238,7 @@ def documents_text(discovery: Discovery, when: str) -> str:
         "# state without writing to any backend; once applied they change nothing and may be removed.",
     ]
     for dataset in discovery.datasets:
-        found = "; ".join(f"{kind}: {where}" for kind, where in sorted(dataset.seen.items()))
+        found = [f"#   {kind}: {where}" for kind, where in sorted(dataset.seen.items())]
         spec: dict[str, Any] = {
             "title": dataset.name,
             "version": dataset.version,
@@ -255,7 +255,8 @@ def documents_text(discovery: Discovery, when: str) -> str:
             spec["backends"] = disabled
         lines += [
             "---",
-            f"# {dataset.name}: found live at {found}",
+            f"# {dataset.name}: found live at",
+            *found,
             *[
                 line + ("  # REVIEW: placeholders; set the CARE label and sovereignty" if " care:" in line else "")
                 for line in _yaml(

@@ -131,7 +131,7 @@ class HumanView:
         self.out.print(f"State right after {apply_id}: {text.plural(len(state.resources), 'managed reference')}")
         for address, managed in sorted(state.resources.items()):
             version = f"  (version {managed.version})" if managed.version else ""
-            self.out.print(f"  {address}: {managed.reference.describe(managed.value)}{version}")
+            self.out.print(f"  {address}: {managed.reference.describe(managed.value)}{version}", markup=False)
 
     def state_diff(self, first: str, second: str, moved: list[Moved]) -> None:
         if not moved:
@@ -141,9 +141,12 @@ class HumanView:
         symbols = {"added": "+", "removed": "-", "changed": "~"}
         for m in moved:
             versions = f"  version {m.before_version or '(none)'} -> {m.after_version or '(none)'}"
-            self.out.print(f"  {symbols[m.what]} {m.address}{versions if m.before_version or m.after_version else ''}")
+            self.out.print(
+                f"  {symbols[m.what]} {m.address}{versions if m.before_version or m.after_version else ''}",
+                markup=False,
+            )
             for path, before, after in field_changes(m.before, m.after):
-                self.out.print(f"      {path}: {show(before)} -> {show(after)}")
+                self.out.print(f"      {path}: {show(before)} -> {show(after)}", markup=False)
 
     def point_in_time(self, plan: Plan, where: PointInTime) -> None:
         self.out.print(f"Rollback to {where.describe()}.")

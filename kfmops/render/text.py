@@ -56,7 +56,8 @@ def render_plan(plan: Plan, console: Console, *, verbose: bool = False, large: i
         console.print(f"Documents changed since {plan.git['base']}: {', '.join(changed) or 'none'}\n")
     if mutations:
         symbols = "+ create, ~ update, - delete"
-        symbols += "".join(f", {a.symbol} {a.value}" for a in (Action.IMPORT, Action.FORGET) if plan.summary().get(a.value))
+        summary = plan.summary()
+        symbols += "".join(f", {a.symbol} {a.value}" for a in (Action.IMPORT, Action.FORGET) if summary.get(a.value))
         console.print(f"Symbols: {symbols}. kfmops will perform the following actions:\n")
         if len(mutations) > large and not verbose:
             _counts(console, mutations)
