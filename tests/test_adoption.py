@@ -324,6 +324,7 @@ def test_a_saved_import_plan_with_accept_live_is_reviewed_and_applied(tmp_path: 
     code, out, err = cli(workspace, "import", "--discover", "--kind", "cache")
     assert code == 0, err
     documents = [d for d in yaml.safe_load_all(out) if d and d["metadata"]["name"] == "soils"]
+    documents[0]["spec"]["versions"].insert(0, {"id": "v2", "provenance": {"source": "s", "activity": "a"}})
     documents[0]["spec"]["version"] = "v2"  # git wants v2, the script left v3
     (workspace / "desired" / "soils.yaml").write_text(yaml.safe_dump_all(documents, sort_keys=False))
     code, _, err = cli(workspace, "plan")

@@ -90,8 +90,8 @@ def state_show(
         return
     managed = state.resources.get(str(address)) if state else None
     if managed is None:
-        when = f" right after {at}" if at else ""
-        raise KfmopsError(f"{address} was not managed{when}; see 'kfmops state list'")
+        when = f"was not managed right after {at}" if at else "is not managed"
+        raise KfmopsError(f"{address} {when}; see 'kfmops state list'")
     view(as_json).state_entry(str(address), managed)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from rich.console import Console
 
 from kfmops.engine.recover import Recovery
-from kfmops.engine.timetravel import Moved, PointInTime
+from kfmops.engine.timetravel import Moved
 from kfmops.plans import codec, planfile
 from kfmops.plans.model import Plan
 from kfmops.plans.transaction import Transaction
@@ -79,9 +79,6 @@ class JsonView:
 
     def state_diff(self, first: str, second: str, moved: list[Moved]) -> None:
         self._print({"from": first, "to": second, "moved": [m.to_dict() for m in moved]})
-
-    def point_in_time(self, plan: Plan, where: PointInTime) -> None:
-        self._print({"rolls_back_to": where.target, "undoes": list(where.undone), "plan": planfile.to_dict(plan)})
 
     def lock(self, status: LockStatus) -> None:
         self._print(status.to_dict())
