@@ -695,3 +695,23 @@ def test_every_default_rule_is_documented():
     }
     for rule in sorted(rules | {"policy.error", "policy.empty"}):
         assert f"`{rule}`" in text, f"docs/policy.md does not document {rule}"
+
+
+def test_the_gate_judges_a_plan_once_and_a_changed_plan_again(tmp_path):
+    """`apply --auto-approve` asks the gate about its plan when it is made and again under the lock: the
+    second answer is the first one (same input, its own verdict aside); any other input is judged anew."""
+    from dataclasses import replace
+
+    from benchmarks.generate import generate
+    from kfmops.engine.plan import PlanRequest, plan
+    from kfmops.engine.session import Session
+    from kfmops.workspace import load_workspace
+
+    generate(tmp_path / "ws", 3, 3, 1854)
+    with Session(load_workspace(tmp_path / "ws"), "plan", read_only=True) as session:
+        judged = plan(session, PlanRequest())
+        first = session.policy.check(judged)
+        assert judged.policy == first.to_dict() and first.decision == "allow"
+        assert session.policy.check(replace(judged, policy={"decision": "deny", "findings": []})) is first
+        fewer = replace(judged, changes=judged.changes[1:])
+        assert session.policy.check(fewer) is not first

@@ -11,9 +11,6 @@ import typer
 from kfmops.cli.common import LockTimeout, confirm, human, session
 from kfmops.cli.consoles import stderr, stdout
 from kfmops.cli.operate import AutoApprove, NoInput, finished
-from kfmops.engine.adopt import import_plan
-from kfmops.engine.apply import ApplyOptions, apply, refuse_if_unfinished
-from kfmops.engine.discover import discover, write_discovered
 from kfmops.errors import ExitCode, KfmopsError
 from kfmops.references import ReferenceKind
 
@@ -51,6 +48,10 @@ def import_(
 
     Example: kfmops import --discover --write desired/discovered.yaml && kfmops import dataset.landcover
     """
+    from kfmops.engine.adopt import import_plan
+    from kfmops.engine.apply import ApplyOptions, apply, refuse_if_unfinished
+    from kfmops.engine.discover import discover, write_discovered
+
     if discover_:
         if addresses:
             raise KfmopsError("give ADDRESS... or --discover, not both")

@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from kfmops.cli.common import human
 from kfmops.cli.consoles import stderr, stdout
-from kfmops.engine.migrate import migrate
-from kfmops.engine.session import Session
-from kfmops.engine.timetravel import applies_diff, state_at
 from kfmops.errors import ExitCode, KfmopsError
-from kfmops.providers.stac_check import check_catalog
-from kfmops.render.formats import View
-from kfmops.render.human import HumanView
-from kfmops.render.view import JsonView
-from kfmops.stores.transfer import state_document
-from kfmops.workspace import load_workspace
+
+# The engine and the views are imported by the command that runs, not when the CLI starts (--help).
+if TYPE_CHECKING:
+    from kfmops.engine.session import Session
+    from kfmops.render.formats import View
 
 Json = typer.Option("--json", help="Print JSON.")
 state_app = typer.Typer(
@@ -38,11 +35,18 @@ catalog_app = typer.Typer(
 
 def looking(command: str) -> Session:
     """A read-only session on the workspace of the current directory."""
+    from kfmops.engine.session import Session
+    from kfmops.workspace import load_workspace
+
     return Session(load_workspace(Path.cwd()), command, read_only=True)
 
 
 def view(as_json: bool) -> View:
-    return (JsonView if as_json else HumanView)(stdout, stderr)
+    if not as_json:
+        return human()
+    from kfmops.render.view import JsonView
+
+    return JsonView(stdout, stderr)
 
 
 def history(as_json: Annotated[bool, Json] = False) -> None:
@@ -83,6 +87,8 @@ def state_show(
     """
     if address is None and at is None:
         raise KfmopsError("give an ADDRESS, or --at APPLY_ID for the whole state after that apply")
+    from kfmops.engine.timetravel import state_at
+
     with looking("state") as session:
         state = state_at(session, at) if at else session.state()
     if address is None and at is not None and state is not None:
@@ -105,6 +111,8 @@ def diff(
 
     Example: kfmops diff apply-20261126T120000Z-ab12cd apply-20261127T090000Z-cd34ef --json
     """
+    from kfmops.engine.timetravel import applies_diff
+
     with looking("diff") as session:
         moved = applies_diff(session, first, second)
     view(as_json).state_diff(first, second, moved)
@@ -116,6 +124,8 @@ def state_pull() -> None:
 
     Example: kfmops state pull > state.json
     """
+    from kfmops.stores.transfer import state_document
+
     with looking("state") as session:
         document = state_document(session.stores.state.load())
     sys.stdout.write(document)
@@ -132,10 +142,14 @@ def state_migrate(
 
     Example: kfmops state migrate --to-config kfmops.postgres.yaml
     """
+    from kfmops.engine.migrate import migrate
+    from kfmops.engine.session import Session
+    from kfmops.workspace import load_workspace
+
     source = Session(load_workspace(Path.cwd()), "migrate")
     with source, Session(load_workspace(Path.cwd(), to_config), "migrate") as target:
         copied = migrate(source, target, lock_timeout)
-    HumanView(stdout, stderr).migrated(copied)
+    human().migrated(copied)
 
 
 @lock_app.command("status")
@@ -207,9 +221,11 @@ def catalog_check(
 
     Example: kfmops catalog check --schemas ../shared/fixtures/stac-schemas
     """
+    from kfmops.providers.stac_check import check_catalog
+
     if root is None:
         with looking("catalog") as session:
             root = session.providers.catalog_root()
     report = check_catalog(root, schemas)
-    HumanView(stdout, stderr).catalog(report, root)
+    human().catalog(report, root)
     return 0 if report.ok else int(ExitCode.ERROR)

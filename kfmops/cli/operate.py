@@ -5,24 +5,18 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from kfmops.cli.common import LockTimeout, confirm, human, session
 from kfmops.cli.consoles import stderr, stdout
-from kfmops.engine.apply import ApplyOptions, refuse_if_unfinished
-from kfmops.engine.apply import apply as apply_plan
-from kfmops.engine.hotfix import hotfix as apply_hotfix
-from kfmops.engine.plan import PlanRequest
-from kfmops.engine.plan import plan as make_plan
-from kfmops.engine.recover import recover as recover_workspace
-from kfmops.engine.rollback import judged_rollback_plan
-from kfmops.engine.timetravel import point, rollback_to_plan
 from kfmops.errors import ExitCode, KfmopsError, StalePlan
-from kfmops.plans import planfile
-from kfmops.plans.transaction import Transaction
-from kfmops.render.stream import JsonStream
+
+# The engine is imported by the command that runs, not when the CLI starts (--help).
+if TYPE_CHECKING:
+    from kfmops.plans.transaction import Transaction
+    from kfmops.render.stream import JsonStream
 
 AutoApprove = typer.Option("--auto-approve", help="Do not ask for approval.")
 NoInput = typer.Option("--no-input", help="Never wait for an answer: refuse unless --auto-approve.")
@@ -45,6 +39,13 @@ def apply(
 
     Example: kfmops apply plans/plan-20261126T120000Z-ab12cd.json
     """
+    from kfmops.engine.apply import ApplyOptions, refuse_if_unfinished
+    from kfmops.engine.apply import apply as apply_plan
+    from kfmops.engine.plan import PlanRequest
+    from kfmops.engine.plan import plan as make_plan
+    from kfmops.plans import planfile
+    from kfmops.render.stream import JsonStream
+
     started = time.monotonic()
     stream = JsonStream(stdout) if as_json else None
     with session("apply", progress=not as_json) as opened:
@@ -108,6 +109,12 @@ def rollback(
 
     Example: kfmops rollback --last --dry-run; kfmops rollback --to-time 2026-11-30T09:00:00Z
     """
+    from kfmops.engine.apply import ApplyOptions
+    from kfmops.engine.apply import apply as apply_plan
+    from kfmops.engine.rollback import judged_rollback_plan
+    from kfmops.plans import planfile
+    from kfmops.render.stream import JsonStream
+
     if to is not None or to_time is not None:
         if apply_id or last or out is not None:
             raise KfmopsError("--to and --to-time go without APPLY_ID, --last and --out (review with --dry-run)")
@@ -156,6 +163,11 @@ def rollback_to(
     as_json: bool,
 ) -> int:
     """Point-in-time rollback: planned and applied under one lock, so its live reads are the compare-and-swap."""
+    from kfmops.engine.apply import ApplyOptions, refuse_if_unfinished
+    from kfmops.engine.apply import apply as apply_plan
+    from kfmops.engine.timetravel import point, rollback_to_plan
+    from kfmops.render.stream import JsonStream
+
     started = time.monotonic()
     stream = JsonStream(stdout) if as_json else None
     with session("rollback", progress=not as_json) as opened, opened.lock.held("rollback", None, lock_timeout):
@@ -198,6 +210,8 @@ def recover(
 
     Example: kfmops recover --forward
     """
+    from kfmops.engine.recover import recover as recover_workspace
+
     with session("recover", progress=True) as opened:
         result = recover_workspace(opened, forward=forward, lock_timeout=lock_timeout)
     human().recovered(result)
@@ -216,6 +230,8 @@ def hotfix(
 
     Example: kfmops hotfix dataset.landcover --set version=v2011 --reason "v2019 tiles corrupt, INC-4411"
     """
+    from kfmops.engine.hotfix import hotfix as apply_hotfix
+
     started = time.monotonic()
     with session("hotfix", progress=True) as opened:
         result, patch = apply_hotfix(opened, address, assignment, reason, lock_timeout=lock_timeout)

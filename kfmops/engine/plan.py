@@ -12,6 +12,7 @@ from typing import Any
 
 from kfmops.addresses import Address, select
 from kfmops.desired import DesiredState, expand, load_documents_from, parse_documents
+from kfmops.desired.cache import FOLDER, DesiredCache
 from kfmops.desired.collector import invalidation_conflicts
 from kfmops.engine.session import Session
 from kfmops.errors import Diagnostic, InputError
@@ -38,11 +39,15 @@ class PlanRequest:
 
 
 def load_desired(workspace: Workspace, git_ref: str | None = None) -> DesiredState:
-    """Validated, expanded desired state from the work tree, or from `git_ref` without a checkout."""
+    """Validated, expanded desired state from the work tree, or from `git_ref` without a checkout.
+
+    Files are parsed and validated once per content (the desired-document cache), in a workspace that was
+    applied before: looking at one never applied creates nothing in it."""
     if git_ref:
         documents = parse_documents(repo.files_at(workspace.desired_dir, git_ref))
     else:
-        documents = load_documents_from(workspace.desired_dir, workspace.root)
+        cache = DesiredCache(workspace.root / FOLDER) if workspace.state_dir.is_dir() else None
+        documents = load_documents_from(workspace.desired_dir, workspace.root, cache)
     return expand(documents, workspace.conventions, workspace.routes, set(workspace.backends))
 
 

@@ -6,10 +6,12 @@ begins. The gate answers; the engine decides when to ask and emits what it heard
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from kfmops.errors import PolicyDenied
 from kfmops.governance.policy import DEFAULT_POLICY_DIR, PolicyResult, evaluate, load_policies
+from kfmops.io.canonical import canonical_json
 from kfmops.plans import codec
 from kfmops.plans.model import Plan
 from kfmops.workspace import Workspace
@@ -24,10 +26,18 @@ class PolicyGate:
             self.policies = load_policies(DEFAULT_POLICY_DIR, extra)
         else:
             self.policies = load_policies(extra[0], extra[1:]) if extra else []
+        self._judged: dict[str, PolicyResult] = {}
 
     def check(self, plan: Plan) -> PolicyResult:
-        """The policy decision over `plan` (one query)."""
-        return evaluate(policy_input(plan), self.policies, self.settings)
+        """The policy decision over `plan` (one query). A plan this gate judged already, with the same input
+        (its own earlier verdict aside), gets that decision again: `apply --auto-approve` judges its plan
+        when it is made and again under the lock, moments later, with the same policies in one process."""
+        document = policy_input(plan)
+        judged = {key: value for key, value in document.items() if key != "policy"}
+        digest = hashlib.sha256(canonical_json(judged).encode()).hexdigest()
+        if digest not in self._judged:
+            self._judged[digest] = evaluate(document, self.policies, self.settings)
+        return self._judged[digest]
 
     def require_allowed(self, plan: Plan, operation: str) -> PolicyResult:
         """The decision, or PolicyDenied (exit 3) naming every denying finding and its fix."""

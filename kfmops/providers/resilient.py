@@ -20,13 +20,14 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Any, TypeVar
-
-from tenacity import RetryCallState, Retrying, retry_if_exception
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from kfmops.errors import BackendError, Diagnostic, InputError, KfmopsError
 from kfmops.providers.base import Provider, Write
 from kfmops.references import Reference
+
+if TYPE_CHECKING:  # tenacity is imported by the first backend call, not when kfmops starts
+    from tenacity import RetryCallState
 
 T = TypeVar("T")
 
@@ -186,6 +187,8 @@ class Resilient:
                 raise
             breaker.succeeded()
             return result
+
+        from tenacity import Retrying, retry_if_exception
 
         def retryable(error: BaseException) -> bool:
             return isinstance(error, CircuitOpen) or (isinstance(error, Exception) and self.inner.is_retryable(error))
