@@ -177,6 +177,13 @@ exposed := object.filter(touched, exposing_names)
 # those whose CARE metadata changed.
 judged := object.union(moving, object.filter(records, exposure_names))
 
+# name -> record of the judged datasets whose locations are sensitive (what the heritage rules iterate).
+sensitive_judged := {d: record |
+	some d
+	record := judged[d]
+	sensitive(record)
+}
+
 distinct_count(names) := count(sorted) - count([i | some i; sorted[i] == sorted[i - 1]]) if {
 	sorted := sort(names)
 }
