@@ -12,7 +12,7 @@ from typing import Any
 
 from kfmops.addresses import Address
 from kfmops.desired.collector import Collector, DesiredReference
-from kfmops.desired.datasets import expand_dataset
+from kfmops.desired.datasets import expand_dataset, revocations
 from kfmops.desired.load import Document
 from kfmops.desired.raw import RAW_KINDS
 from kfmops.errors import InputError
@@ -61,6 +61,7 @@ def expand(
     datasets: dict[str, dict[str, Any]] = {}
     files: dict[str, str] = {}
     imports: list[Document] = []
+    revoked = revocations(documents)
     for document in documents:
         if document.address in files:
             # One message per document, not one per reference a Dataset would fan out to.
@@ -69,11 +70,13 @@ def expand(
             continue
         files[document.address] = f"{document.file}:{document.line}"
         if document.kind == "Dataset":
-            record = expand_dataset(collector, document, conventions)
+            record = expand_dataset(collector, document, conventions, revoked)
             if record is not None:
                 datasets[document.name] = record
         elif document.kind == "Import":
             imports.append(document)
+        elif document.kind == "Consent":
+            continue  # read by revocations(); it holds no reference
         else:
             RAW_KINDS[document.kind](collector, document)
     collector.check_invalidations()

@@ -23,6 +23,7 @@ SCHEMA_OF_KIND = {
     "SearchAlias": "search-alias",
     "CacheKey": "cache-key",
     "Import": "import",
+    "Consent": "consent",
 }
 
 

@@ -21,6 +21,7 @@ from kfmops.gitops import repo
 from kfmops.io.clock import new_id, now
 from kfmops.plans.adopt import import_changes
 from kfmops.plans.diff import diff, drift, sort_changes
+from kfmops.plans.exposure import exposure_changes
 from kfmops.plans.model import Action, Change, Operation, Plan, StateRef
 from kfmops.references import Reference
 from kfmops.stores.state import State
@@ -56,7 +57,7 @@ def plan(session: Session, request: PlanRequest, desired: DesiredState | None = 
     made = make_plan(session, request, desired)
     result = session.policy.check(made)
     session.bus.emit(PolicyEvaluated("plan", result.decision, tuple(f.to_dict() for f in result.findings)))
-    judged = replace(made, policy=result.to_dict())
+    judged = replace(made, policy=result.to_dict(), facts=dict(result.facts))
     session.bus.emit(PlanMade(judged))
     return judged
 
@@ -119,7 +120,9 @@ def make_plan(session: Session, request: PlanRequest, desired: DesiredState | No
             "base": request.base,
             "changed_documents": repo.changed_files(workspace.desired_dir, request.base, request.git_ref),
         }
+    exposure = [] if request.refresh_only else exposure_of(desired, state, chosen)
     touched = {c.reference.dataset for c in changes if c.action.moves and c.reference.dataset}
+    touched |= {entry["dataset"] for entry in exposure}
     # A dataset removed from git is judged (and later rolled back) with the record it was last applied with.
     known = state.datasets | desired.datasets
     datasets = {name: known[name] for name in sorted(touched) if name in known}
@@ -134,6 +137,7 @@ def make_plan(session: Session, request: PlanRequest, desired: DesiredState | No
         git=git,
         datasets=datasets,
         drift=tuple(drifted),
+        exposure=tuple(exposure),
         origin={
             "targets": request.targets,
             "excludes": request.excludes,
@@ -143,6 +147,13 @@ def make_plan(session: Session, request: PlanRequest, desired: DesiredState | No
         | ({"imports": request.imports} if request.imports else {})
         | ({"accept_live": True} if request.accept_live else {}),
     )
+
+
+def exposure_of(desired: DesiredState, state: State, chosen: set[str] | None = None) -> list[dict[str, Any]]:
+    """Changes of exposure of the desired datasets (those with a chosen reference, when `chosen` is given)."""
+    references = [(r.reference, r.value) for r in desired.references.values()]
+    names = {r.dataset for r, _ in references if r.dataset and (chosen is None or r.address in chosen)}
+    return exposure_changes({n: r for n, r in desired.datasets.items() if n in names}, state.datasets, references)
 
 
 def _accept_live(reference: Reference, found: dict[str, Any]) -> Change:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -66,10 +66,12 @@ class Finding:
 
 @dataclass(frozen=True)
 class PolicyResult:
-    """The decision over one plan: "deny" iff at least one finding has severity "deny"."""
+    """The decision over one plan: "deny" iff at least one finding has severity "deny". `facts` are the
+    facts from the data it was judged on (governance.facts), by dataset."""
 
     decision: str
     findings: tuple[Finding, ...]
+    facts: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The plan file's `policy` member (schemas/plan.schema.json)."""

@@ -9,6 +9,8 @@
 - pointers(kind, shape): every live pointer of one shape, for discovery (`kfmops import --discover`):
   graph {from_label, key, type, to_label, to_key, prefix} -> {source id: target id}; search {prefix} ->
   {alias: value}; cache {pattern} -> {key: value}. Read only; names outside `prefix`/`pattern` are not listed.
+- version_facts(paths): facts read from the data of version documents (STAC: geometry, H3 cells,
+  licence, item count; see stac_facts); a backend that holds no data gives none.
 - is_retryable(error): transient (timeout, connection reset, 429/503) vs permanent.
 
 Constructors take `(config, workspace, *, read_only=False)`; a read-only provider creates nothing.
@@ -54,6 +56,10 @@ class Provider(ABC):
     def pointers(self, kind: str, shape: Mapping[str, str]) -> dict[str, Any]:
         """Every live pointer of `kind` and `shape` (see the module docstring); for discovery only."""
         raise BackendError(self.name, f"cannot list its {kind} references for discovery")
+
+    def version_facts(self, paths: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """{path: facts} of the version documents at these paths; {} where this backend holds no data."""
+        return {}
 
     def is_retryable(self, error: Exception) -> bool:
         if isinstance(error, BackendError):

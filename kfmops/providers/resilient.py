@@ -256,6 +256,9 @@ class Resilient:
     def pointers(self, kind: str, shape: Mapping[str, str]) -> dict[str, Any]:
         return self._call(lambda: self.inner.pointers(kind, shape))
 
+    def version_facts(self, paths: Sequence[str]) -> dict[str, dict[str, Any]]:
+        return self._call(lambda: self.inner.version_facts(paths))
+
     def is_retryable(self, error: Exception) -> bool:
         return self.inner.is_retryable(error)
 

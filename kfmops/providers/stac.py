@@ -8,6 +8,8 @@ Documents are edited in their own text (see stac_text): rollback restores them b
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import posixpath
 import stat as stat_mode
@@ -22,6 +24,7 @@ from kfmops.io.files import remove_stale_temporaries, write_atomic
 from kfmops.providers.base import Provider, Write
 from kfmops.providers.stac_check import broken_links
 from kfmops.providers.stac_document import DEPRECATED, StacDocument
+from kfmops.providers.stac_facts import version_facts
 from kfmops.references import Reference, ReferenceKind
 from kfmops.workspace import BackendConfig, Workspace
 
@@ -40,6 +43,7 @@ class StacCatalog:
         # inode) is unchanged: a catalog with one child link per dataset is then parsed once per plan,
         # not once per batch. Only reads use it; writes always load fresh copies.
         self._recent: OrderedDict[str, tuple[tuple[int, int, int], StacDocument]] = OrderedDict()
+        self._facts: dict[str, dict[str, Any]] = {}  # by digest of a version's documents (bytes)
 
     def _file(self, path: str, root: Path | None = None, plain: set[str] | None = None) -> Path:
         """The real file of root-relative `path`; refused when it leaves the root, by name or through a symlink."""
@@ -191,6 +195,40 @@ class StacCatalog:
         documents = self._load(paths)
         return sum(len(broken_links(path, document.data, self.root)) for path, document in sorted(documents.items()))
 
+    def version_facts(self, paths: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """{path: facts} of each version document and the items it links (stac_facts), with `digest` (sha256
+        of their bytes, under which facts are cached) and `status` "gathered"; or status "unavailable" and
+        the `problem` when the documents cannot be read: a missing fact is never an empty one."""
+        found = {}
+        for path in paths:
+            try:
+                found[path] = self._facts_of(path)
+            except (BackendError, OSError, ValueError) as exc:
+                found[path] = {"status": "unavailable", "source": path, "problem": str(exc)}
+        return found
+
+    def _facts_of(self, path: str) -> dict[str, Any]:
+        root = self.root.resolve()
+        file = self._file(path, root)
+        raw = file.read_bytes()
+        version = _json_object(raw, path)
+        hashed = hashlib.sha256(raw)
+        items = []
+        for link in version.get("links") or []:
+            if not isinstance(link, dict) or link.get("rel") != "item":
+                continue
+            href = str(link.get("href", ""))
+            if "://" in href or href.startswith("/"):
+                raise ValueError(f"{path}: item link {href!r} is not a relative link inside the catalog")
+            target = posixpath.normpath(posixpath.join(posixpath.dirname(path), href))
+            item_raw = self._file(target, root).read_bytes()
+            hashed.update(b"\0" + item_raw)
+            items.append(_json_object(item_raw, target))
+        key = "sha256:" + hashed.hexdigest()
+        if key not in self._facts:
+            self._facts[key] = version_facts(version, items)
+        return {"status": "gathered", "source": path, "digest": key, **self._facts[key]}
+
     def missing_targets(self, items: Sequence[Write]) -> list[tuple[str, str]]:
         missing = []
         root = self.root.resolve()
@@ -204,6 +242,13 @@ class StacCatalog:
                 if problem or not real.is_file():
                     missing.append((reference.address, problem or f"STAC document {path} is not in the catalog"))
         return missing
+
+
+def _json_object(raw: bytes, path: str) -> dict[str, Any]:
+    data = json.loads(raw.decode("utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} is not a JSON object")
+    return data
 
 
 def _no_symlink(root: Path, path: str, plain: set[str]) -> bool:
@@ -249,3 +294,6 @@ class StacProvider(Provider):
 
     def broken_links(self, references: Sequence[Reference]) -> int:
         return self.catalog.broken_links(references)
+
+    def version_facts(self, paths: Sequence[str]) -> dict[str, dict[str, Any]]:
+        return self.catalog.version_facts(paths)

@@ -38,10 +38,21 @@ def summary_line(plan: Plan) -> str:
     if not plan.has_changes():
         return f"No changes. {plural(s['no_op'], 'reference')} up to date."
     adopted = "".join(f"{s[a]} to {a}, " for a in ("import", "forget") if s.get(a))
-    return (
-        f"Plan: {adopted}{s['create']} to create, {s['update']} to update, {s['delete']} to delete, "
-        f"{s['no_op']} unchanged."
-    )
+    line = f"Plan: {adopted}{s['create']} to create, {s['update']} to update, {s['delete']} to delete, "
+    line += f"{s['no_op']} unchanged"
+    if plan.exposure:
+        line += f"; {plural(len(plan.exposure), 'change')} of exposure"
+    return line + "."
+
+
+def exposure_lines(plan: Plan) -> list[str]:
+    """Each change of exposure: the dataset and every CARE key that changed, before -> after."""
+    lines = []
+    for entry in plan.exposure:
+        lines.append(f"~ {entry['address']}: change of exposure (CARE metadata; no reference moves for it)")
+        for key in entry["fields"]:
+            lines.append(f"    care.{key}: {show(entry['before'].get(key))} -> {show(entry['after'].get(key))}")
+    return lines
 
 
 def render_plan(plan: Plan, console: Console, *, verbose: bool = False, large: int = LARGE) -> None:
@@ -63,6 +74,10 @@ def render_plan(plan: Plan, console: Console, *, verbose: bool = False, large: i
             _counts(console, mutations)
         else:
             _changes(console, plan, mutations)
+    for line in exposure_lines(plan):
+        console.print(Text(f"  {line}", style="yellow"))
+    if plan.exposure:
+        console.print()
     for drift in plan.drift:
         console.print(Text(f"  ! {drift['address']}: {drift['message']}", style="magenta"))
         console.print(
