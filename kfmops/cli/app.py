@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from kfmops import __version__
-from kfmops.cli import inspect, operate
+from kfmops.cli import gates, inspect, operate
 from kfmops.cli.common import Detail, Format, OutputFormat, current_workspace, human, session, view
 from kfmops.cli.consoles import stderr, stdout
 from kfmops.cli.errors import run
@@ -36,7 +36,16 @@ app.add_typer(inspect.lock_app, name="lock")
 app.add_typer(inspect.ledger_app, name="ledger")
 app.add_typer(inspect.catalog_app, name="catalog")
 app.command()(inspect.history)
-for command in (operate.apply, operate.rollback, operate.recover, operate.hotfix):
+for command in (
+    operate.apply,
+    operate.rollback,
+    operate.recover,
+    operate.hotfix,
+    operate.repair,
+    gates.freeze,
+    gates.resume,
+    gates.slo,
+):
     app.command()(command)
 
 

@@ -9,10 +9,12 @@ from typing import Annotated
 import typer
 
 from kfmops.cli.consoles import stderr, stdout
+from kfmops.engine import freeze
 from kfmops.engine.migrate import migrate
+from kfmops.engine.plan import load_desired
 from kfmops.engine.session import Session
 from kfmops.errors import ExitCode, KfmopsError
-from kfmops.providers.stac_check import check_catalog
+from kfmops.providers.stac_check import Declared, check_catalog
 from kfmops.render.formats import View
 from kfmops.render.human import HumanView
 from kfmops.render.view import JsonView
@@ -45,12 +47,12 @@ def view(as_json: bool) -> View:
 
 
 def history(as_json: Annotated[bool, Json] = False) -> None:
-    """List applies, rollbacks, hotfixes and recoveries, newest last.
+    """List applies, rollbacks, hotfixes, recoveries, freezes and resumes, newest last.
 
     Example: kfmops history --json
     """
     with looking("history") as session:
-        view(as_json).history(session.stores.history.entries())
+        view(as_json).history(freeze.history(session))
 
 
 @state_app.command("list")
@@ -112,12 +114,12 @@ def state_migrate(
 
 @lock_app.command("status")
 def lock_status(as_json: Annotated[bool, Json] = False) -> None:
-    """Say who holds the workspace lock, or that it is free (or stale).
+    """Say who holds the workspace lock, or that it is free (or stale), and whether the workspace is frozen.
 
     Example: kfmops lock status --json
     """
     with looking("lock") as session:
-        view(as_json).lock(session.lock.status())
+        view(as_json).lock(session.lock.status(), freeze.frozen(session))
 
 
 @lock_app.command("force-unlock")
@@ -175,13 +177,18 @@ def catalog_check(
         typer.Option("--schemas", metavar="DIR", help="Folder of STAC JSON Schemas with a schema-map.json (offline)."),
     ] = None,
 ) -> int:
-    """Validate every STAC document offline against local JSON Schemas and count broken links.
+    """Validate every STAC document offline against local JSON Schemas, count broken links and orphans (documents
+    no link reaches from the root catalog; with the workspace's catalog, versions of datasets no Dataset declares).
 
     Example: kfmops catalog check --schemas ../shared/fixtures/stac-schemas
     """
+    declared = None
     if root is None:
         with looking("catalog") as session:
             root = session.providers.catalog_root()
-    report = check_catalog(root, schemas)
+            conventions = session.workspace.conventions
+            names = frozenset(load_desired(session.workspace).datasets)
+        declared = Declared(conventions.stac_catalog, conventions.stac_collection, names)
+    report = check_catalog(root, schemas, declared)
     HumanView(stdout, stderr).catalog(report, root)
     return 0 if report.ok else int(ExitCode.ERROR)

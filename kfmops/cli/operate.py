@@ -17,6 +17,7 @@ from kfmops.engine.hotfix import hotfix as apply_hotfix
 from kfmops.engine.plan import PlanRequest
 from kfmops.engine.plan import plan as make_plan
 from kfmops.engine.recover import recover as recover_workspace
+from kfmops.engine.repair import repair_plan
 from kfmops.engine.rollback import judged_rollback_plan
 from kfmops.errors import ExitCode, KfmopsError, StalePlan
 from kfmops.plans import planfile
@@ -39,31 +40,50 @@ def apply(
     ] = False,
     no_input: Annotated[bool, NoInput] = False,
     as_json: Annotated[bool, AsJson] = False,
+    override_slo: Annotated[
+        bool, typer.Option("--override-slo", help="Apply although an error budget is exhausted (needs --reason).")
+    ] = False,
+    reason: Annotated[
+        str | None, typer.Option("--reason", metavar="TEXT", help="Why; kept in history and the ledger.")
+    ] = None,
+    refresh_only: Annotated[
+        bool, typer.Option("--refresh-only", help="Plan and apply only the acceptance of live drift into state.")
+    ] = False,
 ) -> int:
     """Apply a saved plan (or plan and apply) under the lock, with a WAL and compare-and-swap.
 
     Example: kfmops apply plans/plan-20261126T120000Z-ab12cd.json
     """
+    if override_slo and not (reason or "").strip():
+        raise KfmopsError("--override-slo needs --reason TEXT: the override is recorded in the ledger")
+    if refresh_only and plan_file is not None:
+        raise KfmopsError("--refresh-only plans the acceptance of drift itself; give no PLAN_FILE")
     started = time.monotonic()
     stream = JsonStream(stdout) if as_json else None
     with session("apply", progress=not as_json) as opened:
         if stream:
             opened.subscribe(stream)
-        options = ApplyOptions(lock_timeout=lock_timeout, allow_dirty=allow_dirty, fresh=plan_file is None)
+        options = ApplyOptions(
+            lock_timeout=lock_timeout,
+            allow_dirty=allow_dirty,
+            fresh=plan_file is None,
+            reason=reason,
+            override_slo=reason if override_slo else None,
+        )
         if plan_file is not None:
             signed = bool(opened.workspace.section("apply").get("require_signed_plans", False))
             result = apply_plan(opened, planfile.read(plan_file, require_signature=signed), options)
         else:  # plan and apply under one lock: the plan's live reads are the compare-and-swap values
             with opened.lock.held("apply", None, lock_timeout):
                 refuse_if_unfinished(opened)  # before reading backends that may still be down
-                chosen = make_plan(opened, PlanRequest())
+                chosen = make_plan(opened, PlanRequest(refresh_only=refresh_only))
                 if stream:
                     stream.planned(chosen)
                 else:
                     human().plan(chosen)
                 if chosen.policy.get("decision") != "allow":
                     return int(ExitCode.POLICY_DENIED)
-                if not chosen.has_changes():
+                if not chosen.has_changes() and not (refresh_only and chosen.drift):
                     stderr.print("Nothing to apply.")
                 elif not auto_approve and not confirm("Apply these changes?", allow_input=not no_input):
                     stderr.print("Apply cancelled; nothing was changed.")
@@ -122,6 +142,53 @@ def rollback(
             result = apply_plan(opened, plan, ApplyOptions(lock_timeout=lock_timeout))
         except StalePlan as moved:
             raise StalePlan(f"cannot roll back {undone.id}: references changed since it was applied. {moved}") from None
+    return finished(stream, result, started)
+
+
+def repair(
+    target: Annotated[
+        list[str], typer.Option("--target", metavar="ADDRESS", help="Only this address (repeatable).")
+    ] = [],  # noqa: B006
+    auto_approve: Annotated[bool, AutoApprove] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", metavar="PLAN_FILE", help="Save the repair as a plan file to review and apply."),
+    ] = None,
+    lock_timeout: Annotated[float, LockTimeout] = 0,
+    no_input: Annotated[bool, NoInput] = False,
+    as_json: Annotated[bool, AsJson] = False,
+) -> int:
+    """Put drifted references back to the values kfmops last applied: shows the plan (with the policy verdict)
+    and asks for `yes`. The opposite of 'apply --refresh-only', which accepts the drift into state.
+
+    Example: kfmops repair --target dataset.landcover --out repair.json
+    """
+    started = time.monotonic()
+    stream = JsonStream(stdout) if as_json else None
+    with session("repair", progress=not as_json) as opened:
+        if stream:
+            opened.subscribe(stream)
+        plan = repair_plan(opened, list(target))
+        denied = plan.policy.get("decision") != "allow"
+        if stream:
+            stream.planned(plan)
+        else:
+            human().plan(plan)
+        if out is not None:
+            planfile.write(plan, out)
+            stderr.print(
+                f"Saved the repair plan to {out}. Review it, then: kfmops -C {opened.workspace.root} apply {out}"
+            )
+            return int(ExitCode.POLICY_DENIED) if denied else 0
+        if denied:
+            return int(ExitCode.POLICY_DENIED)
+        if not plan.has_changes():
+            stderr.print("Nothing to repair: every managed reference holds its last applied value.")
+            return 0
+        if not auto_approve and not confirm("Repair these references?", allow_input=not no_input):
+            stderr.print("Repair cancelled; nothing was changed.")
+            return int(ExitCode.ERROR)
+        result = apply_plan(opened, plan, ApplyOptions(lock_timeout=lock_timeout))
     return finished(stream, result, started)
 
 

@@ -1,17 +1,19 @@
 """Apply a plan safely: under the lock, with a write-ahead log, as compare-and-swap, undoable.
 
-Order: gates -> lock -> settle finished WALs -> refuse while one is unfinished (exit 6) -> verify the
-plan against the state -> compare every before value with the live one -> policy -> WAL BEGIN ->
-batches (runner) -> COMMIT -> settle. On failure, the started batches are compensated from the values
-observed under the lock, newest first, then ABORTED and settled. Rollback, hotfix and recovery all
-come through `run`.
+Order: gates (kill switch, freeze) -> lock -> settle finished WALs -> refuse while one is unfinished (exit 6) ->
+freeze and SLO gates (exit 3) -> verify the plan against the state -> compare every before value with the live
+one -> policy -> WAL BEGIN -> batches (runner) -> COMMIT -> settle. On failure, the started batches are
+compensated from the values observed under the lock, newest first, then ABORTED and settled. Rollback, hotfix,
+repair and recovery all come through `run`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
-from kfmops.engine import gates
+from kfmops.engine import gates, slo
+from kfmops.engine.freeze import refuse_if_frozen
 from kfmops.engine.review import check_against_desired
 from kfmops.engine.runner import BatchRunner, append_durably, conflicts, stale
 from kfmops.engine.session import Session
@@ -35,6 +37,7 @@ class ApplyOptions:
     reason: str | None = None
     rolls_back: str | None = None
     fresh: bool = False  # the plan was made under the lock this apply holds: its reads need no repeating
+    override_slo: str | None = None  # the reason to apply although an error budget is exhausted
 
 
 DEFAULT_OPTIONS = ApplyOptions()
@@ -52,11 +55,14 @@ class ApplyFailed(KfmopsError):
 def apply(session: Session, plan: Plan, options: ApplyOptions = DEFAULT_OPTIONS) -> Transaction:
     """Apply `plan`; returns the settled transaction (outcome NOTHING when there was nothing to write)."""
     gates.refuse_if_red(session.workspace.section("apply"), str(plan.operation))
+    refuse_if_frozen(session, str(plan.operation))
     if plan.operation is Operation.APPLY:
         check_git(session, plan, options.allow_dirty)
     with session.lock.held(str(plan.operation), plan.plan_id, options.lock_timeout) as lock:
         settle_finished(session)
         refuse_if_unfinished(session)
+        refuse_if_frozen(session, str(plan.operation))  # again under the lock: a freeze set while this one waited
+        overrides = slo.gate(session, "apply", options.override_slo) if plan.operation is Operation.APPLY else []
         state = session.state() or State.new(plan.state.lineage)
         verify(session, plan, state)
         if not options.fresh:  # a plan this process just made from the desired state needs no second look
@@ -75,7 +81,7 @@ def apply(session: Session, plan: Plan, options: ApplyOptions = DEFAULT_OPTIONS)
         )
         # operator text is kept in the WAL, history and state and shown by plan and drift: never a secret in it
         said = options.reason and Redactor(session.workspace.secret_values()).text(options.reason)
-        transaction = begin(plan, state, lock, replace(options, reason=said))
+        transaction = begin(plan, state, lock, replace(options, reason=said), overrides)
         if not mutations and all(
             (managed := state.resources.get(c.address)) is not None and managed.value == c.after for c in plan.changes
         ):
@@ -83,8 +89,11 @@ def apply(session: Session, plan: Plan, options: ApplyOptions = DEFAULT_OPTIONS)
         return run(session, transaction, session.stores.wal.begin(transaction.id))
 
 
-def begin(plan: Plan, state: State, lock: LockInfo, options: ApplyOptions) -> Transaction:
-    """The transaction of `plan` as fixed at BEGIN; each change knows the version it would restore."""
+def begin(
+    plan: Plan, state: State, lock: LockInfo, options: ApplyOptions, overrides: list[dict[str, Any]] | None = None
+) -> Transaction:
+    """The transaction of `plan` as fixed at BEGIN; each change knows the version it would restore, and its origin
+    names the gates an operator overrode for it."""
     versions = state.versions()
     return Transaction(
         id=new_id("apply"),
@@ -95,7 +104,7 @@ def begin(plan: Plan, state: State, lock: LockInfo, options: ApplyOptions) -> Tr
         state=plan.state,
         changes=tuple(replace(c, before_version=versions.get(c.address)) for c in plan.changes),
         datasets=plan.datasets,
-        origin=plan.origin,
+        origin={**plan.origin, "overrides": overrides} if overrides else plan.origin,
         reason=options.reason,
         rolls_back=options.rolls_back or plan.origin.get("rolls_back"),
         lock_id=lock.id,

@@ -36,6 +36,7 @@ OP_TYPES = {
     Operation.ROLLBACK: "rollback",
     Operation.HOTFIX: "hotfix",
     Operation.RECOVER: "recover",
+    Operation.REPAIR: "repair",
 }
 
 
@@ -113,7 +114,8 @@ def entry_for(
 ) -> dict[str, Any]:
     """The ledger entry of a settled transaction; its free text (reason, error) redacted, never dropped."""
     outputs = transaction.outputs() if transaction.outcome == "committed" else transaction.mutations
-    return {
+    overrides = transaction.origin.get("overrides")
+    return ({"overrides": overrides} if overrides else {}) | {
         "op_type": OP_TYPES[transaction.operation],
         "apply_id": transaction.id,
         "plan_id": transaction.plan_id,

@@ -21,7 +21,7 @@ file spans are written as each span ends).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from opentelemetry.trace import Span, Status, StatusCode
 
 from kfmops import __version__
 from kfmops.errors import KfmopsError
+from kfmops.governance.slo import SloReport
 from kfmops.governance.telemetry_export import exporters
 from kfmops.io.canonical import canonical_json
 from kfmops.io.redact import Redactor, refuse_secrets
@@ -178,6 +179,19 @@ class Telemetry:
         self._counters["kfm.ops_broken_links"].add(broken_links, base)
         self._counters["kfm.ops_energy_wh"].add(energy_wh, {**base, "estimate": True})
         self._counters["kfm.ops_carbon_gco2e"].add(carbon_g, {**base, "estimate": True})
+
+    def record_slo(self, reports: Sequence[SloReport]) -> None:
+        """Each objective's measured value, remaining error budget and burn rate as gauges, by objective name."""
+        meter = self._meters.get_meter("kfmops", __version__)
+        gauges = {
+            "kfm.ops_slo_measured": ("measured", "Measured value of a service level objective (its unit varies)"),
+            "kfm.ops_slo_budget_remaining": ("remaining_budget", "Share of the error budget left (<= 0: spent)"),
+            "kfm.ops_slo_burn_rate": ("burn_rate", "Error budget spent per budget allowed (> 1: too fast)"),
+        }
+        for name, (field, description) in gauges.items():
+            gauge = meter.create_gauge(name, description=description)
+            for report in reports:
+                gauge.set(getattr(report, field), {"objective": report.name, "window": report.window})
 
     def shutdown(self) -> None:
         """Collect and export the metrics once, flush the spans, release the exporters. Safe to call twice."""

@@ -35,6 +35,7 @@ class Operation(StrEnum):
     ROLLBACK = "rollback"
     HOTFIX = "hotfix"
     RECOVER = "recover"
+    REPAIR = "repair"
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,11 @@ from typing import Any
 from rich.console import Console
 
 from kfmops.engine.recover import Recovery
+from kfmops.governance.slo import SloReport
 from kfmops.plans import codec, planfile
 from kfmops.plans.model import Plan
 from kfmops.plans.transaction import Transaction
+from kfmops.stores.base import Freeze
 from kfmops.stores.lock import LockStatus
 from kfmops.stores.state import ManagedReference, State
 
@@ -72,8 +74,17 @@ class JsonView:
     def state_entry(self, address: str, managed: ManagedReference) -> None:
         self._print(entry_of(address, managed))
 
-    def lock(self, status: LockStatus) -> None:
-        self._print(status.to_dict())
+    def lock(self, status: LockStatus, freeze: Freeze | None = None) -> None:
+        self._print(status.to_dict() | ({"freeze": freeze.to_dict()} if freeze else {}))  # "freeze" only while frozen
+
+    def slo(self, reports: list[SloReport]) -> None:
+        self._print([report.to_dict() for report in reports])
+
+    def frozen(self, freeze: Freeze) -> None:
+        self._print({"frozen": True, **freeze.to_dict()})
+
+    def resumed(self, lifted: Freeze) -> None:
+        self._print({"frozen": False, "lifted": lifted.to_dict()})
 
     def ledger(self, entries: list[dict[str, Any]]) -> None:
         sys.stdout.write("".join(json.dumps(entry) + "\n" for entry in entries))
