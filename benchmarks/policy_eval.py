@@ -38,14 +38,21 @@ def care_for(index: int, rng: random.Random) -> dict[str, Any]:
         return {
             "label": "attribution",
             "sovereignty": "tribal",
+            "authority": f"Nation {index}",
             "visibility": "public",
             "review": "approved",
-            "consent": {"authority": f"Nation {index}", "reference": f"DSA-{index}", "expires": "2099-01-01"},
+            "consent": {
+                "authority": f"Nation {index}",
+                "reference": f"DSA-{index}",
+                "granted": "2025-01-01",
+                "expires": "2099-01-01",
+            },
         }
     if bucket < 98:
         return {
             "label": "restricted",
             "sovereignty": "sovereign",
+            "authority": f"Nation {index}",
             "visibility": "internal",
             "review": "approved",
             "consent": {"authority": f"Nation {index}", "reference": f"DSA-{index}"},
@@ -54,9 +61,10 @@ def care_for(index: int, rng: random.Random) -> dict[str, Any]:
         "label": "community-use-only",
         "sovereignty": "tribal",
         "heritage": True,
+        "authority": f"Nation {index}",
         "visibility": "public",
         "review": "approved",
-        "consent": {"authority": "SHPO", "reference": f"SHPO-{index}"},
+        "consent": {"authority": f"Nation {index}", "reference": f"THPO-{index}", "granted": "2025-01-01"},
     }
 
 
@@ -66,8 +74,27 @@ def version_record(name: str, version: str, heritage: bool) -> dict[str, Any]:
         "provenance": {"source": f"survey of {name} {version}", "activity": "derive"},
     }
     if heritage:
-        record["masking"] = {"method": "h3", "resolution": 8, "coordinates_removed": True}
+        record["masking"] = {"method": "h3", "resolution": 7, "coordinates_removed": True}
     return record
+
+
+def cell_facts(version: str) -> dict[str, Any]:
+    """Facts from the data of a heritage version, as governance.facts gathers them: H3 cells at r7."""
+    return {
+        "status": "gathered",
+        "version": version,
+        "items": 40,
+        "geometry_types": ["Polygon"],
+        "geometries": {"h3_cell": 40, "exact": 0, "region": 0, "none": 0},
+        "coordinate_decimals": 7,
+        "h3_resolutions": [7],
+        "finest_resolution": 7,
+        "coarsest_resolution": 7,
+        "declared_h3_resolutions": [7],
+        "declared_coordinates_removed": [True],
+        "licence": "CC-BY-4.0",
+        "sites_per_cell_min": 3,
+    }
 
 
 def break_rule(record: dict[str, Any], rule: str) -> None:
@@ -151,6 +178,7 @@ def synthetic_plan(changes: int, violations: float = 0.0, seed: int = 1854) -> d
     rng = random.Random(seed)
     all_changes: list[dict[str, Any]] = []
     datasets: dict[str, Any] = {}
+    facts: dict[str, Any] = {}
     broken = 0
     for index in range(changes // 4):
         name = f"ds-{index:06d}"
@@ -170,6 +198,7 @@ def synthetic_plan(changes: int, violations: float = 0.0, seed: int = 1854) -> d
             break_rule(record, VIOLATIONS[broken % len(VIOLATIONS)])
             broken += 1
         datasets[name] = record
+        facts[name] = cell_facts(new) if care.get("heritage") else {"status": "gathered", "version": new, "items": 0}
         all_changes.extend(changes_for(name, old, new))
     return {
         "format_version": 1,
@@ -184,6 +213,8 @@ def synthetic_plan(changes: int, violations: float = 0.0, seed: int = 1854) -> d
         "origin": {},
         "changes": all_changes,
         "datasets": datasets,
+        "exposure": [],
+        "facts": facts,
         "drift": [],
         "policy": {"decision": "allow", "findings": []},
         "summary": {"create": 0, "update": len(all_changes), "delete": 0, "no_op": 0},

@@ -13,6 +13,7 @@ DOCUMENT_TYPES = {
     "GraphRelationship": "graph_relationship",
     "SearchAlias": "search_alias",
     "CacheKey": "cache_key",
+    "Consent": "consent",
 }
 NAME_PATTERN = r"[a-z0-9][a-z0-9_-]{0,127}"
 _ADDRESS = re.compile(

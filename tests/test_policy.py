@@ -54,8 +54,11 @@ def record(name: str, **care: Any) -> dict[str, Any]:
 
 
 def change(name: str, kind: str, action: str = "update") -> dict[str, Any]:
+    """A change of one of dataset `name`'s references (a STAC part links v2 from the catalog)."""
     before = None if action == "create" else f"{name}@v1"
     after = None if action == "delete" else f"{name}@v2"
+    if kind == "stac" and after is not None:
+        after = {"catalog.json": {"child": [f"{name}/v2/collection.json"]}}
     return {
         "address": f"dataset.{name}.{kind}",
         "kind": kind,
@@ -71,17 +74,47 @@ def change(name: str, kind: str, action: str = "update") -> dict[str, Any]:
     }
 
 
-def plan_of(records: list[dict[str, Any]], changes: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """A plan over `records`; by default each dataset is promoted on all four kinds (updates)."""
+def plan_of(
+    records: list[dict[str, Any]],
+    changes: list[dict[str, Any]] | None = None,
+    facts: dict[str, Any] | None = None,
+    exposure: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """A plan over `records`; by default each dataset is promoted on all four kinds (updates). `facts` are
+    the facts from the data by dataset (default: H3 cells at r7, 5 sites each, for every dataset)."""
     if changes is None:
         changes = [change(r["title"], kind) for r in records for kind in KINDS]
+    if facts is None:
+        facts = {r["title"]: cells(7) for r in records}
     return {
+        "facts": facts,
+        "exposure": exposure or [],
         "format_version": 1,
         "plan_id": "plan-20260601T000000Z-abcdef",
         "operation": "apply",
         "changes": changes,
         "datasets": {r["title"]: r for r in records},
         "policy": {"decision": "allow", "findings": []},
+    }
+
+
+def cells(*resolutions: int, sites: int = 5, **overrides: Any) -> dict[str, Any]:
+    """Gathered facts of a version whose items are H3 cells at `resolutions` (as governance.facts gives them)."""
+    return {
+        "status": "gathered",
+        "version": "v2",
+        "items": 4,
+        "geometry_types": ["Polygon"],
+        "geometries": {"h3_cell": 4, "exact": 0, "region": 0, "none": 0},
+        "coordinate_decimals": 7,
+        "h3_resolutions": sorted(resolutions),
+        "finest_resolution": max(resolutions),
+        "coarsest_resolution": min(resolutions),
+        "declared_h3_resolutions": [],
+        "declared_coordinates_removed": [True],
+        "licence": "CC-BY-4.0",
+        "sites_per_cell_min": sites,
+        **overrides,
     }
 
 
@@ -169,7 +202,8 @@ def test_a_moving_change_for_a_dataset_the_plan_has_no_record_of_denies():
 
 # 2. Restricted datasets exposed publicly need consent -------------------------------------------------
 
-CONSENT = {"authority": "Kaw Nation", "reference": "KN-DSA-2025-004"}
+CONSENT = {"authority": "Kaw Nation", "reference": "KN-DSA-2025-004", "granted": "2025-03-01"}
+NATION = {"authority": "Kaw Nation"}
 
 
 @pytest.mark.parametrize(
@@ -186,7 +220,7 @@ def test_a_restricted_dataset_exposed_publicly_without_consent_denies(care):
     finding = only(check(plan_of([record("kaw", **care)])), "sovereignty.consent_required", "dataset.kaw")
     assert "dataset.kaw.search, dataset.kaw.stac" in finding.message
     assert "no consent is recorded" in finding.message
-    assert "spec.care.consent with authority and reference" in finding.fix
+    assert "spec.care.consent {authority, reference, granted <= today" in finding.fix
 
 
 @pytest.mark.parametrize(
@@ -199,17 +233,41 @@ def test_a_restricted_dataset_exposed_publicly_without_consent_denies(care):
         ({**CONSENT, "expires": "2026-05-31T23:59:59Z"}, "expired on 2026-05-31"),
         ({**CONSENT, "expires": "next spring"}, "is not a date"),
         ({**CONSENT, "expires": None}, "is not a date"),
+        ({**CONSENT, "expires": TODAY}, f"expired on {TODAY}"),
+        ({**CONSENT, "granted": "2030-01-01"}, "granted from 2030-01-01, after today (2026-06-01)"),
+        ({**CONSENT, "granted": "soon"}, "granted soon is not a date"),
+        ({"authority": "Kaw Nation", "reference": "KN-1"}, "records no granted date"),
+        ({**CONSENT, "authority": "KDOT"}, "given by KDOT, not by the dataset's governing authority Kaw Nation"),
+        ({**CONSENT, "revoked": "2026-01-15", "revoked_by": "consent.kn"}, "was revoked on 2026-01-15 (consent.kn)"),
     ],
 )
 def test_an_incomplete_or_expired_consent_is_no_consent(consent, problem):
-    plan = plan_of([record("kaw", sovereignty="sovereign", consent=consent)])
+    plan = plan_of([record("kaw", sovereignty="sovereign", consent=consent, **NATION)])
     assert problem in only(check(plan), "sovereignty.consent_required", "dataset.kaw").message
 
 
-def test_a_recorded_unexpired_consent_allows_public_exposure():
-    for consent in (CONSENT, {**CONSENT, "expires": TODAY}, {**CONSENT, "expires": "2099-01-01"}):
-        plan = plan_of([record("kaw", sovereignty="sovereign", label="restricted", consent=consent)])
+def test_a_binding_consent_allows_public_exposure():
+    for consent in (CONSENT, {**CONSENT, "granted": TODAY}, {**CONSENT, "expires": "2099-01-01"}):
+        plan = plan_of([record("kaw", sovereignty="sovereign", label="restricted", consent=consent, **NATION)])
         assert check(plan).decision == "allow", consent
+
+
+def test_indigenous_context_data_must_name_its_governing_authority():
+    plan = plan_of([record("kaw", sovereignty="tribal", consent=CONSENT)])
+    finding = only(check(plan), "sovereignty.consent_required", "dataset.kaw")
+    assert "names no governing authority (spec.care.authority)" in finding.message
+
+
+@pytest.mark.parametrize("care", [{"sovereignty": "sovereign"}, {"label": "restricted"}, {"heritage": True}])
+def test_restricted_sovereign_or_heritage_data_moves_only_after_steward_review(care):
+    reviewed = record("kaw", visibility="internal", **care)
+    pending = record("kaw", visibility="internal", review="pending", **care)
+    if care.get("heritage"):
+        pending["target"]["masking"] = MASKED
+        reviewed["target"]["masking"] = MASKED
+    assert check(plan_of([reviewed])).decision == "allow"
+    finding = only(check(plan_of([pending])), "care.review_required", "dataset.kaw")
+    assert "steward review is pending" in finding.message
 
 
 def test_unset_visibility_counts_as_public():
@@ -247,7 +305,7 @@ def test_restricted_statuses_and_labels_are_settings():
 
 
 def test_a_consent_about_to_expire_warns_without_blocking():
-    plan = plan_of([record("kaw", sovereignty="sovereign", consent={**CONSENT, "expires": "2026-06-20"})])
+    plan = plan_of([record("kaw", sovereignty="sovereign", consent={**CONSENT, "expires": "2026-06-20"}, **NATION)])
     result = check(plan)
     assert result.decision == "allow"
     assert [(f.rule, f.address, f.severity) for f in result.findings] == [
@@ -258,20 +316,24 @@ def test_a_consent_about_to_expire_warns_without_blocking():
 
 
 def test_consent_expiry_is_judged_against_the_current_date_by_default():
-    plan = plan_of([record("kaw", sovereignty="sovereign", consent={**CONSENT, "expires": "2001-01-01"})])
+    plan = plan_of([record("kaw", sovereignty="sovereign", consent={**CONSENT, "expires": "2001-01-01"}, **NATION)])
     only(evaluate(plan, POLICIES, {}), "sovereignty.consent_required", "dataset.kaw")
 
 
-# 3. Heritage masking -----------------------------------------------------------------------------------
+# 3. Heritage: sensitivity levels judged against the facts from the data --------------------------------
 
-MASKED = {"method": "h3", "resolution": 8, "coordinates_removed": True}
+MASKED = {"method": "h3", "resolution": 7, "coordinates_removed": True}
 
 
-def heritage(masking: dict[str, Any] | None) -> dict[str, Any]:
-    site = record("sites", heritage=True)
+def heritage(masking: dict[str, Any] | None, **care: Any) -> dict[str, Any]:
+    site = record("sites", heritage=True, **care)
     if masking is not None:
         site["target"]["masking"] = masking
     return site
+
+
+def judged(site: dict[str, Any], facts: dict[str, Any]) -> PolicyResult:
+    return check(plan_of([site], facts={"sites": facts}))
 
 
 @pytest.mark.parametrize(
@@ -279,39 +341,162 @@ def heritage(masking: dict[str, Any] | None) -> dict[str, Any]:
     [
         (None, "records no masking"),
         ({"method": "none"}, "method none, not h3"),
-        ({"resolution": 8, "coordinates_removed": True}, "method unset, not h3"),
+        ({"resolution": 7, "coordinates_removed": True}, "method unset, not h3"),
         ({"method": "h3", "coordinates_removed": True}, "no H3 resolution"),
-        ({**MASKED, "resolution": 6}, "resolution 6, outside 7-9"),
-        ({**MASKED, "resolution": 10}, "resolution 10, outside 7-9"),
+        ({**MASKED, "resolution": 6}, "resolution 6, outside sensitivity default (h3 7-7)"),
+        ({**MASKED, "resolution": 8}, "resolution 8, outside sensitivity default (h3 7-7)"),
         ({**MASKED, "coordinates_removed": False}, "coordinates_removed: true"),
-        ({"method": "h3", "resolution": 8}, "coordinates_removed: true"),
+        ({"method": "h3", "resolution": 7}, "coordinates_removed: true"),
     ],
 )
-def test_a_heritage_dataset_pointing_at_an_unmasked_version_denies(masking, problem):
-    finding = only(check(plan_of([heritage(masking)])), "heritage.masking_required", "dataset.sites")
+def test_a_heritage_version_declared_unmasked_denies(masking, problem):
+    finding = only(judged(heritage(masking), cells(7)), "heritage.masking_required", "dataset.sites")
     assert problem in finding.message
-    assert "masking {method: h3, resolution: 7-9, coordinates_removed: true}" in finding.fix
+    assert "{method: h3, resolution within 7-7, coordinates_removed: true}" in finding.fix
 
 
-@pytest.mark.parametrize("resolution", [7, 8, 9])
-def test_a_heritage_dataset_pointing_at_a_masked_version_is_allowed(resolution):
-    assert check(plan_of([heritage({**MASKED, "resolution": resolution})])).decision == "allow"
+@pytest.mark.parametrize(
+    ("sensitivity", "resolution", "allowed"),
+    [
+        (None, 7, True),
+        (None, 8, False),
+        ("public", 7, True),
+        ("public", 8, True),
+        ("public", 9, False),
+        ("restricted", 6, True),
+        ("restricted", 8, False),
+        ("indigenous", 4, True),
+        ("indigenous", 5, True),
+        ("indigenous", 6, False),
+        ("indigenous", 3, False),
+    ],
+)
+def test_each_sensitivity_level_has_its_h3_band(sensitivity, resolution, allowed):
+    care = {"sensitivity": sensitivity} if sensitivity else {}
+    site = heritage({**MASKED, "resolution": resolution}, **care)
+    result = judged(site, cells(resolution))
+    if allowed:
+        assert result.decision == "allow", result
+    else:
+        rules = {rule for rule, _ in denials(result)}
+        assert rules == {"heritage.sensitivity_band", "heritage.masking_required"}, result
 
 
-def test_the_h3_band_is_a_setting():
-    plan = plan_of([heritage({**MASKED, "resolution": 6})])
-    assert check(plan, {**SETTINGS, "h3_resolution": {"min": 5}}).decision == "allow"
-    finding = only(
-        check(plan_of([heritage(MASKED)]), {**SETTINGS, "h3_resolution": {"max": 7}}),
-        "heritage.masking_required",
-        "dataset.sites",
-    )
-    assert "outside 7-7" in finding.message
+def test_indigenous_context_data_defaults_to_restricted_and_an_unknown_level_to_concealed():
+    tribal = heritage({**MASKED, "resolution": 6}, sovereignty="tribal", authority="Kaw Nation", consent=CONSENT)
+    assert judged(tribal, cells(6)).decision == "allow"
+    unknown = heritage({**MASKED}, sensitivity="secret-ish")  # not a level: held to the strictest
+    result = judged(unknown, cells(7))
+    assert ("heritage.sensitivity_band", "dataset.sites") in denials(result)
+    assert any("sensitivity sacred (concealed concealed)" in f.message for f in result.findings), result
 
 
-def test_masking_is_checked_only_when_the_pointer_moves():
-    plan = plan_of([heritage(None)], [change("sites", kind, "delete") for kind in KINDS])
+def test_the_data_decides_not_the_declaration():
+    site = heritage(MASKED)  # declares r7, coordinates removed
+    exact = cells(7, geometries={"h3_cell": 3, "exact": 1, "region": 0, "none": 0})
+    assert "geometries.exact 1" in only(judged(site, exact), "heritage.facts_required", "dataset.sites").message
+    finer = judged(site, cells(7, 12))
+    assert "h3_resolutions [7, 12]" in only(finer, "heritage.sensitivity_band", "dataset.sites").message
+    declared = judged(site, cells(7, declared_h3_resolutions=[12]))
+    assert "declared_h3_resolutions [12]" in only(declared, "heritage.sensitivity_band", "dataset.sites").message
+    kept = judged(site, cells(7, declared_coordinates_removed=[False]))
+    assert "kfm:coordinates_removed: false" in only(kept, "heritage.sensitivity_band", "dataset.sites").message
+    regions = judged(site, cells(7, geometries={"h3_cell": 3, "exact": 0, "region": 1, "none": 0}))
+    assert "geometries.region 1" in only(regions, "heritage.sensitivity_band", "dataset.sites").message
+
+
+@pytest.mark.parametrize(
+    "facts",
+    [
+        None,
+        {"status": "unavailable", "problem": "backend 'stac' is unreachable"},
+        cells(7, items=0),
+    ],
+)
+def test_facts_that_cannot_be_gathered_deny(facts):
+    plan = plan_of([heritage(MASKED)], facts={} if facts is None else {"sites": facts})
+    finding = only(check(plan), "heritage.facts_required", "dataset.sites")
+    assert "could not be gathered" in finding.message or "items 0" in finding.message
+
+
+def test_fewer_than_three_sites_in_a_cell_denies():
+    finding = only(judged(heritage(MASKED), cells(7, sites=2)), "heritage.k_anonymity", "dataset.sites")
+    assert "sites_per_cell_min 2" in finding.message
+    assert judged(heritage(MASKED), cells(7, sites=3)).decision == "allow"
+    fewer = {**SETTINGS, "min_sites_per_cell": 2}
+    assert check(plan_of([heritage(MASKED)], facts={"sites": cells(7, sites=2)}), fewer).decision == "allow"
+
+
+def test_region_only_and_concealed_levels():
+    regional = heritage({"method": "region-only", "coordinates_removed": True}, sensitivity="regional")
+    polygons = cells(7, geometries={"h3_cell": 0, "exact": 0, "region": 4, "none": 0}, h3_resolutions=[])
+    polygons |= {"finest_resolution": None, "coarsest_resolution": None, "sites_per_cell_min": None}
+    assert judged(regional, polygons).decision == "allow"
+    assert ("heritage.sensitivity_band", "dataset.sites") in denials(judged(regional, cells(7)))
+    sacred = heritage({"method": "concealed", "coordinates_removed": True}, sensitivity="sacred")
+    hidden = polygons | {"geometries": {"h3_cell": 0, "exact": 0, "region": 0, "none": 4}, "geometry_types": []}
+    assert judged(sacred, hidden).decision == "allow"
+    finding = only(judged(sacred, polygons), "heritage.sensitivity_band", "dataset.sites")
+    assert "must hold none" in finding.message
+
+
+def test_sensitivity_levels_are_settings():
+    site = heritage({**MASKED, "resolution": 9}, sensitivity="public")
+    settings = {**SETTINGS, "sensitivity_levels": {"public": {"method": "h3", "min": 7, "max": 9}}}
+    assert check(plan_of([site], facts={"sites": cells(9)}), settings).decision == "allow"
+    assert check(plan_of([site], facts={"sites": cells(9)})).decision == "deny"
+
+
+def test_heritage_is_checked_only_when_the_pointer_moves_or_its_exposure_changes():
+    plan = plan_of([heritage(None)], [change("sites", kind, "delete") for kind in KINDS], facts={})
     assert check(plan).decision == "allow"
+
+
+# Changes of exposure ------------------------------------------------------------------------------------
+
+
+def exposure_of(site: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "dataset": site["title"],
+        "address": site["address"],
+        "fields": sorted(k for k in before.keys() | site["care"].keys() if before.get(k) != site["care"].get(k)),
+        "before": before,
+        "after": site["care"],
+        "references": [{"address": f"dataset.{site['title']}.{k}", "kind": k} for k in KINDS],
+    }
+
+
+def test_a_change_of_exposure_alone_is_judged():
+    kaw = record("kaw", sovereignty="sovereign", **NATION)
+    before = {**kaw["care"], "consent": CONSENT}
+    plan = plan_of([kaw], [], exposure=[exposure_of(kaw, before)])
+    finding = only(check(plan), "sovereignty.consent_required", "dataset.kaw")
+    assert "dataset.kaw.search, dataset.kaw.stac would expose it" in finding.message
+
+
+@pytest.mark.parametrize(
+    ("before", "reason"),
+    [
+        ({"heritage": True}, "heritage: true was dropped"),
+        ({"label": "restricted"}, "relabelled from restricted (sovereignty none, label restricted) to open/none"),
+        ({"heritage": True, "sensitivity": "sacred"}, "heritage: true was dropped"),
+    ],
+)
+def test_lowering_protection_denies_unless_waived_until_a_date(before, reason):
+    site = record("sites", **NATION)
+    entry = exposure_of(site, {**site["care"], **before})
+    finding = only(check(plan_of([site], [], exposure=[entry])), "care.protection_lowered", "dataset.sites")
+    assert reason in finding.message
+    waiver = {"rule": "care.protection_lowered", "authority": "Kaw Nation", "reference": "W-1", "expires": "2099-01-01"}
+    waived = record("sites", waivers=[waiver], **NATION)
+    result = check(plan_of([waived], [], exposure=[exposure_of(waived, {**waived["care"], **before})]))
+    assert result.decision == "allow"
+    assert [f.severity for f in result.findings] == ["warn"]
+    unwaivable = {**waiver, "rule": "heritage.k_anonymity"}
+    for broken in ({**waiver, "expires": TODAY}, {**waiver, "authority": "KDOT"}, unwaivable):
+        lapsed = record("sites", waivers=[broken], **NATION)
+        entry = exposure_of(lapsed, {**lapsed["care"], **before})
+        assert check(plan_of([lapsed], [], exposure=[entry])).decision == "deny", broken
 
 
 # 4. Provenance of the target version --------------------------------------------------------------------
@@ -341,7 +526,7 @@ def test_every_broken_rule_is_reported_at_once():
     del label["care"]["label"]
     noprov = record("b")
     noprov["target"] = {"id": "v2"}
-    plan = plan_of([label, noprov, record("c", sovereignty="sovereign"), heritage(None)])
+    plan = plan_of([label, noprov, record("c", sovereignty="sovereign", **NATION), heritage(None)])
     assert denials(check(plan)) == {
         ("care.label_required", "dataset.a"),
         ("provenance.required", "dataset.b"),
@@ -576,7 +761,7 @@ UNSET_VISIBILITY = record("hidden", label="restricted")
 del UNSET_VISIBILITY["care"]["visibility"]
 
 SCENARIOS = {
-    "clean": plan_of([record("landcover"), record("kaw", sovereignty="sovereign", consent=CONSENT)]),
+    "clean": plan_of([record("landcover"), record("kaw", sovereignty="sovereign", consent=CONSENT, **NATION)]),
     "edges": plan_of(
         [record("soils"), heritage({"resolution": 8, "coordinates_removed": True}), UNSET_VISIBILITY],
         [
@@ -585,15 +770,19 @@ SCENARIOS = {
             change("ghost", "cache", "create"),
             change("gone", "search", "delete"),
         ],
+        facts={"soils": cells(7), "sites": cells(7, 9, sites=2)},
     ),
     "broken": plan_of(
         [
             record("a", label=""),
-            record("c", sovereignty="tribal", consent={**CONSENT, "expires": "2020-01-01"}),
-            heritage({**MASKED, "resolution": 10}),
+            record("c", sovereignty="tribal", consent={**CONSENT, "expires": "2020-01-01"}, **NATION),
+            heritage({**MASKED, "resolution": 10}, review="pending"),
             {**record("b"), "target": {"id": "v2"}},
-            record("w", sovereignty="sovereign", consent={**CONSENT, "expires": "2026-06-10"}),
-        ]
+            record("w", sovereignty="sovereign", consent={**CONSENT, "expires": "2026-06-10"}, **NATION),
+            record("g", sovereignty="tribal", consent={**CONSENT, "granted": "2030-01-01"}, authority="KDOT"),
+        ],
+        facts={"sites": {"status": "unavailable", "problem": "no STAC part"}},
+        exposure=[exposure_of(record("x", **NATION), {**record("x")["care"], "heritage": True})],
     ),
 }
 
@@ -689,9 +878,34 @@ def test_every_default_rule_is_documented():
         "care.label_required",
         "care.sovereignty_required",
         "care.consent_expiring",
+        "care.review_required",
+        "care.protection_lowered",
         "sovereignty.consent_required",
+        "heritage.facts_required",
+        "heritage.sensitivity_band",
+        "heritage.k_anonymity",
         "heritage.masking_required",
         "provenance.required",
     }
     for rule in sorted(rules | {"policy.error", "policy.empty"}):
         assert f"`{rule}`" in text, f"docs/policy.md does not document {rule}"
+
+
+def test_the_gate_judges_a_plan_once_and_a_changed_plan_again(tmp_path):
+    """`apply --auto-approve` asks the gate about its plan when it is made and again under the lock: the
+    second answer is the first one (same input, its own verdict aside); any other input is judged anew."""
+    from dataclasses import replace
+
+    from benchmarks.generate import generate
+    from kfmops.engine.plan import PlanRequest, plan
+    from kfmops.engine.session import Session
+    from kfmops.workspace import load_workspace
+
+    generate(tmp_path / "ws", 3, 3, 1854)
+    with Session(load_workspace(tmp_path / "ws"), "plan", read_only=True) as session:
+        judged = plan(session, PlanRequest())
+        first = session.policy.check(judged)
+        assert judged.policy == first.to_dict() and first.decision == "allow"
+        assert session.policy.check(replace(judged, policy={"decision": "deny", "findings": []})) is first
+        fewer = replace(judged, changes=judged.changes[1:])
+        assert session.policy.check(fewer) is not first

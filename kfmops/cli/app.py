@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from pathlib import Path
@@ -14,13 +15,7 @@ from kfmops.cli import gates, inspect, operate
 from kfmops.cli.common import Detail, Format, OutputFormat, current_workspace, human, session, view
 from kfmops.cli.consoles import stderr, stdout
 from kfmops.cli.errors import run
-from kfmops.engine.init import init as init_workspace
-from kfmops.engine.plan import PlanRequest, load_desired
-from kfmops.engine.plan import plan as make_plan
 from kfmops.errors import ExitCode, KfmopsError
-from kfmops.plans import planfile
-from kfmops.render.comment import write_comment
-from kfmops.render.graph import render_graph
 
 app = typer.Typer(
     name="kfmops",
@@ -76,6 +71,8 @@ def init() -> None:
 
     Example: mkdir my-workspace && kfmops -C my-workspace init
     """
+    from kfmops.engine.init import init as init_workspace
+
     human().initialized(init_workspace(Path.cwd()))
 
 
@@ -89,6 +86,8 @@ def validate(
 
     Example: kfmops validate
     """
+    from kfmops.engine.plan import load_desired
+
     desired = load_desired(current_workspace(), git_ref)
     stdout.print(f"Valid: {len(desired.documents)} documents, {len(desired.references)} references.")
 
@@ -129,6 +128,11 @@ def plan(
 
     Example: kfmops plan --out plan.json --format markdown --detailed-exitcode
     """
+    from kfmops.engine.plan import PlanRequest
+    from kfmops.engine.plan import plan as make_plan
+    from kfmops.plans import planfile
+    from kfmops.render.comment import write_comment
+
     chosen = view(output_format, detail)
     with session("plan", read_only=True) as opened:
         result = make_plan(opened, PlanRequest(list(target), list(exclude), git_ref, refresh_only, base))
@@ -152,6 +156,9 @@ def drift(output_format: Annotated[OutputFormat, Format] = OutputFormat.text) ->
 
     Example: kfmops drift --format markdown
     """
+    from kfmops.engine.plan import PlanRequest
+    from kfmops.engine.plan import plan as make_plan
+
     chosen = view(output_format)
     with session("drift", read_only=True) as opened:
         result = make_plan(opened, PlanRequest(refresh_only=True))
@@ -167,6 +174,9 @@ def graph(
 
     Example: kfmops graph --format dot | dot -Tsvg > references.svg
     """
+    from kfmops.engine.plan import load_desired
+    from kfmops.render.graph import render_graph
+
     sys.stdout.write(render_graph(load_desired(current_workspace()), graph_format))
 
 
@@ -180,11 +190,23 @@ def show(
 
     Example: kfmops show plans/plan-20261126T120000Z-ab12cd.json --format json
     """
+    from kfmops.plans import planfile
+
     view(output_format, detail).plan(planfile.read(plan_file))
 
 
+GC_THRESHOLDS = (50_000, 20, 100)
+"""The cyclic collector runs after 50,000 net new container objects instead of 700: a plan or an apply
+makes millions of small, acyclic values (freed by reference counting), and at the default it spent a
+quarter of a large plan scanning them. Cycles are still collected (benchmarks/results/README.md)."""
+
+
 def main() -> None:
-    run(typer.main.get_command(app))
+    command = typer.main.get_command(app)
+    # Everything imported so far (modules, classes, the CLI) lives until exit: never scan it again.
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+    run(command)
 
 
 if __name__ == "__main__":

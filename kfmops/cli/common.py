@@ -9,17 +9,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from kfmops.cli.consoles import stderr, stdout
 from kfmops.cli.errors import redactor
-from kfmops.engine.session import Session
 from kfmops.errors import KfmopsError
-from kfmops.render.formats import View, view_for
-from kfmops.render.human import HumanView
-from kfmops.render.progress import progress_for
-from kfmops.workspace import Workspace, load_workspace
+
+# The engine and the views are imported by the command that runs, not when the CLI starts (--help).
+if TYPE_CHECKING:
+    from kfmops.engine.session import Session
+    from kfmops.render.formats import View
+    from kfmops.render.human import HumanView
+    from kfmops.workspace import Workspace
 
 
 class OutputFormat(StrEnum):
@@ -38,20 +41,29 @@ LockTimeout = typer.Option(
 
 
 def current_workspace() -> Workspace:
+    from kfmops.workspace import load_workspace
+
     return load_workspace(Path.cwd())
 
 
 def human() -> HumanView:
+    from kfmops.render.human import HumanView
+
     return HumanView(stdout, stderr)
 
 
 def view(output_format: str, detail: str = "auto") -> View:
+    from kfmops.render.formats import view_for
+
     return view_for(output_format, stdout, stderr, detail=detail)
 
 
 @contextmanager
 def session(command: str, *, read_only: bool = False, progress: bool = False) -> Iterator[Session]:
     """A session for one command: its span, its telemetry, progress lines, and its warnings printed at the end."""
+    from kfmops.engine.session import Session
+    from kfmops.render.progress import progress_for
+
     opened = Session(current_workspace(), command, read_only=read_only)
     if progress:
         opened.subscribe(progress_for(stderr))

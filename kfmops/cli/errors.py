@@ -10,16 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.markup import escape
 
 from kfmops.cli.consoles import stderr
 from kfmops.errors import ExitCode, InputError, KfmopsError
 from kfmops.io.redact import Redactor
-from kfmops.workspace import load_workspace
 
 
 def report(error: BaseException) -> int:
     """Print `error` for a user and return the exit code; no secret is ever printed or logged."""
+    from rich.markup import escape
+
     redact = redactor()
     if isinstance(error, InputError):
         for diagnostic in error.diagnostics:
@@ -41,6 +41,8 @@ def report(error: BaseException) -> int:
 
 def redactor() -> Redactor:
     """Masks the secrets the workspace of the current directory names (and credential-shaped text)."""
+    from kfmops.workspace import load_workspace
+
     try:
         return Redactor(load_workspace(Path.cwd()).secret_values())
     except Exception:  # no workspace, or a broken one: still mask credential-shaped text

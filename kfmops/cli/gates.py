@@ -10,8 +10,6 @@ import typer
 from kfmops.cli.common import Format, OutputFormat, session
 from kfmops.cli.common import view as view_of
 from kfmops.cli.inspect import Json, view
-from kfmops.engine import freeze as freezing
-from kfmops.engine import slo as objectives
 
 Reason = typer.Option("--reason", metavar="TEXT", help="Why; shown to everyone refused and kept in the ledger.")
 
@@ -29,6 +27,8 @@ def freeze(
 
     Example: kfmops freeze --reason "INC-4411: tiles corrupt, investigating" --until 4h
     """
+    from kfmops.engine import freeze as freezing
+
     with session("freeze") as opened:
         record = freezing.freeze(opened, reason, until)
     view(as_json).frozen(record)
@@ -39,6 +39,8 @@ def resume(reason: Annotated[str, Reason], as_json: Annotated[bool, Json] = Fals
 
     Example: kfmops resume --reason "INC-4411 resolved"
     """
+    from kfmops.engine import freeze as freezing
+
     with session("resume") as opened:
         lifted = freezing.resume(opened, reason)
     view(as_json).resumed(lifted)
@@ -50,6 +52,8 @@ def slo(output_format: Annotated[OutputFormat, Format] = OutputFormat.text) -> N
 
     Example: kfmops slo --format markdown
     """
+    from kfmops.engine import slo as objectives
+
     chosen = view_of(output_format)
     with session("slo", read_only=True) as opened:
         reports = objectives.report(opened)

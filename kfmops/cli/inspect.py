@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from kfmops.cli.common import human
 from kfmops.cli.consoles import stderr, stdout
-from kfmops.engine import freeze
-from kfmops.engine.migrate import migrate
-from kfmops.engine.plan import load_desired
-from kfmops.engine.session import Session
 from kfmops.errors import ExitCode, KfmopsError
-from kfmops.providers.stac_check import Declared, check_catalog
-from kfmops.render.formats import View
-from kfmops.render.human import HumanView
-from kfmops.render.view import JsonView
-from kfmops.stores.transfer import state_document
-from kfmops.workspace import load_workspace
+
+# The engine and the views are imported by the command that runs, not when the CLI starts (--help).
+if TYPE_CHECKING:
+    from kfmops.engine.session import Session
+    from kfmops.render.formats import View
 
 Json = typer.Option("--json", help="Print JSON.")
 state_app = typer.Typer(
@@ -39,18 +35,27 @@ catalog_app = typer.Typer(
 
 def looking(command: str) -> Session:
     """A read-only session on the workspace of the current directory."""
+    from kfmops.engine.session import Session
+    from kfmops.workspace import load_workspace
+
     return Session(load_workspace(Path.cwd()), command, read_only=True)
 
 
 def view(as_json: bool) -> View:
-    return (JsonView if as_json else HumanView)(stdout, stderr)
+    if not as_json:
+        return human()
+    from kfmops.render.view import JsonView
+
+    return JsonView(stdout, stderr)
 
 
 def history(as_json: Annotated[bool, Json] = False) -> None:
-    """List applies, rollbacks, hotfixes, recoveries, freezes and resumes, newest last.
+    """List applies, rollbacks, hotfixes, repairs, recoveries, freezes and resumes, newest last.
 
     Example: kfmops history --json
     """
+    from kfmops.engine import freeze
+
     with looking("history") as session:
         view(as_json).history(freeze.history(session))
 
@@ -90,6 +95,8 @@ def state_pull() -> None:
 
     Example: kfmops state pull > state.json
     """
+    from kfmops.stores.transfer import state_document
+
     with looking("state") as session:
         document = state_document(session.stores.state.load())
     sys.stdout.write(document)
@@ -106,10 +113,14 @@ def state_migrate(
 
     Example: kfmops state migrate --to-config kfmops.postgres.yaml
     """
+    from kfmops.engine.migrate import migrate
+    from kfmops.engine.session import Session
+    from kfmops.workspace import load_workspace
+
     source = Session(load_workspace(Path.cwd()), "migrate")
     with source, Session(load_workspace(Path.cwd(), to_config), "migrate") as target:
         copied = migrate(source, target, lock_timeout)
-    HumanView(stdout, stderr).migrated(copied)
+    human().migrated(copied)
 
 
 @lock_app.command("status")
@@ -118,6 +129,8 @@ def lock_status(as_json: Annotated[bool, Json] = False) -> None:
 
     Example: kfmops lock status --json
     """
+    from kfmops.engine import freeze
+
     with looking("lock") as session:
         view(as_json).lock(session.lock.status(), freeze.frozen(session))
 
@@ -182,6 +195,9 @@ def catalog_check(
 
     Example: kfmops catalog check --schemas ../shared/fixtures/stac-schemas
     """
+    from kfmops.engine.plan import load_desired
+    from kfmops.providers.stac_check import Declared, check_catalog
+
     declared = None
     if root is None:
         with looking("catalog") as session:
@@ -190,5 +206,5 @@ def catalog_check(
             names = frozenset(load_desired(session.workspace).datasets)
         declared = Declared(conventions.stac_catalog, conventions.stac_collection, names)
     report = check_catalog(root, schemas, declared)
-    HumanView(stdout, stderr).catalog(report, root)
+    human().catalog(report, root)
     return 0 if report.ok else int(ExitCode.ERROR)

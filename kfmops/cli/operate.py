@@ -5,24 +5,18 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from kfmops.cli.common import LockTimeout, confirm, human, session
 from kfmops.cli.consoles import stderr, stdout
-from kfmops.engine.apply import ApplyOptions, refuse_if_unfinished
-from kfmops.engine.apply import apply as apply_plan
-from kfmops.engine.hotfix import hotfix as apply_hotfix
-from kfmops.engine.plan import PlanRequest
-from kfmops.engine.plan import plan as make_plan
-from kfmops.engine.recover import recover as recover_workspace
-from kfmops.engine.repair import repair_plan
-from kfmops.engine.rollback import judged_rollback_plan
 from kfmops.errors import ExitCode, KfmopsError, StalePlan
-from kfmops.plans import planfile
-from kfmops.plans.transaction import Transaction
-from kfmops.render.stream import JsonStream
+
+# The engine is imported by the command that runs, not when the CLI starts (--help).
+if TYPE_CHECKING:
+    from kfmops.plans.transaction import Transaction
+    from kfmops.render.stream import JsonStream
 
 AutoApprove = typer.Option("--auto-approve", help="Do not ask for approval.")
 NoInput = typer.Option("--no-input", help="Never wait for an answer: refuse unless --auto-approve.")
@@ -58,6 +52,13 @@ def apply(
         raise KfmopsError("--override-slo needs --reason TEXT: the override is recorded in the ledger")
     if refresh_only and plan_file is not None:
         raise KfmopsError("--refresh-only plans the acceptance of drift itself; give no PLAN_FILE")
+    from kfmops.engine.apply import ApplyOptions, refuse_if_unfinished
+    from kfmops.engine.apply import apply as apply_plan
+    from kfmops.engine.plan import PlanRequest
+    from kfmops.engine.plan import plan as make_plan
+    from kfmops.plans import planfile
+    from kfmops.render.stream import JsonStream
+
     started = time.monotonic()
     stream = JsonStream(stdout) if as_json else None
     with session("apply", progress=not as_json) as opened:
@@ -114,6 +115,12 @@ def rollback(
 
     Example: kfmops rollback --last --dry-run
     """
+    from kfmops.engine.apply import ApplyOptions
+    from kfmops.engine.apply import apply as apply_plan
+    from kfmops.engine.rollback import judged_rollback_plan
+    from kfmops.plans import planfile
+    from kfmops.render.stream import JsonStream
+
     if bool(apply_id) == last:
         raise KfmopsError("Give exactly one of APPLY_ID or --last")
     started = time.monotonic()
@@ -163,6 +170,12 @@ def repair(
 
     Example: kfmops repair --target dataset.landcover --out repair.json
     """
+    from kfmops.engine.apply import ApplyOptions
+    from kfmops.engine.apply import apply as apply_plan
+    from kfmops.engine.repair import repair_plan
+    from kfmops.plans import planfile
+    from kfmops.render.stream import JsonStream
+
     started = time.monotonic()
     stream = JsonStream(stdout) if as_json else None
     with session("repair", progress=not as_json) as opened:
@@ -211,6 +224,8 @@ def recover(
 
     Example: kfmops recover --forward
     """
+    from kfmops.engine.recover import recover as recover_workspace
+
     with session("recover", progress=True) as opened:
         result = recover_workspace(opened, forward=forward, lock_timeout=lock_timeout)
     human().recovered(result)
@@ -229,6 +244,8 @@ def hotfix(
 
     Example: kfmops hotfix dataset.landcover --set version=v2011 --reason "v2019 tiles corrupt, INC-4411"
     """
+    from kfmops.engine.hotfix import hotfix as apply_hotfix
+
     started = time.monotonic()
     with session("hotfix", progress=True) as opened:
         result, patch = apply_hotfix(opened, address, assignment, reason, lock_timeout=lock_timeout)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kfmops.desired.collector import Collector, DesiredReference
-from kfmops.desired.datasets import expand_dataset
+from kfmops.desired.datasets import expand_dataset, revocations
 from kfmops.desired.load import Document
 from kfmops.desired.raw import RAW_KINDS
 from kfmops.errors import InputError
@@ -40,6 +40,7 @@ def expand(
     collector = Collector(routes, backends)
     datasets: dict[str, dict[str, Any]] = {}
     files: dict[str, str] = {}
+    revoked = revocations(documents)
     for document in documents:
         if document.address in files:
             # One message per document, not one per reference a Dataset would fan out to.
@@ -48,9 +49,11 @@ def expand(
             continue
         files[document.address] = f"{document.file}:{document.line}"
         if document.kind == "Dataset":
-            record = expand_dataset(collector, document, conventions)
+            record = expand_dataset(collector, document, conventions, revoked)
             if record is not None:
                 datasets[document.name] = record
+        elif document.kind == "Consent":
+            continue  # read by revocations(); it holds no reference
         else:
             RAW_KINDS[document.kind](collector, document)
     collector.check_invalidations()

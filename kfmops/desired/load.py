@@ -6,12 +6,15 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kfmops.addresses import DOCUMENT_TYPES
 from kfmops.errors import Diagnostic, InputError
 from kfmops.schemas import check
 from kfmops.yamlio import LineDict, line_of, load_documents
+
+if TYPE_CHECKING:
+    from kfmops.desired.cache import DesiredCache
 
 SCHEMA_OF_KIND = {
     "Dataset": "dataset",
@@ -19,6 +22,7 @@ SCHEMA_OF_KIND = {
     "GraphRelationship": "graph-relationship",
     "SearchAlias": "search-alias",
     "CacheKey": "cache-key",
+    "Consent": "consent",
 }
 
 
@@ -41,8 +45,11 @@ class Document:
         return line_of(self.spec, path) or self.line
 
 
-def load_documents_from(folder: Path, root: Path) -> list[Document]:
-    """Every document in the YAML files under `folder`, in path order; raises InputError on problems."""
+def load_documents_from(folder: Path, root: Path, cache: DesiredCache | None = None) -> list[Document]:
+    """Every document in the YAML files under `folder`, in path order; raises InputError on problems.
+
+    With a `cache`, a file whose text was parsed and found valid before is not parsed again, and the
+    cache's entries of files no longer there (or changed) are removed."""
     if not folder.is_dir():
         raise InputError(
             [Diagnostic(f"desired-state folder {folder} does not exist", "check 'desired:' in kfmops.yaml")]
@@ -70,31 +77,42 @@ def load_documents_from(folder: Path, root: Path) -> list[Document]:
             line = exc.object[: exc.start].count(b"\n") + 1
             unreadable.append(Diagnostic("the file is not UTF-8 text", "save it as UTF-8", file=shown, line=line))
     try:
-        documents = parse_documents(sources)
+        documents = parse_documents(sources, cache)
     except InputError as error:
         raise InputError([*unreadable, *error.diagnostics]) from None
     if unreadable:
         raise InputError(unreadable)
+    if cache is not None:
+        cache.prune()
     return documents
 
 
-def parse_documents(sources: Iterable[tuple[str, str]]) -> list[Document]:
+def parse_documents(sources: Iterable[tuple[str, str]], cache: DesiredCache | None = None) -> list[Document]:
     """Documents from (file name, text) pairs; every problem in every file is collected first."""
     documents: list[Document] = []
     problems: list[Diagnostic] = []
     for file, text in sources:
+        cached = cache.get(text, file) if cache is not None else None
+        if cached is not None:
+            documents.extend(cached)
+            continue
         try:
             nodes = list(load_documents(text, file))
         except InputError as error:
             problems.extend(error.diagnostics)
             continue
+        parsed, found = [], []
         for node in nodes:
             if node is None:
                 continue
-            document, found = _document(node, file)
-            problems.extend(found)
+            document, trouble = _document(node, file)
+            found.extend(trouble)
             if document:
-                documents.append(document)
+                parsed.append(document)
+        documents.extend(parsed)
+        problems.extend(found)
+        if cache is not None and not found:
+            cache.put(text, parsed)
     if problems:
         raise InputError(problems)
     return documents

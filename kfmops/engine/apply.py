@@ -82,8 +82,13 @@ def apply(session: Session, plan: Plan, options: ApplyOptions = DEFAULT_OPTIONS)
         # operator text is kept in the WAL, history and state and shown by plan and drift: never a secret in it
         said = options.reason and Redactor(session.workspace.secret_values()).text(options.reason)
         transaction = begin(plan, state, lock, replace(options, reason=said), overrides)
-        if not mutations and all(
-            (managed := state.resources.get(c.address)) is not None and managed.value == c.after for c in plan.changes
+        if (
+            not mutations
+            and not plan.exposure
+            and all(
+                (managed := state.resources.get(c.address)) is not None and managed.value == c.after
+                for c in plan.changes
+            )
         ):
             return transaction.settle(Outcome.NOTHING, now(), state.serial)
         return run(session, transaction, session.stores.wal.begin(transaction.id))

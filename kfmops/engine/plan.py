@@ -12,6 +12,7 @@ from typing import Any
 
 from kfmops.addresses import Address, select
 from kfmops.desired import DesiredState, expand, load_documents_from, parse_documents
+from kfmops.desired.cache import FOLDER, DesiredCache
 from kfmops.desired.collector import invalidation_conflicts
 from kfmops.engine.session import Session
 from kfmops.errors import Diagnostic, InputError
@@ -19,6 +20,7 @@ from kfmops.events import PlanMade, PolicyEvaluated
 from kfmops.gitops import repo
 from kfmops.io.clock import new_id, now
 from kfmops.plans.diff import diff, drift
+from kfmops.plans.exposure import exposure_changes
 from kfmops.plans.model import Action, Change, Operation, Plan, StateRef
 from kfmops.references import Reference
 from kfmops.stores.state import State
@@ -35,11 +37,15 @@ class PlanRequest:
 
 
 def load_desired(workspace: Workspace, git_ref: str | None = None) -> DesiredState:
-    """Validated, expanded desired state from the work tree, or from `git_ref` without a checkout."""
+    """Validated, expanded desired state from the work tree, or from `git_ref` without a checkout.
+
+    Files are parsed and validated once per content (the desired-document cache), in a workspace that was
+    applied before: looking at one never applied creates nothing in it."""
     if git_ref:
         documents = parse_documents(repo.files_at(workspace.desired_dir, git_ref))
     else:
-        documents = load_documents_from(workspace.desired_dir, workspace.root)
+        cache = DesiredCache(workspace.root / FOLDER) if workspace.state_dir.is_dir() else None
+        documents = load_documents_from(workspace.desired_dir, workspace.root, cache)
     return expand(documents, workspace.conventions, workspace.routes, set(workspace.backends))
 
 
@@ -48,7 +54,7 @@ def plan(session: Session, request: PlanRequest, desired: DesiredState | None = 
     made = make_plan(session, request, desired)
     result = session.policy.check(made)
     session.bus.emit(PolicyEvaluated("plan", result.decision, tuple(f.to_dict() for f in result.findings)))
-    judged = replace(made, policy=result.to_dict())
+    judged = replace(made, policy=result.to_dict(), facts=dict(result.facts))
     session.bus.emit(PlanMade(judged))
     return judged
 
@@ -97,7 +103,9 @@ def make_plan(session: Session, request: PlanRequest, desired: DesiredState | No
             "base": request.base,
             "changed_documents": repo.changed_files(workspace.desired_dir, request.base, request.git_ref),
         }
+    exposure = [] if request.refresh_only else exposure_of(desired, state, chosen)
     touched = {c.reference.dataset for c in changes if c.action.mutates and c.reference.dataset}
+    touched |= {entry["dataset"] for entry in exposure}
     # A dataset removed from git is judged (and later rolled back) with the record it was last applied with.
     known = state.datasets | desired.datasets
     datasets = {name: known[name] for name in sorted(touched) if name in known}
@@ -112,6 +120,7 @@ def make_plan(session: Session, request: PlanRequest, desired: DesiredState | No
         git=git,
         datasets=datasets,
         drift=tuple(drifted),
+        exposure=tuple(exposure),
         origin={
             "targets": request.targets,
             "excludes": request.excludes,
@@ -119,6 +128,13 @@ def make_plan(session: Session, request: PlanRequest, desired: DesiredState | No
             "base": request.base,
         },
     )
+
+
+def exposure_of(desired: DesiredState, state: State, chosen: set[str] | None = None) -> list[dict[str, Any]]:
+    """Changes of exposure of the desired datasets (those with a chosen reference, when `chosen` is given)."""
+    references = [(r.reference, r.value) for r in desired.references.values()]
+    names = {r.dataset for r, _ in references if r.dataset and (chosen is None or r.address in chosen)}
+    return exposure_changes({n: r for n, r in desired.datasets.items() if n in names}, state.datasets, references)
 
 
 def _accept_live(reference: Reference, found: dict[str, Any]) -> Change:

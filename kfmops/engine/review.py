@@ -12,10 +12,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from kfmops.desired import DesiredState
-from kfmops.engine.plan import load_desired
+from kfmops.engine.plan import exposure_of, load_desired
 from kfmops.engine.session import Session
 from kfmops.errors import StalePlan
-from kfmops.plans.model import Operation, Plan
+from kfmops.plans.model import Change, Operation, Plan
+from kfmops.plans.transaction import Transaction
 from kfmops.stores.state import State
 
 
@@ -43,13 +44,47 @@ def check_against_desired(session: Session, plan: Plan, state: State) -> None:
 
 def _check_rollback(session: Session, plan: Plan) -> None:
     undone = str(plan.origin.get("rolls_back", ""))
-    expected = {c.address: (c.action, c.after) for c in session.stores.history.load(undone).inverse()}
+    transaction = session.stores.history.load(undone)
+    expected = {c.address: (c.action, c.after) for c in transaction.inverse()}
     given = {c.address: (c.action, c.after) for c in plan.changes}
     if not undone or given != expected:
         raise StalePlan(
             f"rollback plan {plan.plan_id} does not undo apply {undone or '(none named)'} as its history records "
             "(edited or forged?); make it again with 'kfmops rollback'"
         )
+    if plan.datasets != rollback_records(session, transaction, plan.changes):
+        raise StalePlan(
+            f"rollback plan {plan.plan_id} judges datasets by records the desired state no longer gives "
+            "(edited since, or forged); make it again with 'kfmops rollback'"
+        )
+
+
+def rollback_records(session: Session, undone: Transaction, changes: tuple[Change, ...]) -> dict[str, Any]:
+    """The records a rollback of `undone` is judged by: today's, as the desired state gives them now (CARE,
+    the versions' declared masking), not the ones stored when it ran; a dataset no longer desired keeps
+    the record it was last applied with. Each is retargeted at the version the rollback restores."""
+    current = load_desired(session.workspace).datasets
+    state = session.state()
+    applied = state.datasets if state else {}
+    records = {name: current.get(name, applied.get(name, record)) for name, record in undone.datasets.items()}
+    return retarget(records, changes)
+
+
+def retarget(datasets: Mapping[str, Any], changes: tuple[Change, ...]) -> dict[str, Any]:
+    """Dataset records as of the version the changes point each dataset at (a rollback moves it back).
+
+    Policy judges the version a pointer moves to, with the facts gathered from its data when it judges;
+    a version missing from the record is judged with no metadata at all, so it cannot pass by accident.
+    """
+    records = {}
+    for name, record in datasets.items():
+        versions = {c.version for c in changes if c.reference.dataset == name and c.version}
+        if len(versions) == 1:
+            version = versions.pop()
+            target = next((v for v in record.get("versions", []) if v.get("id") == version), {"id": version})
+            record = {**record, "version": version, "target": target}
+        records[name] = record
+    return records
 
 
 def _check_repair(plan: Plan, state: State) -> None:
@@ -83,6 +118,11 @@ def _differences(plan: Plan, desired: DesiredState, state: State) -> list[str]:
         expected = desired.datasets.get(name, state.datasets.get(name))
         if expected is None or _without_source(record) != _without_source(expected):
             problems.append(f"the plan's record of dataset {name} is not the desired one")
+    given = {entry["dataset"]: entry for entry in plan.exposure}
+    for entry in exposure_of(desired, state):
+        # every change of exposure of a dataset the plan carries is judged, and as the commit gives it
+        if entry["dataset"] in plan.datasets and given.get(entry["dataset"]) != entry:
+            problems.append(f"the plan's change of exposure of dataset {entry['dataset']} is not the desired one")
     return problems
 
 

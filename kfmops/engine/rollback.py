@@ -8,15 +8,14 @@ the history it came from, like any plan against its commit.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any
 
+from kfmops.engine.review import rollback_records
 from kfmops.engine.session import Session
 from kfmops.errors import KfmopsError
 from kfmops.events import PolicyEvaluated
 from kfmops.io.clock import new_id, now
-from kfmops.plans.model import Change, Operation, Plan, StateRef
+from kfmops.plans.model import Operation, Plan, StateRef
 from kfmops.plans.transaction import Outcome, Transaction
 from kfmops.stores.state import State
 
@@ -36,7 +35,7 @@ def rollback_plan(session: Session, apply_id: str | None) -> tuple[Plan, Transac
         workspace=str(session.workspace.root),
         state=StateRef(state.lineage, state.serial),
         changes=changes,
-        datasets=retarget(undone.datasets, changes),
+        datasets=rollback_records(session, undone, changes),
         origin={"rolls_back": undone.id},
     )
     return plan, undone
@@ -48,21 +47,4 @@ def judged_rollback_plan(session: Session, apply_id: str | None) -> tuple[Plan, 
     plan, undone = rollback_plan(session, apply_id)
     result = session.policy.check(plan)
     session.bus.emit(PolicyEvaluated("rollback", result.decision, tuple(f.to_dict() for f in result.findings)))
-    return replace(plan, policy=result.to_dict()), undone
-
-
-def retarget(datasets: Mapping[str, Any], changes: tuple[Change, ...]) -> dict[str, Any]:
-    """Dataset records as of the version the changes point each dataset at (a rollback moves it back).
-
-    Policy judges the version a pointer moves to; a version missing from the record is judged with no
-    metadata at all, so it cannot pass by accident.
-    """
-    records = {}
-    for name, record in datasets.items():
-        versions = {c.version for c in changes if c.reference.dataset == name and c.version}
-        if len(versions) == 1:
-            version = versions.pop()
-            target = next((v for v in record.get("versions", []) if v.get("id") == version), {"id": version})
-            record = {**record, "version": version, "target": target}
-        records[name] = record
-    return records
+    return replace(plan, policy=result.to_dict(), facts=dict(result.facts)), undone

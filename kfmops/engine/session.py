@@ -96,7 +96,7 @@ class Session:
 
     @cached_property
     def policy(self) -> PolicyGate:
-        return PolicyGate(self.workspace)
+        return PolicyGate(self.workspace, self.providers)
 
     def state(self) -> State | None:
         """The stored state, with every committed transaction whose bookkeeping is still pending (its WAL

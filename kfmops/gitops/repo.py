@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-import git
+from typing import TYPE_CHECKING, Any
 
 from kfmops.errors import Diagnostic, InputError
 
+if TYPE_CHECKING:
+    import git
+
+
+def _git() -> Any:
+    """gitpython, imported on first use (0.1-0.3 s: not worth paying in --help or validate)."""
+    import git
+
+    return git
+
 
 def _repository(path: Path) -> git.Repo | None:
+    gitpython = _git()
     try:
-        return git.Repo(path, search_parent_directories=True)
-    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        repository: git.Repo = gitpython.Repo(path, search_parent_directories=True)
+        return repository
+    except (gitpython.InvalidGitRepositoryError, gitpython.NoSuchPathError):
         return None
 
 
@@ -48,7 +58,7 @@ def files_at(path: Path, ref: str) -> list[tuple[str, str]]:
         raise InputError([Diagnostic(f"{path} is not inside a git repository", "--git-ref needs one")])
     try:
         commit = repo.commit(ref)
-    except (git.BadName, ValueError):
+    except (_git().BadName, ValueError):
         raise InputError([Diagnostic(f"git ref {ref!r} does not exist", "use a branch, tag or commit")]) from None
     top = _work_tree(repo).resolve()
     prefix = str(path.resolve().relative_to(top))
@@ -59,7 +69,7 @@ def files_at(path: Path, ref: str) -> list[tuple[str, str]]:
     return sorted(
         (f"{ref}:{blob.path}", blob.data_stream.read().decode("utf-8"))
         for blob in tree.traverse()
-        if isinstance(blob, git.Blob) and str(blob.path).endswith((".yaml", ".yml"))
+        if isinstance(blob, _git().Blob) and str(blob.path).endswith((".yaml", ".yml"))
     )
 
 
@@ -76,7 +86,7 @@ def changed_files(path: Path, base: str, head: str | None = None) -> list[Path]:
         raise InputError([Diagnostic(f"{path} is not inside a git repository", "--base needs one")])
     try:
         repo.commit(base)
-    except (git.BadName, ValueError):
+    except (_git().BadName, ValueError):
         raise InputError([Diagnostic(f"git ref {base!r} does not exist", "use a branch, tag or commit")]) from None
     top = _work_tree(repo).resolve()
     prefix = str(path.resolve().relative_to(top))
@@ -94,5 +104,5 @@ def is_on_branch(path: Path, commit: str, branch: str) -> bool:
     try:
         # GitPython annotates Commit, but hands both revs to `git merge-base` as they are: names work.
         return repo.is_ancestor(commit, branch)  # type: ignore[arg-type]
-    except git.GitCommandError:
+    except _git().GitCommandError:
         return False

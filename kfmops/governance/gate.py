@@ -6,17 +6,23 @@ begins. The gate answers; the engine decides when to ask and emits what it heard
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import replace
 from typing import Any
 
 from kfmops.errors import PolicyDenied
+from kfmops.governance.facts import gather
 from kfmops.governance.policy import DEFAULT_POLICY_DIR, PolicyResult, evaluate, load_policies
+from kfmops.io.canonical import canonical_json
 from kfmops.plans import codec
 from kfmops.plans.model import Plan
+from kfmops.providers.registry import Providers
 from kfmops.workspace import Workspace
 
 
 class PolicyGate:
-    def __init__(self, workspace: Workspace):
+    def __init__(self, workspace: Workspace, providers: Providers):
+        self.providers = providers
         settings = workspace.section("policy")
         self.settings = {k: v for k, v in settings.items() if k not in {"paths", "defaults"}}
         extra = [workspace.root / path for path in settings.get("paths", [])]
@@ -24,10 +30,20 @@ class PolicyGate:
             self.policies = load_policies(DEFAULT_POLICY_DIR, extra)
         else:
             self.policies = load_policies(extra[0], extra[1:]) if extra else []
+        self._judged: dict[str, PolicyResult] = {}
 
     def check(self, plan: Plan) -> PolicyResult:
-        """The policy decision over `plan` (one query)."""
-        return evaluate(policy_input(plan), self.policies, self.settings)
+        """The policy decision over `plan` (one query), judged on facts gathered now from the data of the
+        versions its datasets point at: the facts a plan file carries are never trusted. A plan this gate
+        judged already, with the same input (facts included; its own earlier verdict aside), gets that
+        decision again: `apply --auto-approve` judges its plan when it is made and again under the lock."""
+        facts = gather(self.providers, plan.datasets)
+        document = policy_input(replace(plan, facts=facts))
+        judged = {key: value for key, value in document.items() if key != "policy"}
+        digest = hashlib.sha256(canonical_json(judged).encode()).hexdigest()
+        if digest not in self._judged:
+            self._judged[digest] = replace(evaluate(document, self.policies, self.settings), facts=facts)
+        return self._judged[digest]
 
     def require_allowed(self, plan: Plan, operation: str) -> PolicyResult:
         """The decision, or PolicyDenied (exit 3) naming every denying finding and its fix."""

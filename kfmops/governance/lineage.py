@@ -24,54 +24,64 @@ import uuid
 import warnings
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
-
-import attr
-from openlineage.client.event_v2 import Job, OutputDataset, Run, RunEvent, RunState
-from openlineage.client.facet_v2 import DatasetFacet, error_message_run
-from openlineage.client.serde import Serde
-from openlineage.client.transport.file import FileConfig, FileTransport
-from openlineage.client.transport.http import HttpConfig, HttpTransport
-from openlineage.client.transport.transport import Transport
-from prov.identifier import Namespace, QualifiedName
-from prov.model import PROV, PROV_TYPE, ProvDocument
-from prov.serializers import DoNotExist
-from prov.serializers import get as prov_serializer
 
 from kfmops.errors import KfmopsError
 from kfmops.io.canonical import canonical_json
 from kfmops.io.files import write_atomic
 
+if TYPE_CHECKING:  # openlineage and prov are imported when an operation records its lineage, not at start-up
+    from openlineage.client.event_v2 import OutputDataset
+    from openlineage.client.transport.transport import Transport
+    from prov.identifier import Namespace, QualifiedName
+    from prov.model import ProvDocument
+
 KFM_NAMESPACE = "https://kfmops.dev/ns/"
 FACET_KEY = "kfmops_reference"
 FACET_SCHEMA_URL = "https://kfmops.dev/schemas/lineage-facet.schema.json#/$defs/KfmopsReferenceDatasetFacet"
 EVENT_TYPES = ("START", "COMPLETE", "FAIL")
-_HTTP_SETTINGS = {field.name for field in attr.fields(HttpConfig)} - {"session", "adapter"} | {
-    "sslContext",
-    "sslcontext",
-}
 
 
-@attr.define
-class KfmopsReferenceDatasetFacet(DatasetFacet):
-    """The before and after value of one managed reference changed by the run.
+@cache
+def reference_facet() -> type[Any]:
+    """The dataset facet class `kfmops_reference` (built on first use: openlineage costs 0.3 s to import)."""
+    import attr
+    from openlineage.client.facet_v2 import DatasetFacet
 
-    OpenLineage's serializer drops null values, so an absent `before` means the reference did not
-    exist (create) and an absent `after` means it was deleted; a null inside a value disappears too
-    (kfmops values treat None as absent, so nothing is lost).
-    """
+    @attr.define
+    class KfmopsReferenceDatasetFacet(DatasetFacet):
+        """The before and after value of one managed reference changed by the run.
 
-    before: Any = attr.field(default=None)
-    after: Any = attr.field(default=None)
+        OpenLineage's serializer drops null values, so an absent `before` means the reference did not
+        exist (create) and an absent `after` means it was deleted; a null inside a value disappears too
+        (kfmops values treat None as absent, so nothing is lost).
+        """
 
-    @staticmethod
-    def _get_schema() -> str:
-        return FACET_SCHEMA_URL
+        before: Any = attr.field(default=None)
+        after: Any = attr.field(default=None)
+
+        @staticmethod
+        def _get_schema() -> str:
+            return FACET_SCHEMA_URL
+
+    return KfmopsReferenceDatasetFacet
 
 
-_Attributes = dict[QualifiedName | str, QualifiedName | str]
+@cache
+def _http_settings() -> frozenset[str]:
+    import attr
+    from openlineage.client.transport.http import HttpConfig
+
+    return frozenset({field.name for field in attr.fields(HttpConfig)} - {"session", "adapter"}) | {
+        "sslContext",
+        "sslcontext",
+    }
+
+
+_Attributes = dict["QualifiedName | str", "QualifiedName | str"]
 """Attributes of a PROV record: qualified names (prov:type) or `kfm:` prefixed strings, to text values."""
 
 
@@ -108,6 +118,10 @@ def emit_openlineage(
         uuid.UUID(run_id)
     except (ValueError, TypeError, AttributeError):
         raise ValueError(f"OpenLineage runId must be a UUID, not {run_id!r}; see run_id_for(apply_id)") from None
+    from openlineage.client.event_v2 import Job, Run, RunEvent, RunState
+    from openlineage.client.facet_v2 import error_message_run
+    from openlineage.client.serde import Serde
+
     run_facets: dict[str, Any] = {}
     if event_type == "FAIL":
         run_facets["errorMessage"] = error_message_run.ErrorMessageRunFacet(
@@ -137,14 +151,19 @@ def emit_openlineage(
 
 
 def _output(item: Mapping[str, Any], producer: str) -> OutputDataset:
+    from openlineage.client.event_v2 import OutputDataset
+
     missing = [key for key in ("name", "namespace") if not item.get(key)]
     if missing:
         raise ValueError(f"OpenLineage output {dict(item)!r} lacks {', '.join(missing)}")
-    facet = KfmopsReferenceDatasetFacet(before=item.get("before"), after=item.get("after"), producer=producer)
+    facet = reference_facet()(before=item.get("before"), after=item.get("after"), producer=producer)
     return OutputDataset(namespace=item["namespace"], name=item["name"], facets={FACET_KEY: facet})
 
 
 def _open_transport(config: Mapping[str, Any]) -> Transport:
+    from openlineage.client.transport.file import FileConfig, FileTransport
+    from openlineage.client.transport.http import HttpConfig, HttpTransport
+
     kind = config.get("type", "file")
     if kind == "file":
         if not config.get("path"):
@@ -156,11 +175,11 @@ def _open_transport(config: Mapping[str, Any]) -> Transport:
         return FileTransport(FileConfig(log_file_path=str(path), append=True))
     if kind == "http":
         settings = {key: value for key, value in config.items() if key != "type"}
-        unknown = sorted(set(settings) - _HTTP_SETTINGS)
+        unknown = sorted(set(settings) - _http_settings())
         if unknown:  # HttpConfig.from_dict silently drops keys it does not know
             raise KfmopsError(
                 f"lineage transport 'http': unknown setting(s) {', '.join(unknown)}; "
-                f"known: {', '.join(sorted(_HTTP_SETTINGS))}"
+                f"known: {', '.join(sorted(_http_settings()))}"
             )
         if not settings.get("url"):
             raise KfmopsError("lineage transport 'http' needs a 'url'")
@@ -186,6 +205,9 @@ def write_prov(
     when the prov package's RDF serializer is available (it needs rdflib, the `prov[rdf]` extra);
     otherwise a RuntimeWarning says it was skipped and only PROV-JSON is written.
     """
+    from prov.serializers import DoNotExist
+    from prov.serializers import get as prov_serializer
+
     document = prov_document(apply, operator, references)
     text = document.serialize(format="json")
     assert text is not None  # without a destination, prov returns the serialization
@@ -209,6 +231,8 @@ def write_prov(
 
 def prov_document(apply: Mapping[str, Any], operator: str, references: Sequence[Mapping[str, Any]]) -> ProvDocument:
     """The PROV document of one operation (see the module docstring for its shape)."""
+    from prov.model import PROV, PROV_TYPE, ProvDocument
+
     op_type = apply.get("op_type") or apply.get("operation")
     if not apply.get("apply_id") or not op_type:
         raise ValueError("write_prov needs the apply's apply_id and op_type (or operation)")
@@ -253,6 +277,8 @@ def _local(name: Any) -> str:
 
 
 def _state(kfm: Namespace, reference: Mapping[str, Any], value: Any) -> _Attributes:
+    from prov.model import PROV_TYPE
+
     return {
         PROV_TYPE: kfm["ReferenceState"],
         "kfm:address": str(reference["address"]),

@@ -20,13 +20,9 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-# regopy ships neither type hints nor a py.typed marker, and PyPI has no stub package for it.
-from regopy import Interpreter, LogLevel, NodeKind, RegoError  # type: ignore[import-untyped]
-from regopy.rego_shared import rego_node_value  # type: ignore[import-untyped]
 
 NAMESPACE = "kfmops"
 DEFAULT_POLICY_DIR = Path(__file__).resolve().parents[1] / "data" / "policies"
@@ -70,10 +66,12 @@ class Finding:
 
 @dataclass(frozen=True)
 class PolicyResult:
-    """The decision over one plan: "deny" iff at least one finding has severity "deny"."""
+    """The decision over one plan: "deny" iff at least one finding has severity "deny". `facts` are the
+    facts from the data it was judged on (governance.facts), by dataset."""
 
     decision: str
     findings: tuple[Finding, ...]
+    facts: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The plan file's `policy` member (schemas/plan.schema.json)."""
@@ -121,6 +119,10 @@ def evaluate(plan: Mapping[str, Any], policies: list[tuple[str, str]], settings:
         for name, text in policies
         if text.startswith(LOAD_ERROR)
     ]
+    # regopy ships neither type hints nor a py.typed marker, and PyPI has no stub package for it. Imported
+    # here: the commands that judge no plan (--help, validate, state ...) do not load rego-cpp.
+    from regopy import Interpreter, LogLevel, RegoError  # type: ignore[import-untyped]
+
     try:
         interpreter = Interpreter()
         interpreter.log_level = LogLevel.NONE  # rego-cpp prints errors to stdout otherwise
@@ -291,7 +293,7 @@ _ERROR_SPAN = re.compile(rb"\|(\d+)\|(\d+)")
 _ERROR_MESSAGE = re.compile(rb"\(errormsg (\d+):")
 
 
-def _module_errors(name: str, error: RegoError, texts: Mapping[str, str]) -> list[Finding]:
+def _module_errors(name: str, error: Exception, texts: Mapping[str, str]) -> list[Finding]:
     """policy.error findings, with file:line:column, from a RegoError raised while adding a module.
 
     rego-cpp reports errors as an S-expression whose strings are length-prefixed
@@ -325,6 +327,9 @@ def _location(file: str, offset: int | None, texts: Mapping[str, str]) -> str:
 
 def _output_errors(output: Any) -> list[str]:
     """The messages of an output that is not ok (an ErrorSeq of Error nodes: message, ast, code)."""
+    from regopy import NodeKind
+    from regopy.rego_shared import rego_node_value  # type: ignore[import-untyped]
+
     reasons = []
     try:
         sequence = output.node()

@@ -24,26 +24,17 @@ import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
-
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import (
-    PeriodicExportingMetricReader,
-)
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import (
-    BatchSpanProcessor,
-    SimpleSpanProcessor,
-)
-from opentelemetry.trace import Span, Status, StatusCode
+from typing import TYPE_CHECKING, Any
 
 from kfmops import __version__
 from kfmops.errors import KfmopsError
-from kfmops.governance.slo import SloReport
-from kfmops.governance.telemetry_export import exporters
 from kfmops.io.canonical import canonical_json
 from kfmops.io.redact import Redactor, refuse_secrets
+
+if TYPE_CHECKING:  # the SDK is imported when a Telemetry is made, not when kfmops starts (--help, validate)
+    from opentelemetry.trace import Span
+
+    from kfmops.governance.slo import SloReport
 
 EXPORTERS = ("file", "console", "otlp", "none")
 DEFAULT_CPU_WATTS = 15.0
@@ -66,6 +57,14 @@ class Telemetry:
         exporter = exporter or "file"
         if exporter not in EXPORTERS:
             raise KfmopsError(f"unknown telemetry exporter {exporter!r}: use one of {', '.join(EXPORTERS)}")
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+
+        from kfmops.governance.telemetry_export import exporters
+
         self.exporter = exporter
         self.cpu_watts = _positive(settings, "cpu_watts", DEFAULT_CPU_WATTS)
         self.grid_gco2e_per_kwh = _positive(settings, "grid_gco2e_per_kwh", DEFAULT_GRID_GCO2E_PER_KWH)
@@ -117,6 +116,8 @@ class Telemetry:
 
         Attribute values of None are dropped; mappings are stored as canonical JSON text.
         """
+        from opentelemetry.trace import Status, StatusCode
+
         values = _attributes(attributes)
         refuse_secrets(values, f"span {name!r}")
         # The SDK would record the exception's message as it is; it is recorded here, redacted, instead.

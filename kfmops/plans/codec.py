@@ -71,6 +71,8 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "origin": plan.origin,
         "changes": [change_to_dict(change) for change in plan.changes],
         "datasets": plan.datasets,
+        "exposure": list(plan.exposure),
+        "facts": plan.facts,
         "drift": list(plan.drift),
         "policy": plan.policy,
         "summary": plan.summary(),
@@ -90,6 +92,8 @@ def plan_from_dict(data: Any, name: str) -> Plan:
         policy=data["policy"],
         drift=tuple(data.get("drift") or ()),
         origin=data.get("origin") or {},
+        exposure=tuple(data.get("exposure") or ()),
+        facts=data.get("facts") or {},
     )
 
 

@@ -127,6 +127,12 @@ class Plan:
     policy: dict[str, Any] = field(default_factory=lambda: {"decision": "allow", "findings": []})
     drift: tuple[dict[str, Any], ...] = ()
     origin: dict[str, Any] = field(default_factory=dict)
+    exposure: tuple[dict[str, Any], ...] = ()
+    """Datasets whose CARE metadata (label, sovereignty, heritage, sensitivity, visibility, consent, review)
+    differs from what was last applied: a change of exposure, judged by policy even when no reference moves."""
+    facts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Facts read from the data of each dataset's target version when the plan was judged (display and
+    audit only: policy always judges facts gathered anew)."""
 
     def summary(self) -> dict[str, int]:
         return summarize(self.changes)
@@ -136,4 +142,4 @@ class Plan:
         return [change for change in self.changes if change.action.mutates]
 
     def has_changes(self) -> bool:
-        return bool(self.mutations)
+        return bool(self.mutations) or bool(self.exposure)

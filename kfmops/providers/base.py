@@ -6,6 +6,8 @@
 - missing_targets(items): the immutable targets (version documents, nodes, indices) that values
   point at but that do not exist; kfmops refuses to plan or apply a pointer at nothing.
 - broken_links(references): links that resolve to nothing in what the references point from (STAC).
+- version_facts(paths): facts read from the data of version documents (STAC: geometry, H3 cells,
+  licence, item count; see stac_facts); a backend that holds no data gives none.
 - is_retryable(error): transient (timeout, connection reset, 429/503) vs permanent.
 
 Constructors take `(config, workspace, *, read_only=False)`; a read-only provider creates nothing.
@@ -47,6 +49,10 @@ class Provider(ABC):
     def broken_links(self, references: Sequence[Reference]) -> int:
         """Links in the documents these references live in that resolve to nothing (0 where links do not exist)."""
         return 0
+
+    def version_facts(self, paths: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """{path: facts} of the version documents at these paths; {} where this backend holds no data."""
+        return {}
 
     def is_retryable(self, error: Exception) -> bool:
         if isinstance(error, BackendError):

@@ -214,6 +214,9 @@ class LocalProvider(Provider):
     def broken_links(self, references: Sequence[Reference]) -> int:
         return self.catalog.broken_links([r for r in references if r.kind is ReferenceKind.STAC])
 
+    def version_facts(self, paths: Sequence[str]) -> dict[str, dict[str, Any]]:
+        return self.catalog.version_facts(paths)
+
     def missing_targets(self, items: Sequence[Write]) -> list[tuple[str, str]]:
         missing = self.catalog.missing_targets([i for i in items if i[0].kind is ReferenceKind.STAC])
         for reference, value in items:

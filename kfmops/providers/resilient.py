@@ -20,13 +20,14 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
-from typing import Any, TypeVar
-
-from tenacity import RetryCallState, Retrying, retry_if_exception
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from kfmops.errors import BackendError, Diagnostic, InputError, KfmopsError
 from kfmops.providers.base import Provider, Write
 from kfmops.references import Reference
+
+if TYPE_CHECKING:  # tenacity is imported by the first backend call, not when kfmops starts
+    from tenacity import RetryCallState
 
 T = TypeVar("T")
 
@@ -187,6 +188,8 @@ class Resilient:
             breaker.succeeded()
             return result
 
+        from tenacity import Retrying, retry_if_exception
+
         def retryable(error: BaseException) -> bool:
             return isinstance(error, CircuitOpen) or (isinstance(error, Exception) and self.inner.is_retryable(error))
 
@@ -249,6 +252,9 @@ class Resilient:
 
     def broken_links(self, references: Sequence[Reference]) -> int:
         return self._call(lambda: self.inner.broken_links(references))
+
+    def version_facts(self, paths: Sequence[str]) -> dict[str, dict[str, Any]]:
+        return self._call(lambda: self.inner.version_facts(paths))
 
     def is_retryable(self, error: Exception) -> bool:
         return self.inner.is_retryable(error)

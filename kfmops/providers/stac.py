@@ -8,6 +8,11 @@ Documents are edited in their own text (see stac_text): rollback restores them b
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import posixpath
+import stat as stat_mode
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +24,7 @@ from kfmops.io.files import remove_stale_temporaries, write_atomic
 from kfmops.providers.base import Provider, Write
 from kfmops.providers.stac_check import broken_links, unreached
 from kfmops.providers.stac_document import DEPRECATED, StacDocument
+from kfmops.providers.stac_facts import version_facts
 from kfmops.references import Reference, ReferenceKind
 from kfmops.workspace import BackendConfig, Workspace
 
@@ -37,18 +43,23 @@ class StacCatalog:
         # inode) is unchanged: a catalog with one child link per dataset is then parsed once per plan,
         # not once per batch. Only reads use it; writes always load fresh copies.
         self._recent: OrderedDict[str, tuple[tuple[int, int, int], StacDocument]] = OrderedDict()
+        self._facts: dict[str, dict[str, Any]] = {}  # by digest of a version's documents (bytes)
 
-    def _file(self, path: str, root: Path | None = None) -> Path:
+    def _file(self, path: str, root: Path | None = None, plain: set[str] | None = None) -> Path:
         """The real file of root-relative `path`; refused when it leaves the root, by name or through a symlink."""
-        real, problem = self._locate(path, root or self.root.resolve())
+        real, problem = self._locate(path, root or self.root.resolve(), plain)
         if problem:
             raise BackendError(self.backend, problem)
         return real
 
-    def _locate(self, path: str, root: Path) -> tuple[Path, str | None]:
-        """The real file of `path` under the real `root`, and why it is refused (None when it is not)."""
+    def _locate(self, path: str, root: Path, plain: set[str] | None = None) -> tuple[Path, str | None]:
+        """The real file of `path` under the real `root` (`self.root` resolved), and why it is refused (None
+        when it is not). `plain`: the root-relative names already seen not to be symlinks in this pass; a
+        normalized path none of whose names is a symlink is `root / path` without resolving it again."""
         if problem := stac_path_problem(path):
             return self.root / path, problem
+        if plain is not None and posixpath.normpath(path) == path and _no_symlink(root, path, plain):
+            return root / path, None
         try:
             real = (self.root / path).resolve()
         except (OSError, RuntimeError) as exc:  # a symlink loop
@@ -64,8 +75,9 @@ class StacCatalog:
     def _load(self, paths: set[str], *, reuse: bool = False) -> dict[str, StacDocument]:
         documents = {}
         root = self.root.resolve()
+        plain: set[str] = set()
         for path in paths:
-            file = self._file(path, root)
+            file = self._file(path, root, plain)
             try:
                 stat = file.stat()
             except FileNotFoundError:
@@ -113,7 +125,8 @@ class StacCatalog:
         """
         paths = {slot["document"] for reference, _ in items for slot in reference.locator["slots"]}
         root = self.root.resolve()
-        files = {path: self._file(path, root) for path in sorted(paths)}
+        plain: set[str] = set()
+        files = {path: self._file(path, root, plain) for path in sorted(paths)}
         if len(set(files.values())) < len(files):  # two names of one file (a symlink inside the root)
             same = sorted(p for p in files if list(files.values()).count(files[p]) > 1)
             raise BackendError(self.backend, f"STAC paths {', '.join(same)} are one file; refused")
@@ -136,7 +149,7 @@ class StacCatalog:
                         raise BackendError(self.backend, str(exc)) from None
                     continue
                 for target in wanted or []:  # before any file is written: a refused batch changes nothing
-                    if not self._file(target, root).is_file():
+                    if not self._file(target, root, plain).is_file():
                         raise BackendError(self.backend, f"link target {target} is not in the catalog")
                 scope, targets = merged.get((path, name), (set(), set()))
                 scope = None if scope is None or slot["scope"] is None else scope | set(slot["scope"])
@@ -166,18 +179,80 @@ class StacCatalog:
                 orphaned.update(unreached(start, own))
         return broken + len(orphaned)
 
+    def version_facts(self, paths: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """{path: facts} of each version document and the items it links (stac_facts), with `digest` (sha256
+        of their bytes, under which facts are cached) and `status` "gathered"; or status "unavailable" and
+        the `problem` when the documents cannot be read: a missing fact is never an empty one."""
+        found = {}
+        for path in paths:
+            try:
+                found[path] = self._facts_of(path)
+            except (BackendError, OSError, ValueError) as exc:
+                found[path] = {"status": "unavailable", "source": path, "problem": str(exc)}
+        return found
+
+    def _facts_of(self, path: str) -> dict[str, Any]:
+        root = self.root.resolve()
+        file = self._file(path, root)
+        raw = file.read_bytes()
+        version = _json_object(raw, path)
+        hashed = hashlib.sha256(raw)
+        items = []
+        for link in version.get("links") or []:
+            if not isinstance(link, dict) or link.get("rel") != "item":
+                continue
+            href = str(link.get("href", ""))
+            if "://" in href or href.startswith("/"):
+                raise ValueError(f"{path}: item link {href!r} is not a relative link inside the catalog")
+            target = posixpath.normpath(posixpath.join(posixpath.dirname(path), href))
+            item_raw = self._file(target, root).read_bytes()
+            hashed.update(b"\0" + item_raw)
+            items.append(_json_object(item_raw, target))
+        key = "sha256:" + hashed.hexdigest()
+        if key not in self._facts:
+            self._facts[key] = version_facts(version, items)
+        return {"status": "gathered", "source": path, "digest": key, **self._facts[key]}
+
     def missing_targets(self, items: Sequence[Write]) -> list[tuple[str, str]]:
         missing = []
         root = self.root.resolve()
+        plain: set[str] = set()
         for reference, value in items:
             wanted = {slot["document"] for slot in reference.locator["slots"]}
             for fields in (value or {}).values():
                 wanted.update(p for content in fields.values() if isinstance(content, list) for p in content)
             for path in sorted(wanted):
-                real, problem = self._locate(path, root)
+                real, problem = self._locate(path, root, plain)
                 if problem or not real.is_file():
                     missing.append((reference.address, problem or f"STAC document {path} is not in the catalog"))
         return missing
+
+
+def _json_object(raw: bytes, path: str) -> dict[str, Any]:
+    data = json.loads(raw.decode("utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} is not a JSON object")
+    return data
+
+
+def _no_symlink(root: Path, path: str, plain: set[str]) -> bool:
+    """True when no name along root-relative `path` is a symlink (names that do not exist are not); adds
+    the names checked to `plain`. One lstat per name not seen before in this pass, instead of a resolve."""
+    prefix, base = "", str(root)
+    for name in path.split("/"):
+        prefix = f"{prefix}/{name}" if prefix else name
+        if prefix in plain:
+            continue
+        try:
+            mode = os.lstat(f"{base}/{prefix}").st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            return True  # nothing below a missing name exists either: resolving would only append names
+        except OSError:
+            return False  # unreadable: let the full resolve say what is wrong
+        if stat_mode.S_ISLNK(mode):
+            return False
+        plain.add(prefix)
+    return True
 
 
 class StacProvider(Provider):
@@ -203,3 +278,6 @@ class StacProvider(Provider):
 
     def broken_links(self, references: Sequence[Reference]) -> int:
         return self.catalog.broken_links(references)
+
+    def version_facts(self, paths: Sequence[str]) -> dict[str, dict[str, Any]]:
+        return self.catalog.version_facts(paths)

@@ -19,11 +19,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jsonschema import Draft7Validator
-from referencing import Registry, Resource
-from referencing.jsonschema import DRAFT7
+if TYPE_CHECKING:  # jsonschema is imported by the first check, not when kfmops starts
+    from jsonschema import Draft7Validator
+    from referencing import Registry
 
 CORE = {
     "Catalog": "https://schemas.stacspec.org/v1.1.0/catalog-spec/json-schema/catalog.json",
@@ -57,6 +57,10 @@ class Declared:
 
 @cache
 def _validators(schema_dir: Path) -> tuple[dict[str, Draft7Validator], Registry]:
+    from jsonschema import Draft7Validator
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT7
+
     mapping = json.loads((schema_dir / "schema-map.json").read_text())
     resources = []
     for url, file in mapping.items():

@@ -19,7 +19,7 @@ from typing import Any
 from kfmops.plans.model import Action, Change, Plan
 from kfmops.references import ReferenceKind
 from kfmops.render.markup import cell_text, code, mermaid_label, one_line
-from kfmops.render.text import summary_line
+from kfmops.render.text import exposure_lines, summary_line
 from kfmops.render.values import MISSING, field_changes, short, show
 from kfmops.render.versions import dataset_versions, pointer_version, version_arrow, version_ids, version_move
 
@@ -50,6 +50,7 @@ def render_blocks(plan: Plan, detail: str = "full", artifact: str | None = None)
     blocks = [summary_section(plan)]
     blocks += changed_documents(plan)
     blocks += policy_findings(plan)
+    blocks += exposure_section(plan)
     blocks += drift_section(plan)
     blocks += dataset_rows(plan, datasets)
     blocks += raw_rows(plan, raw)
@@ -82,6 +83,7 @@ def _summary_blocks(
         summary_section(plan),
         *changed_documents(plan),
         *policy_findings(plan),
+        *exposure_section(plan),
         *drift_section(plan),
         "\n".join(rows),
         *raw_rows(plan, raw),
@@ -138,6 +140,13 @@ def policy_findings(plan: Plan) -> list[str]:
         for f in findings
     ]
     return ["\n".join(lines)]
+
+
+def exposure_section(plan: Plan) -> list[str]:
+    """Changes of exposure (CARE metadata edits), as a fenced block: they move no reference."""
+    if not plan.exposure:
+        return []
+    return ["#### Changes of exposure\n\n```\n" + "\n".join(exposure_lines(plan)) + "\n```"]
 
 
 def drift_section(plan: Plan) -> list[str]:

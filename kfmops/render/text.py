@@ -30,7 +30,20 @@ def summary_line(plan: Plan) -> str:
         return f"Drift: {plural(len(plan.drift), 'reference')} differ from what kfmops last applied or from git."
     if not plan.has_changes():
         return f"No changes. {plural(s['no_op'], 'reference')} up to date."
-    return f"Plan: {s['create']} to create, {s['update']} to update, {s['delete']} to delete, {s['no_op']} unchanged."
+    line = f"Plan: {s['create']} to create, {s['update']} to update, {s['delete']} to delete, {s['no_op']} unchanged"
+    if plan.exposure:
+        line += f"; {plural(len(plan.exposure), 'change')} of exposure"
+    return line + "."
+
+
+def exposure_lines(plan: Plan) -> list[str]:
+    """Each change of exposure: the dataset and every CARE key that changed, before -> after."""
+    lines = []
+    for entry in plan.exposure:
+        lines.append(f"~ {entry['address']}: change of exposure (CARE metadata; no reference moves for it)")
+        for key in entry["fields"]:
+            lines.append(f"    care.{key}: {show(entry['before'].get(key))} -> {show(entry['after'].get(key))}")
+    return lines
 
 
 def render_plan(plan: Plan, console: Console, *, verbose: bool = False, large: int = LARGE) -> None:
@@ -49,6 +62,10 @@ def render_plan(plan: Plan, console: Console, *, verbose: bool = False, large: i
             _counts(console, mutations)
         else:
             _changes(console, plan, mutations)
+    for line in exposure_lines(plan):
+        console.print(Text(f"  {line}", style="yellow"))
+    if plan.exposure:
+        console.print()
     for drift in plan.drift:
         console.print(Text(f"  ! {drift['address']}: {drift['message']}", style="magenta"))
         console.print(

@@ -85,7 +85,8 @@ class FolderStateStore(StateStore):
             "hotfixes": state.hotfixes,
             "datasets": state.datasets,
         }
-        write_atomic(self.path, json.dumps(raw, indent=1).encode(), durable=self.durable)
+        # No indent: with one, json encodes in pure Python (seconds for 100,000 references); without, in C.
+        write_atomic(self.path, json.dumps(raw, separators=(",", ":")).encode(), durable=self.durable)
 
 
 def _state_from(raw: dict[str, Any]) -> State:
@@ -126,7 +127,7 @@ class FolderHistory(HistoryStore):
     def append(self, transaction: Transaction) -> None:
         if any(entry["apply_id"] == transaction.id for entry in self.entries()):
             return
-        body = json.dumps(codec.transaction_to_dict(transaction), indent=1, ensure_ascii=False)
+        body = json.dumps(codec.transaction_to_dict(transaction), separators=(",", ":"), ensure_ascii=False)
         write_atomic(self.folder / f"{transaction.id}.json", body.encode(), durable=self.durable)
         line = json.dumps(codec.history_entry(transaction)) + "\n"
         fd = os.open(self.index, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)

@@ -15,8 +15,6 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from filelock import FileLock
-
 from kfmops.io import chain
 from kfmops.io.files import append_line, fsync_folder, write_atomic
 from kfmops.stores.base import LedgerChain
@@ -45,6 +43,8 @@ class FolderLedger(LedgerChain):
         fields = dict(entry)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         new_file = not self.path.exists()
+        from filelock import FileLock  # imported by the first ledger write, not at start-up
+
         with FileLock(f"{self.path}.lock"), open(self.path, "a+b") as handle:
             last, torn = _tail(handle)
             stored = chain.link(

@@ -1,0 +1,138 @@
+"""The desired-document cache: each desired-state file parsed and schema-checked once per content.
+
+One JSON file per desired file, named by the SHA-256 of (kfmops version, digest of the shipped schemas,
+file text): a changed file, a new kfmops or an edited schema names another entry, so an entry is never
+trusted across any of them. An entry holds the file's documents with every line number the loader
+recorded, and the digest of that payload; an entry that is unreadable, not JSON, of another shape or
+whose payload does not match its digest is ignored (and rewritten). Only files without a problem are
+cached: every diagnostic still comes from parsing the file. The folder is safe to delete at any time.
+
+Must not: make a read-only command create anything in a workspace never applied (the caller passes no
+cache then); fail a command because the cache cannot be read or written (a cache is never required).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kfmops import __version__
+from kfmops.schemas import SCHEMA_DIR
+from kfmops.yamlio import LineDict, LineList
+
+if TYPE_CHECKING:
+    from kfmops.desired.load import Document
+
+FORMAT = 1
+FOLDER = ".kfmops/cache/desired"
+"""Where a workspace keeps the cache, relative to its root (beside kfmops.yaml; not under version control)."""
+
+
+class _NotCacheable(Exception):
+    """A value JSON cannot carry exactly (a YAML date, binary, ordered map): the file is parsed every time."""
+
+
+@cache
+def program_digest() -> str:
+    """What an entry depends on besides the file: kfmops' version and the exact schemas it validates with."""
+    digest = hashlib.sha256(f"kfmops {__version__} cache {FORMAT}".encode())
+    for schema in sorted(SCHEMA_DIR.glob("*.schema.json")):
+        digest.update(schema.name.encode() + b"\0" + schema.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+class DesiredCache:
+    """Entries under `folder`, valid for `program` (default: this kfmops, see `program_digest`)."""
+
+    def __init__(self, folder: Path, program: str | None = None):
+        self.folder = folder
+        self.program = program or program_digest()
+        self.used: set[str] = set()
+
+    def key(self, text: str) -> str:
+        return hashlib.sha256(f"{self.program}\0{text}".encode()).hexdigest()
+
+    def get(self, text: str, file: str) -> list[Document] | None:
+        """The documents of a file with this `text` (named `file` in every diagnostic), or None."""
+        from kfmops.desired.load import Document
+
+        key = self.key(text)
+        self.used.add(key)
+        try:
+            entry = json.loads((self.folder / f"{key}.json").read_bytes())
+            payload = entry["documents"]
+            if entry["key"] != key or entry["digest"] != _digest(payload):
+                return None
+            return [
+                Document(kind, name, _decode(spec), file, line, name_line)
+                for kind, name, spec, line, name_line in payload
+            ]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None  # absent, unreadable, not JSON, another shape: parse the file again
+
+    def put(self, text: str, documents: Iterable[Document]) -> None:
+        """Remember the documents of a file with this `text`; a value JSON cannot carry skips the file."""
+        key = self.key(text)
+        self.used.add(key)
+        try:
+            payload = [[d.kind, d.name, _encode(d.spec), d.line, d.name_line] for d in documents]
+        except _NotCacheable:
+            return
+        body = json.dumps({"key": key, "digest": _digest(payload), "documents": payload}, separators=(",", ":"))
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd, temporary = tempfile.mkstemp(prefix=f".{key}.", dir=self.folder)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(body)
+            os.replace(temporary, self.folder / f"{key}.json")  # readers see the old entry or the new one
+        except OSError:
+            return  # a read-only or full disk: the next command parses the file again
+
+    def prune(self) -> None:
+        """Remove the entries (and leftover temporary files) not used since this cache was opened."""
+        try:
+            names = os.listdir(self.folder)
+        except OSError:
+            return
+        for name in names:
+            if name.removeprefix(".").split(".")[0] not in self.used:
+                with contextlib.suppress(OSError):
+                    os.unlink(self.folder / name)
+
+
+def _digest(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, separators=(",", ":")).encode()).hexdigest()
+
+
+def _encode(node: Any) -> Any:
+    """A loaded YAML node as JSON: mappings `{"m": line, "k": [[key, line, value], ...]}`, sequences
+    `{"s": line, "i": [lines], "v": [values]}`; scalars as they are (a scalar is never a JSON object)."""
+    if type(node) is LineDict:
+        return {"m": node.line, "k": [[key, node.lines[key], _encode(value)] for key, value in node.items()]}
+    if type(node) is LineList:
+        return {"s": node.line, "i": node.lines, "v": [_encode(value) for value in node]}
+    if node is None or type(node) in (str, bool, int, float):
+        return node
+    raise _NotCacheable(type(node).__name__)
+
+
+def _decode(value: Any) -> Any:
+    if type(value) is not dict:
+        return value
+    if "m" in value:
+        mapping = LineDict()
+        mapping.line, mapping.lines = value["m"], {}
+        for key, line, item in value["k"]:
+            mapping[key] = _decode(item)
+            mapping.lines[key] = line
+        return mapping
+    sequence = LineList(_decode(item) for item in value["v"])
+    sequence.line, sequence.lines = value["s"], value["i"]
+    return sequence

@@ -1,0 +1,83 @@
+"""The desired-document cache (kfmops/desired/cache.py): used when valid, and a deleted, stale or corrupted
+cache is detected and rebuilt, with the plan unchanged. Through the real CLI, on generated workspaces."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from benchmarks.generate import promote
+from kfmops.desired.cache import FOLDER, DesiredCache, _digest
+from kfmops.desired.load import load_documents_from
+
+
+def entries(workspace: Path) -> dict[str, bytes]:
+    folder = workspace / FOLDER
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.json"))} if folder.is_dir() else {}
+
+
+def planned(cli, workspace: Path) -> dict[str, object]:
+    code, _out, err = cli(workspace, "plan", "--format", "json", "--out", str(workspace / "p.json"))
+    assert code == 0, err
+    plan = json.loads((workspace / "p.json").read_text())
+    return {c["address"]: (c["action"], c["after"]) for c in plan["changes"]}
+
+
+def test_plan_of_a_workspace_never_applied_creates_no_cache(make_workspace, cli):
+    workspace = make_workspace(n=3)
+    planned(cli, workspace)
+    assert not (workspace / ".kfmops").exists()
+
+
+def test_a_deleted_stale_or_corrupted_cache_is_rebuilt_and_the_plan_does_not_change(make_workspace, cli):
+    workspace = make_workspace(n=6)
+    code, _, err = cli(workspace, "apply", "--auto-approve")
+    assert code == 0, err
+    expected = planned(cli, workspace)
+    built = entries(workspace)
+    assert len(built) == len(list((workspace / "desired").glob("*.yaml"))) >= 1
+
+    # deleted: rebuilt with the same entries
+    for name in built:
+        (workspace / FOLDER / name).unlink()
+    assert planned(cli, workspace) == expected
+    assert entries(workspace) == built
+
+    # corrupted: not JSON, or JSON whose payload no longer matches its digest
+    first, second = sorted(built)[0], sorted(built)[-1]
+    (workspace / FOLDER / first).write_bytes(b"\x00 not json")
+    entry = json.loads(built[second])
+    entry["documents"][0][1] = "ds-999999"  # another name, same digest: must not be believed
+    (workspace / FOLDER / second).write_text(json.dumps(entry))
+    assert planned(cli, workspace) == expected
+    assert entries(workspace) == built
+
+    # stale: a changed file gets a new entry and the old one is removed
+    promote(workspace, 1.0, 7)
+    changed = planned(cli, workspace)
+    assert changed != expected and any(action == "update" for action, _ in changed.values())
+    assert set(entries(workspace)).isdisjoint(built)
+    assert len(entries(workspace)) == len(built)
+
+
+def test_an_entry_of_another_kfmops_version_is_not_trusted(make_workspace, tmp_path):
+    workspace = make_workspace(n=4)
+    old = DesiredCache(tmp_path / "cache", program="kfmops 0.0.1")
+    documents = load_documents_from(workspace / "desired", workspace, old)
+    assert len(entries_in(tmp_path / "cache")) == 1
+    # the old version's entry holds a wrong document under its own key: the current version never reads it
+    (name,) = entries_in(tmp_path / "cache")
+    entry = json.loads((tmp_path / "cache" / name).read_text())
+    entry["documents"] = entry["documents"][:1]
+    entry["digest"] = _digest(entry["documents"])
+    (tmp_path / "cache" / name).write_text(json.dumps(entry))
+    assert len(load_documents_from(workspace / "desired", workspace, old)) == 1  # the old program trusts it
+    current = DesiredCache(tmp_path / "cache")
+    again = load_documents_from(workspace / "desired", workspace, current)
+    assert [(d.name, d.spec) for d in again] == [(d.name, d.spec) for d in documents]
+    assert [d.spec.lines for d in again] == [d.spec.lines for d in documents]
+    assert name not in entries_in(tmp_path / "cache")  # pruned: only the current version's entry is left
+
+
+def entries_in(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.glob("*.json"))
