@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,31 @@ class Conventions:
 def fill(template: str, dataset: str, version: str = "") -> str:
     """A naming convention (see Conventions) with `{dataset}` and `{version}` substituted."""
     return template.replace("{dataset}", dataset).replace("{version}", version)
+
+
+PLACEHOLDERS = {"dataset": r"[a-z0-9][a-z0-9_-]{0,127}", "version": r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"}
+
+
+def unfill(template: str, text: str) -> dict[str, str] | None:
+    """The reverse of `fill`: {"dataset": ..., "version": ...} for the placeholders of `template` that `text`
+    fills, or None when `text` does not follow the convention. A placeholder used twice must match itself."""
+    pattern, seen = "", set()
+    for part in re.split(r"(\{dataset\}|\{version\})", template):
+        name = part[1:-1] if part in ("{dataset}", "{version}") else None
+        if name is None:
+            pattern += re.escape(part)
+        elif name in seen:
+            pattern += f"(?P={name})"
+        else:
+            pattern += f"(?P<{name}>{PLACEHOLDERS[name]})"
+            seen.add(name)
+    match = re.fullmatch(pattern, text)
+    return match.groupdict() if match else None
+
+
+def literal_prefix(template: str) -> str:
+    """The part of a naming convention before its first placeholder (what a listing can filter on)."""
+    return re.split(r"\{dataset\}|\{version\}", template, maxsplit=1)[0]
 
 
 @dataclass(frozen=True)

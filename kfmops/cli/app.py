@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from kfmops import __version__
-from kfmops.cli import gates, inspect, operate
+from kfmops.cli import adopt, gates, inspect, operate
 from kfmops.cli.common import Detail, Format, OutputFormat, current_workspace, human, session, view
 from kfmops.cli.consoles import stderr, stdout
 from kfmops.cli.errors import run
@@ -31,6 +31,7 @@ app.add_typer(inspect.lock_app, name="lock")
 app.add_typer(inspect.ledger_app, name="ledger")
 app.add_typer(inspect.catalog_app, name="catalog")
 app.command()(inspect.history)
+app.command()(inspect.diff)
 for command in (
     operate.apply,
     operate.rollback,
@@ -42,6 +43,7 @@ for command in (
     gates.slo,
 ):
     app.command()(command)
+app.command("import")(adopt.import_)
 
 
 def _version(value: bool) -> None:
@@ -123,6 +125,10 @@ def plan(
             "--split", metavar="DIR", help="Also write the PR comment as DIR/comment-N.md, each within GitHub's limit."
         ),
     ] = None,
+    accept_live: Annotated[
+        bool,
+        typer.Option("--accept-live", help="Import live values that differ from the desired ones, then update them."),
+    ] = False,
 ) -> int:
     """Compare desired state with the live backends and write a plan file.
 
@@ -135,7 +141,8 @@ def plan(
 
     chosen = view(output_format, detail)
     with session("plan", read_only=True) as opened:
-        result = make_plan(opened, PlanRequest(list(target), list(exclude), git_ref, refresh_only, base))
+        request = PlanRequest(list(target), list(exclude), git_ref, refresh_only, base, accept_live=accept_live)
+        result = make_plan(opened, request)
         path = out or opened.workspace.plans_dir / f"{result.plan_id}.json"
     planfile.write(result, path)
     if split is not None:

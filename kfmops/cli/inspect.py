@@ -73,20 +73,51 @@ def state_list(as_json: Annotated[bool, Json] = False) -> None:
 @state_app.command("show")
 def state_show(
     address: Annotated[
-        str, typer.Argument(metavar="ADDRESS", help="A managed address, e.g. dataset.landcover.search.")
-    ],
+        str | None,
+        typer.Argument(metavar="ADDRESS", help="A managed address, e.g. dataset.landcover.search."),
+    ] = None,
+    at: Annotated[
+        str | None,
+        typer.Option("--at", metavar="APPLY_ID", help="The state as it was right after this apply (from history)."),
+    ] = None,
     as_json: Annotated[bool, Json] = False,
 ) -> None:
-    """Show one managed reference: where it lives and its last applied value.
+    """Show one managed reference (where it lives, its last applied value), or with --at the state as it was
+    right after an apply (every reference, or the one named).
 
-    Example: kfmops state show dataset.landcover.search --json
+    Example: kfmops state show dataset.landcover.search --json; kfmops state show --at apply-20261126T120000Z-ab12cd
     """
+    if address is None and at is None:
+        raise KfmopsError("give an ADDRESS, or --at APPLY_ID for the whole state after that apply")
+    from kfmops.engine.timetravel import state_at
+
     with looking("state") as session:
-        state = session.state()
-    managed = state.resources.get(address) if state else None
+        state = state_at(session, at) if at else session.state()
+    if address is None and at is not None and state is not None:
+        view(as_json).state_at(at, state)
+        return
+    managed = state.resources.get(str(address)) if state else None
     if managed is None:
-        raise KfmopsError(f"{address} is not managed; see 'kfmops state list'")
-    view(as_json).state_entry(address, managed)
+        when = f"was not managed right after {at}" if at else "is not managed"
+        raise KfmopsError(f"{address} {when}; see 'kfmops state list'")
+    view(as_json).state_entry(str(address), managed)
+
+
+def diff(
+    first: Annotated[str, typer.Argument(metavar="APPLY_A", help="The earlier apply (see 'kfmops history').")],
+    second: Annotated[str, typer.Argument(metavar="APPLY_B", help="The later apply.")],
+    as_json: Annotated[bool, Json] = False,
+) -> None:
+    """Show what moved between two points of history: every managed reference whose value differs between
+    the state right after APPLY_A and the state right after APPLY_B.
+
+    Example: kfmops diff apply-20261126T120000Z-ab12cd apply-20261127T090000Z-cd34ef --json
+    """
+    from kfmops.engine.timetravel import applies_diff
+
+    with looking("diff") as session:
+        moved = applies_diff(session, first, second)
+    view(as_json).state_diff(first, second, moved)
 
 
 @state_app.command("pull")

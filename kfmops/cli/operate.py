@@ -109,11 +109,24 @@ def rollback(
     lock_timeout: Annotated[float, LockTimeout] = 0,
     no_input: Annotated[bool, NoInput] = False,
     as_json: Annotated[bool, AsJson] = False,
+    to: Annotated[
+        str | None,
+        typer.Option("--to", metavar="APPLY_ID", help="Undo every committed apply after APPLY_ID, as one plan."),
+    ] = None,
+    to_time: Annotated[
+        str | None,
+        typer.Option("--to-time", metavar="TIME", help="Undo every committed apply after TIME (ISO 8601, UTC)."),
+    ] = None,
+    force_live: Annotated[
+        bool,
+        typer.Option("--force-live", help="With --to/--to-time: overwrite references changed outside kfmops."),
+    ] = False,
 ) -> int:
     """Undo an apply exactly, from the before values it observed: shows the inverse plan (with the policy
-    verdict) and asks for `yes`; refuses if live values moved since.
+    verdict) and asks for `yes`; refuses if live values moved since. With --to or --to-time, undo every
+    apply after that point as one plan.
 
-    Example: kfmops rollback --last --dry-run
+    Example: kfmops rollback --last --dry-run; kfmops rollback --to-time 2026-11-30T09:00:00Z
     """
     from kfmops.engine.apply import ApplyOptions
     from kfmops.engine.apply import apply as apply_plan
@@ -121,8 +134,14 @@ def rollback(
     from kfmops.plans import planfile
     from kfmops.render.stream import JsonStream
 
+    if to is not None or to_time is not None:
+        if apply_id or last or out is not None:
+            raise KfmopsError("--to and --to-time go without APPLY_ID, --last and --out (review with --dry-run)")
+        return rollback_to(to, to_time, force_live, auto_approve, dry_run, lock_timeout, no_input, as_json)
+    if force_live:
+        raise KfmopsError("--force-live goes with --to or --to-time")
     if bool(apply_id) == last:
-        raise KfmopsError("Give exactly one of APPLY_ID or --last")
+        raise KfmopsError("Give exactly one of APPLY_ID, --last, --to or --to-time")
     started = time.monotonic()
     stream = JsonStream(stdout) if as_json else None
     with session("rollback", progress=not as_json) as opened:
@@ -149,6 +168,45 @@ def rollback(
             result = apply_plan(opened, plan, ApplyOptions(lock_timeout=lock_timeout))
         except StalePlan as moved:
             raise StalePlan(f"cannot roll back {undone.id}: references changed since it was applied. {moved}") from None
+    return finished(stream, result, started)
+
+
+def rollback_to(
+    to: str | None,
+    to_time: str | None,
+    force_live: bool,
+    auto_approve: bool,
+    dry_run: bool,
+    lock_timeout: float,
+    no_input: bool,
+    as_json: bool,
+) -> int:
+    """Point-in-time rollback: planned and applied under one lock, so its live reads are the compare-and-swap."""
+    from kfmops.engine.apply import ApplyOptions, refuse_if_unfinished
+    from kfmops.engine.apply import apply as apply_plan
+    from kfmops.engine.timetravel import point, rollback_to_plan
+    from kfmops.render.stream import JsonStream
+
+    started = time.monotonic()
+    stream = JsonStream(stdout) if as_json else None
+    with session("rollback", progress=not as_json) as opened, opened.lock.held("rollback", None, lock_timeout):
+        if stream:
+            opened.subscribe(stream)
+        refuse_if_unfinished(opened)
+        plan, where = rollback_to_plan(opened, point(opened, to, to_time), force_live=force_live)
+        if stream:
+            stream.planned(plan)
+        else:
+            human().point_in_time(plan, where)
+        if plan.policy.get("decision") != "allow":
+            return int(ExitCode.POLICY_DENIED)
+        if dry_run:
+            return 0
+        question = f"Roll back {len(where.undone)} apply(s)?"
+        if not auto_approve and not confirm(question, allow_input=not no_input):
+            stderr.print("Rollback cancelled; nothing was changed.")
+            return int(ExitCode.ERROR)
+        result = apply_plan(opened, plan, ApplyOptions(lock_timeout=lock_timeout, fresh=True))
     return finished(stream, result, started)
 
 

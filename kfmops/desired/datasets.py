@@ -105,6 +105,8 @@ def _dataset_stac(
     # The catalog is public: an internal dataset's versions stay linked to each other, never from it.
     children = [current_path] if listed and published(doc.spec) else []
     value: dict[str, dict[str, Any]] = {catalog: {"child": children}}
+    if doc.spec.get("version_links") is False:  # a catalog without the version extension: the child link only
+        return {"slots": slots}, value
     for i, path in enumerate(paths):
         fields: dict[str, Any] = {"latest-version": [current_path], "deprecated": versions[i] != current}
         fields["predecessor-version"] = [paths[i - 1]] if i > 0 else []

@@ -22,6 +22,7 @@ SCHEMA_OF_KIND = {
     "GraphRelationship": "graph-relationship",
     "SearchAlias": "search-alias",
     "CacheKey": "cache-key",
+    "Import": "import",
     "Consent": "consent",
 }
 
@@ -39,7 +40,7 @@ class Document:
 
     @property
     def address(self) -> str:
-        return f"{DOCUMENT_TYPES[self.kind]}.{self.name}"
+        return f"{DOCUMENT_TYPES.get(self.kind, self.kind.lower())}.{self.name}"
 
     def line_of(self, *path: Any) -> int:
         return line_of(self.spec, path) or self.line

@@ -23,7 +23,7 @@ from kfmops.events import PolicyEvaluated, TransactionStarted
 from kfmops.gitops import repo
 from kfmops.io.clock import new_id, now
 from kfmops.io.redact import Redactor
-from kfmops.plans.model import Operation, Plan
+from kfmops.plans.model import Action, Operation, Plan
 from kfmops.plans.transaction import Outcome, Transaction
 from kfmops.stores.lock import LockInfo, operator
 from kfmops.stores.state import State
@@ -69,7 +69,9 @@ def apply(session: Session, plan: Plan, options: ApplyOptions = DEFAULT_OPTIONS)
             check_against_desired(session, plan, state)
         mutations = plan.mutations
         if not options.fresh:  # a saved plan: check it all before the WAL begins, so a refusal writes nothing
-            found = conflicts(mutations, session.providers.read_live(c.reference for c in mutations))
+            # an import records the value it saw: it too must still be what is live (a forget needs nothing)
+            checked = [c for c in plan.changes if c.action.mutates or c.action is Action.IMPORT]
+            found = conflicts(checked, session.providers.read_live(c.reference for c in checked))
             if found:
                 raise stale("live values moved since the plan was made (nothing was changed)", found)
             missing = session.providers.missing_targets([(c.reference, c.after) for c in mutations if c.after])

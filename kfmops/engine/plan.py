@@ -19,7 +19,8 @@ from kfmops.errors import Diagnostic, InputError
 from kfmops.events import PlanMade, PolicyEvaluated
 from kfmops.gitops import repo
 from kfmops.io.clock import new_id, now
-from kfmops.plans.diff import diff, drift
+from kfmops.plans.adopt import import_changes
+from kfmops.plans.diff import diff, drift, sort_changes
 from kfmops.plans.exposure import exposure_changes
 from kfmops.plans.model import Action, Change, Operation, Plan, StateRef
 from kfmops.references import Reference
@@ -34,6 +35,8 @@ class PlanRequest:
     git_ref: str | None = None
     refresh_only: bool = False
     base: str | None = None
+    imports: list[str] = field(default_factory=list)  # addresses to import besides the Import documents'
+    accept_live: bool = False  # import a live value that differs from the desired one, and update it
 
 
 def load_desired(workspace: Workspace, git_ref: str | None = None) -> DesiredState:
@@ -91,9 +94,23 @@ def make_plan(session: Session, request: PlanRequest, desired: DesiredState | No
     if request.refresh_only:
         changes = [_accept_live(kept[d["address"]][0], d) for d in drifted if d["type"] == "drift"]
     else:
+        imported = {a: asked for a, asked in desired.imported(request.imports).items() if a in wanted}
+        adopted, problems = import_changes(
+            imported,
+            wanted,
+            live,
+            managed,
+            [a for a in managed if a not in kept or a in wanted],
+            accept_live=request.accept_live,
+        )
+        if problems:
+            raise InputError(problems)
+        fresh = {c.address for c in adopted}
         versions = state.versions()  # the version each part was last applied at: what an undo restores
+        planned = [c for c in diff(wanted, live, kept, workspace.apply_order) if c.address not in fresh]
         changes = [
-            replace(c, before_version=versions.get(c.address)) for c in diff(wanted, live, kept, workspace.apply_order)
+            replace(c, before_version=versions.get(c.address))
+            for c in sort_changes(planned + adopted, workspace.apply_order)
         ]
     git = repo.describe(workspace.desired_dir)
     if request.git_ref:
@@ -104,7 +121,7 @@ def make_plan(session: Session, request: PlanRequest, desired: DesiredState | No
             "changed_documents": repo.changed_files(workspace.desired_dir, request.base, request.git_ref),
         }
     exposure = [] if request.refresh_only else exposure_of(desired, state, chosen)
-    touched = {c.reference.dataset for c in changes if c.action.mutates and c.reference.dataset}
+    touched = {c.reference.dataset for c in changes if c.action.moves and c.reference.dataset}
     touched |= {entry["dataset"] for entry in exposure}
     # A dataset removed from git is judged (and later rolled back) with the record it was last applied with.
     known = state.datasets | desired.datasets
@@ -126,7 +143,9 @@ def make_plan(session: Session, request: PlanRequest, desired: DesiredState | No
             "excludes": request.excludes,
             "git_ref": request.git_ref,
             "base": request.base,
-        },
+        }
+        | ({"imports": request.imports} if request.imports else {})
+        | ({"accept_live": True} if request.accept_live else {}),
     )
 
 

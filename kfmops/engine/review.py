@@ -15,7 +15,7 @@ from kfmops.desired import DesiredState
 from kfmops.engine.plan import exposure_of, load_desired
 from kfmops.engine.session import Session
 from kfmops.errors import StalePlan
-from kfmops.plans.model import Change, Operation, Plan
+from kfmops.plans.model import Action, Change, Operation, Plan
 from kfmops.plans.transaction import Transaction
 from kfmops.stores.state import State
 
@@ -105,10 +105,17 @@ def _check_repair(plan: Plan, state: State) -> None:
 
 def _differences(plan: Plan, desired: DesiredState, state: State) -> list[str]:
     problems = []
+    imported = desired.imported(plan.origin.get("imports") or [])
     for change in plan.changes:
         wanted = desired.references.get(change.address)
         if plan.operation is Operation.REFRESH:
             continue  # a refresh-only plan records live values; its changes write nothing
+        if change.action is Action.IMPORT:
+            if change.address not in imported:
+                problems.append(f"{change.address} is imported, but no Import document names it")
+            elif wanted is not None and change.after != wanted.value and not plan.origin.get("accept_live"):
+                problems.append(f"{change.address} is imported with a value the desired state does not give")
+            continue
         if wanted is None:
             if change.after is not None:
                 problems.append(f"{change.address} is not in the desired state, but the plan sets it")

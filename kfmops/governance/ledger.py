@@ -132,9 +132,14 @@ def entry_for(
         "before_digest": digest_values({c.address: c.before for c in outputs}),
         "after_digest": digest_values({c.address: c.after for c in outputs}),
         "changes": {
-            action: [c.address for c in transaction.mutations if c.action is Action(action)]
+            action: [c.address for c in transaction.moves if c.action is Action(action)]
             for action in ("create", "update", "delete")
         }
-        | {"no_op": len(transaction.changes) - len(transaction.mutations)},
+        | {
+            action: addresses
+            for action in ("import", "forget")
+            if (addresses := [c.address for c in transaction.moves if c.action is Action(action)])
+        }
+        | {"no_op": len(transaction.changes) - len(transaction.moves)},
         "compensated": list(transaction.compensated),
     }

@@ -41,7 +41,8 @@ class RollbackManifests:
         manifest = {
             "format_version": 1,
             "rollback_id": rollback.id,
-            "undoes": rollback.rolls_back,
+            # one apply, or (a point-in-time rollback) every apply after the point, newest first
+            "undoes": rollback.rolls_back or ", ".join(rollback.origin.get("undoes", [])),
             "plan_id": rollback.plan_id,
             "operator": rollback.operator,
             "reason": rollback.reason,

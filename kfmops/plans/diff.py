@@ -50,6 +50,11 @@ def diff(
             if current != last_applied:
                 reason += "; live value had drifted from the last applied value"
             changes.append(Change(reference, Action.DELETE, current, None, reason))
+    return sort_changes(changes, order)
+
+
+def sort_changes(changes: list[Change], order: tuple[str, ...]) -> list[Change]:
+    """Changes in apply order of their kind, then by address; changes of one address keep their order."""
     rank = {kind: i for i, kind in enumerate(order)}
     return sorted(changes, key=lambda c: (rank[c.reference.kind], c.address))
 

@@ -13,17 +13,28 @@ from kfmops.references import Reference
 
 
 class Action(StrEnum):
+    """CREATE, UPDATE and DELETE write to a backend. IMPORT and FORGET only change kfmops' state: an import
+    records a live value kfmops did not manage yet, a forget stops managing a reference and leaves it live."""
+
     CREATE = "create"
     UPDATE = "update"
     DELETE = "delete"
     NOOP = "no-op"
+    IMPORT = "import"
+    FORGET = "forget"
 
     @property
     def symbol(self) -> str:
-        return {"create": "+", "update": "~", "delete": "-", "no-op": " "}[self.value]
+        return {"create": "+", "update": "~", "delete": "-", "no-op": " ", "import": "<=", "forget": "=>"}[self.value]
 
     @property
     def mutates(self) -> bool:
+        """Whether apply writes this change to a backend."""
+        return self in (Action.CREATE, Action.UPDATE, Action.DELETE)
+
+    @property
+    def moves(self) -> bool:
+        """Whether applying this change changes anything: a backend, or which references kfmops manages."""
         return self is not Action.NOOP
 
 
@@ -44,8 +55,9 @@ class Change:
 
     before: the live value seen at plan time, the compare-and-swap precondition of apply. None for
             create (the reference must still be absent), the full live value for delete, so that a
-            delete can be undone.
-    after:  the value apply writes. None for delete. For no-op, equal to before.
+            delete can be undone. For import and forget, the live value kfmops records or lets go.
+    after:  the value apply writes. None for delete. For no-op, equal to before. For import, equal to
+            before (recorded in state, never written); None for forget (kfmops stops managing it).
     reason: display only; apply never branches on it.
     version: for a dataset part, the dataset version `after` expresses (policy checks that version).
     before_version: the dataset version `before` expressed when kfmops last applied it (the version an
@@ -76,6 +88,21 @@ class Change:
         write, which is what an apply really replaced (the plan's `before` may be older).
         """
         target = restore if observed else self.before
+        if self.action in (Action.IMPORT, Action.FORGET):
+            # Undoing an import forgets the reference; undoing a forget imports it again. Neither writes.
+            imported = self.action is Action.FORGET
+            value = self.before if imported else self.after
+            action = Action.IMPORT if imported else Action.FORGET
+            return Change(
+                self.reference,
+                action,
+                value,
+                value if imported else None,
+                f"undo: {self.reason}",
+                self.source,
+                self.before_version,
+                self.version,
+            )
         if target is None:
             action = Action.DELETE if self.after is not None else Action.NOOP
         elif self.after is None:
@@ -95,14 +122,15 @@ class Change:
 
 
 def summarize(changes: Iterable[Change]) -> dict[str, int]:
-    """How many changes of each action: {"create", "update", "delete", "no_op"}."""
+    """How many changes of each action: {"create", "update", "delete", "no_op"}, and "import" and "forget"
+    when there are any (the summary of a plan without them reads as it always did)."""
     counts = Counter(change.action for change in changes)
     return {
         "create": counts[Action.CREATE],
         "update": counts[Action.UPDATE],
         "delete": counts[Action.DELETE],
         "no_op": counts[Action.NOOP],
-    }
+    } | {action.value: counts[action] for action in (Action.IMPORT, Action.FORGET) if counts[action]}
 
 
 @dataclass(frozen=True)
@@ -139,7 +167,13 @@ class Plan:
 
     @property
     def mutations(self) -> list[Change]:
+        """The changes apply writes to a backend."""
         return [change for change in self.changes if change.action.mutates]
 
+    @property
+    def moves(self) -> list[Change]:
+        """The changes that change something: the mutations, imports and forgets."""
+        return [change for change in self.changes if change.action.moves]
+
     def has_changes(self) -> bool:
-        return bool(self.mutations) or bool(self.exposure)
+        return bool(self.moves) or bool(self.exposure)

@@ -96,9 +96,14 @@ class Transaction:
         return [change for change in self.changes if change.action.mutates]
 
     @property
+    def moves(self) -> list[Change]:
+        """The mutations, imports and forgets: what an undo has to reverse."""
+        return [change for change in self.changes if change.action.moves]
+
+    @property
     def applied(self) -> list[str]:
-        """Addresses this transaction moved (none unless it committed)."""
-        return [c.address for c in self.mutations] if self.outcome is Outcome.COMMITTED else []
+        """Addresses this transaction moved or imported or forgot (none unless it committed)."""
+        return [c.address for c in self.moves] if self.outcome is Outcome.COMMITTED else []
 
     def summary(self) -> dict[str, int]:
         return summarize(self.changes)
@@ -128,13 +133,14 @@ class Transaction:
         """The changes that restore exactly what this transaction replaced, newest first.
 
         Each mutation reversed back to the value observed under the lock (the plan's before when the
-        batch never reached its INTENT record, which only happens to transactions that did not commit).
+        batch never reached its INTENT record, which only happens to transactions that did not commit);
+        each import forgotten, each forget imported again.
         """
         if self.outcome is not Outcome.COMMITTED:
             return ()
         return tuple(
             change.reversed(self.observed.get(change.address, change.before), observed=True)
-            for change in reversed(self.mutations)
+            for change in reversed(self.moves)
         )
 
     def outputs(self) -> list[Change]:

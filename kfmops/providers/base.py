@@ -6,6 +6,9 @@
 - missing_targets(items): the immutable targets (version documents, nodes, indices) that values
   point at but that do not exist; kfmops refuses to plan or apply a pointer at nothing.
 - broken_links(references): links that resolve to nothing in what the references point from (STAC).
+- pointers(kind, shape): every live pointer of one shape, for discovery (`kfmops import --discover`):
+  graph {from_label, key, type, to_label, to_key, prefix} -> {source id: target id}; search {prefix} ->
+  {alias: value}; cache {pattern} -> {key: value}. Read only; names outside `prefix`/`pattern` are not listed.
 - version_facts(paths): facts read from the data of version documents (STAC: geometry, H3 cells,
   licence, item count; see stac_facts); a backend that holds no data gives none.
 - is_retryable(error): transient (timeout, connection reset, 429/503) vs permanent.
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from kfmops.errors import BackendError
@@ -49,6 +52,10 @@ class Provider(ABC):
     def broken_links(self, references: Sequence[Reference]) -> int:
         """Links in the documents these references live in that resolve to nothing (0 where links do not exist)."""
         return 0
+
+    def pointers(self, kind: str, shape: Mapping[str, str]) -> dict[str, Any]:
+        """Every live pointer of `kind` and `shape` (see the module docstring); for discovery only."""
+        raise BackendError(self.name, f"cannot list its {kind} references for discovery")
 
     def version_facts(self, paths: Sequence[str]) -> dict[str, dict[str, Any]]:
         """{path: facts} of the version documents at these paths; {} where this backend holds no data."""

@@ -10,7 +10,7 @@ Settings: url_env, user_env, password_env or api_key_env, ca_file, verify, timeo
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import elastic_transport
@@ -79,6 +79,25 @@ class ElasticsearchProvider(Provider):
                     if properties.get("is_write_index"):
                         value["write_index"] = index
         return found
+
+    def pointers(self, kind: str, shape: Mapping[str, str]) -> dict[str, Any]:
+        """{alias: value} of every alias whose name starts with `shape["prefix"]` (one `GET _alias/prefix*`)."""
+        prefix = shape.get("prefix", "") if kind == ReferenceKind.SEARCH else ""
+        if len(prefix) < MIN_PREFIX or search_name_problem(prefix, "alias prefix"):
+            raise BackendError(
+                self.name, f"cannot list aliases by the prefix {prefix!r}: give at least {MIN_PREFIX} characters"
+            )
+        self.round_trips += 1
+        body = self._call(lambda: self.client.options(ignore_status=404).indices.get_alias(name=f"{prefix}*")).body
+        found: dict[str, dict[str, Any]] = {}
+        for index, entry in body.items():
+            for alias, properties in (entry.get("aliases", {}) if isinstance(entry, dict) else {}).items():
+                if alias.startswith(prefix):
+                    value = found.setdefault(alias, {"indices": [], "write_index": None})
+                    value["indices"].append(index)
+                    if properties.get("is_write_index"):
+                        value["write_index"] = index
+        return {alias: {**value, "indices": sorted(value["indices"])} for alias, value in found.items()}
 
     def read(self, references: Sequence[Reference]) -> dict[str, Any]:
         live = self._live_aliases([r.locator["alias"] for r in references])

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -208,6 +208,40 @@ class LocalProvider(Provider):
         ReferenceKind.SEARCH: _write_search,
         ReferenceKind.CACHE: _write_cache,
     }
+
+    # discovery -----------------------------------------------------------------------------------
+
+    def pointers(self, kind: str, shape: Mapping[str, str]) -> dict[str, Any]:
+        self.round_trips += 1
+        if kind == ReferenceKind.GRAPH:
+            rows = self.db.execute(
+                "SELECT from_id, to_id FROM relationships WHERE from_label=? AND from_key=? AND type=? AND to_label=? "
+                "AND substr(from_id, 1, ?) = ?",
+                (
+                    shape["from_label"],
+                    shape["key"],
+                    shape["type"],
+                    shape["to_label"],
+                    len(shape["prefix"]),
+                    shape["prefix"],
+                ),
+            )
+            return dict(rows)
+        if kind == ReferenceKind.SEARCH:
+            aliases: dict[str, dict[str, Any]] = {}
+            rows = self.db.execute(
+                "SELECT alias, index_name, is_write_index FROM aliases WHERE substr(alias, 1, ?) = ?",
+                (len(shape["prefix"]), shape["prefix"]),
+            )
+            for alias, index, is_write in rows:
+                entry = aliases.setdefault(alias, {"indices": [], "write_index": None})
+                entry["indices"].append(index)
+                if is_write:
+                    entry["write_index"] = index
+            return {alias: {**value, "indices": sorted(value["indices"])} for alias, value in aliases.items()}
+        if kind == ReferenceKind.CACHE:
+            return dict(self.db.execute("SELECT key, value FROM kv WHERE key GLOB ?", (shape["pattern"],)))
+        return super().pointers(kind, shape)
 
     # targets -------------------------------------------------------------------------------------
 

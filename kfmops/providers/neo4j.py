@@ -13,7 +13,7 @@ database, timeout, encrypted, trust, batch_size.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import neo4j
@@ -201,6 +201,21 @@ class Neo4jProvider(Provider):
                         tx.commit()
                 except (neo4j_errors.Neo4jError, neo4j_errors.DriverError) as exc:
                     raise self._error(exc) from exc
+
+    def pointers(self, kind: str, shape: Mapping[str, str]) -> dict[str, Any]:
+        """{source id: target id} of every relationship of the shape whose source id starts with the prefix."""
+        if kind != ReferenceKind.GRAPH:
+            return super().pointers(kind, shape)
+        key, to_key = self._quoted(shape["key"], "key"), self._quoted(shape["to_key"], "key")
+        cypher = (
+            f"MATCH (a:{self._quoted(shape['from_label'], 'label')})-"
+            f"[:{self._quoted(shape['type'], 'relationship type')}]->(b:{self._quoted(shape['to_label'], 'label')}) "
+            f"WHERE a.{key} STARTS WITH $prefix AND b.{to_key} IS NOT NULL "
+            f"RETURN a.{key} AS source, collect(b.{to_key}) AS targets"
+        )
+        # a source with several targets is not one pointer: discovery leaves it to a GraphRelationship document
+        records = self._query(cypher, prefix=shape["prefix"])
+        return {record["source"]: record["targets"][0] for record in records if len(record["targets"]) == 1}
 
     def missing_targets(self, items: Sequence[Write]) -> list[tuple[str, str]]:
         missing: list[tuple[str, str]] = []

@@ -7,7 +7,7 @@ Settings: url_env (e.g. redis://127.0.0.1:6379/0), password_env, prefixes, timeo
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis
@@ -113,6 +113,26 @@ class RedisProvider(Provider):
                 self._call(lambda k=keys: self.client.unlink(*k))
             if cursor == 0:
                 return
+
+    def pointers(self, kind: str, shape: Mapping[str, str]) -> dict[str, Any]:
+        """{key: value} of the string keys matching `shape["pattern"]` (SCAN, never KEYS), under the prefixes."""
+        pattern = self._guard(shape["pattern"], pattern=True) if kind == ReferenceKind.CACHE else ""
+        if not pattern:
+            return super().pointers(kind, shape)
+        keys: list[str] = []
+        cursor = 0
+        while True:
+            self.round_trips += 1
+            cursor, page = self._call(lambda c=cursor: self.client.scan(c, match=pattern, count=SCAN_COUNT))
+            keys.extend(k for k in page if k.startswith(self.prefixes))
+            if cursor == 0:
+                break
+        found: dict[str, Any] = {}
+        for batch in chunks(sorted(set(keys)), self.batch):
+            self.round_trips += 1
+            values = self._call(lambda b=batch: self.client.mget(b))
+            found.update({k: v for k, v in zip(batch, values, strict=True) if v is not None})
+        return found
 
     def missing_targets(self, items: Sequence[Write]) -> list[tuple[str, str]]:
         return [

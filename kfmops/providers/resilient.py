@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -252,6 +252,9 @@ class Resilient:
 
     def broken_links(self, references: Sequence[Reference]) -> int:
         return self._call(lambda: self.inner.broken_links(references))
+
+    def pointers(self, kind: str, shape: Mapping[str, str]) -> dict[str, Any]:
+        return self._call(lambda: self.inner.pointers(kind, shape))
 
     def version_facts(self, paths: Sequence[str]) -> dict[str, dict[str, Any]]:
         return self._call(lambda: self.inner.version_facts(paths))

@@ -163,6 +163,32 @@ class StacCatalog:
             if document.changed:  # the catalog's own mode and owner stay: a web server may be reading it
                 write_atomic(files[path], document.serialize(), durable=self.durable, keep_metadata=True)
 
+    def find(self, pattern: str) -> list[str]:
+        """Root-relative paths of the documents matching a glob `pattern` (for discovery), inside the root only."""
+        if stac_path_problem(pattern.replace("*", "x")):
+            raise BackendError(
+                self.backend, f"STAC pattern {pattern!r} must be a relative path inside the catalog root"
+            )
+        root = self.root.resolve()
+        return sorted(
+            path.relative_to(self.root).as_posix()
+            for path in self.root.glob(pattern)
+            if path.is_file() and path.resolve().is_relative_to(root)
+        )
+
+    def names(self, paths: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """{path: {"id", "kfm:dataset", "version"}} of the documents that exist (a Feature's from its properties)."""
+        found = {}
+        for path, document in self._load(set(paths)).items():
+            data = document.data
+            fields = data.get("properties", data) if data.get("type") == "Feature" else data
+            found[path] = {
+                "id": data.get("id"),
+                "kfm:dataset": fields.get("kfm:dataset"),
+                "version": fields.get("version"),
+            }
+        return found
+
     def broken_links(self, references: Sequence[Reference]) -> int:
         """Relative hrefs that do not resolve to a file in the catalog, in the documents of `references`, plus
         orphans among them: a dataset's version documents that no link from its catalog document reaches."""

@@ -13,11 +13,13 @@ from rich.table import Column, Table
 
 from kfmops.engine.init import Initialized
 from kfmops.engine.recover import Recovery
+from kfmops.engine.timetravel import Moved, PointInTime
 from kfmops.governance.slo import SloReport
 from kfmops.plans.model import Operation, Plan
 from kfmops.plans.transaction import Outcome, Transaction
 from kfmops.providers.stac_check import CatalogReport
 from kfmops.render import markdown, text
+from kfmops.render.values import field_changes, show
 from kfmops.render.view import entry_of
 from kfmops.stores.base import Freeze
 from kfmops.stores.lock import LockStatus
@@ -80,7 +82,9 @@ class HumanView:
         s = transaction.summary()
         verb = VERBS.get(transaction.operation, "Apply")
         self.out.print(
-            f"[bold green]{verb} complete![/] {s['create']} created, {s['update']} updated, "
+            f"[bold green]{verb} complete![/] "
+            + "".join(f"{s[a]} {a}ed, " for a in ("import", "forget") if s.get(a)).replace("forgeted", "forgotten")
+            + f"{s['create']} created, {s['update']} updated, "
             f"{s['delete']} deleted ({seconds:.2f}s, state serial {transaction.serial})."
         )
         undo = "Re-apply what it undid with" if transaction.operation is Operation.ROLLBACK else "Undo it with"
@@ -115,7 +119,8 @@ class HumanView:
                 e["operation"],
                 e["operator"],
                 e["plan_id"],
-                f"+{s['create']} ~{s['update']} -{s['delete']}",
+                f"+{s['create']} ~{s['update']} -{s['delete']}"
+                + "".join(f" {symbol}{s[a]}" for a, symbol in (("import", "<="), ("forget", "=>")) if s.get(a)),
                 e["outcome"],
             )
         self.out.print(table)
@@ -123,6 +128,31 @@ class HumanView:
     def state_list(self, state: State | None) -> None:
         for address in sorted(state.resources if state else {}):
             self.out.print(address)
+
+    def state_at(self, apply_id: str, state: State) -> None:
+        self.out.print(f"State right after {apply_id}: {text.plural(len(state.resources), 'managed reference')}")
+        for address, managed in sorted(state.resources.items()):
+            version = f"  (version {managed.version})" if managed.version else ""
+            self.out.print(f"  {address}: {managed.reference.describe(managed.value)}{version}", markup=False)
+
+    def state_diff(self, first: str, second: str, moved: list[Moved]) -> None:
+        if not moved:
+            self.out.print(f"No references moved between {first} and {second}.")
+            return
+        self.out.print(f"{text.plural(len(moved), 'reference')} moved from {first} to {second}:")
+        symbols = {"added": "+", "removed": "-", "changed": "~"}
+        for m in moved:
+            versions = f"  version {m.before_version or '(none)'} -> {m.after_version or '(none)'}"
+            self.out.print(
+                f"  {symbols[m.what]} {m.address}{versions if m.before_version or m.after_version else ''}",
+                markup=False,
+            )
+            for path, before, after in field_changes(m.before, m.after):
+                self.out.print(f"      {path}: {show(before)} -> {show(after)}", markup=False)
+
+    def point_in_time(self, plan: Plan, where: PointInTime) -> None:
+        self.out.print(f"Rollback to {where.describe()}.")
+        text.render_plan(plan, self.out)
 
     def state_entry(self, address: str, managed: ManagedReference) -> None:
         for key, value in entry_of(address, managed).items():

@@ -115,7 +115,7 @@ def changed_documents(plan: Plan) -> list[str]:
     if not changed:
         return []
     counts = dict.fromkeys(changed, 0)
-    for change in plan.mutations:
+    for change in plan.moves:
         path = _changed_file(change.source, changed)
         if path is not None:
             counts[path] += 1

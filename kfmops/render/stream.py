@@ -26,7 +26,7 @@ class JsonStream:
         sys.stdout.flush()
 
     def planned(self, plan: Plan) -> None:
-        for change in plan.mutations:
+        for change in plan.moves:
             self.emit("planned_change", plan_id=plan.plan_id, change=codec.change_to_dict(change))
 
     def __call__(self, event: Event) -> None:

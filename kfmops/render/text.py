@@ -13,7 +13,14 @@ from rich.text import Text
 from kfmops.plans.model import Action, Change, Operation, Plan
 from kfmops.render.values import field_changes, headline, show
 
-STYLE = {Action.CREATE: "green", Action.UPDATE: "yellow", Action.DELETE: "red", Action.NOOP: "dim"}
+STYLE = {
+    Action.CREATE: "green",
+    Action.UPDATE: "yellow",
+    Action.DELETE: "red",
+    Action.NOOP: "dim",
+    Action.IMPORT: "cyan",
+    Action.FORGET: "magenta",
+}
 LARGE = 2000
 """Plans with more changes than this print a summary and per-dataset counts (`--verbose` prints all)."""
 
@@ -30,7 +37,9 @@ def summary_line(plan: Plan) -> str:
         return f"Drift: {plural(len(plan.drift), 'reference')} differ from what kfmops last applied or from git."
     if not plan.has_changes():
         return f"No changes. {plural(s['no_op'], 'reference')} up to date."
-    line = f"Plan: {s['create']} to create, {s['update']} to update, {s['delete']} to delete, {s['no_op']} unchanged"
+    adopted = "".join(f"{s[a]} to {a}, " for a in ("import", "forget") if s.get(a))
+    line = f"Plan: {adopted}{s['create']} to create, {s['update']} to update, {s['delete']} to delete, "
+    line += f"{s['no_op']} unchanged"
     if plan.exposure:
         line += f"; {plural(len(plan.exposure), 'change')} of exposure"
     return line + "."
@@ -52,12 +61,15 @@ def render_plan(plan: Plan, console: Console, *, verbose: bool = False, large: i
         dirty = ", dirty" if plan.git.get("dirty") else ""
         header += f" at {plan.git.get('ref') or plan.git.get('branch') or ''}@{plan.git['commit'][:12]}{dirty}"
     console.print(Text(header, style="bold"))
-    mutations = plan.mutations
+    mutations = plan.moves
     if plan.git.get("base"):
         changed = sorted(plan.git.get("changed_documents", []))
         console.print(f"Documents changed since {plan.git['base']}: {', '.join(changed) or 'none'}\n")
     if mutations:
-        console.print("Symbols: + create, ~ update, - delete. kfmops will perform the following actions:\n")
+        symbols = "+ create, ~ update, - delete"
+        summary = plan.summary()
+        symbols += "".join(f", {a.symbol} {a.value}" for a in (Action.IMPORT, Action.FORGET) if summary.get(a.value))
+        console.print(f"Symbols: {symbols}. kfmops will perform the following actions:\n")
         if len(mutations) > large and not verbose:
             _counts(console, mutations)
         else:
@@ -110,6 +122,9 @@ def _changes(console: Console, plan: Plan, mutations: list[Change]) -> None:
                 Text(f"  # {headline(change.action.value, change.address, change.reason)}{where}", style="dim")
             )
             console.print(Text(f"  {change.action.symbol} {change.address}", style=f"bold {style}"))
+            if change.action in (Action.IMPORT, Action.FORGET):
+                console.print(Text(f"      live: {change.reference.describe(change.before)}", style=style))
+                continue
             fields = field_changes(change.before, change.after)
             for path, before, after in fields:
                 if before is after or (show(before) == show(after)):
@@ -126,7 +141,9 @@ def _counts(console: Console, mutations: list[Change]) -> None:
     for owner, changes in _groups(mutations).items():
         actions = Counter(change.action for change in changes)
         shown = ", ".join(
-            f"{actions[a]} {a.value}" for a in (Action.CREATE, Action.UPDATE, Action.DELETE) if actions[a]
+            f"{actions[a]} {a.value}"
+            for a in (Action.IMPORT, Action.FORGET, Action.CREATE, Action.UPDATE, Action.DELETE)
+            if actions[a]
         )
         console.print(f"  {owner}: {shown}")
     console.print()

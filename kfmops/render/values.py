@@ -42,6 +42,8 @@ def headline(action: str, address: str, reason: str) -> str:
         "update": "will be updated",
         "delete": "will be deleted",
         "no-op": "is unchanged",
+        "import": "will be imported, nothing written",
+        "forget": "will be forgotten, left as it is live",
     }[action]
     return f"{address} {verb} ({reason})"
 

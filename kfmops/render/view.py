@@ -17,6 +17,7 @@ from typing import Any
 from rich.console import Console
 
 from kfmops.engine.recover import Recovery
+from kfmops.engine.timetravel import Moved
 from kfmops.governance.slo import SloReport
 from kfmops.plans import codec, planfile
 from kfmops.plans.model import Plan
@@ -73,6 +74,13 @@ class JsonView:
 
     def state_entry(self, address: str, managed: ManagedReference) -> None:
         self._print(entry_of(address, managed))
+
+    def state_at(self, apply_id: str, state: State) -> None:
+        rows = [{**entry_of(a, m), "version": m.version} for a, m in sorted(state.resources.items())]
+        self._print({"at": apply_id, "lineage": state.lineage, "resources": rows})
+
+    def state_diff(self, first: str, second: str, moved: list[Moved]) -> None:
+        self._print({"from": first, "to": second, "moved": [m.to_dict() for m in moved]})
 
     def lock(self, status: LockStatus, freeze: Freeze | None = None) -> None:
         self._print(status.to_dict() | ({"freeze": freeze.to_dict()} if freeze else {}))  # "freeze" only while frozen

@@ -49,7 +49,9 @@ class HistoryStore(ABC):
         """The newest committed transaction that moved something."""
         for entry in reversed(self.entries()):
             summary = entry["summary"]
-            if entry["outcome"] == "committed" and any(summary[k] for k in ("create", "update", "delete")):
+            if entry["outcome"] == "committed" and any(
+                summary.get(k) for k in ("create", "update", "delete", "import", "forget")
+            ):
                 return self.load(entry["apply_id"])
         raise KfmopsError("nothing to roll back: no committed apply in history")
 

@@ -11,8 +11,7 @@ import rego.v1
 
 deny contains lib.finding("heritage.facts_required", lib.address(d, record), msg, fix) if {
 	some d
-	record := lib.judged[d]
-	lib.sensitive(record)
+	record := lib.sensitive_judged[d]
 	f := lib.facts(d)
 	problem := lib.data_problem(f, record)
 	msg := concat("", ["sensitive dataset ", d, " (", lib.level_text(record), "): ", problem])
@@ -21,8 +20,7 @@ deny contains lib.finding("heritage.facts_required", lib.address(d, record), msg
 
 deny contains lib.finding("heritage.sensitivity_band", lib.address(d, record), msg, fix) if {
 	some d
-	record := lib.judged[d]
-	lib.sensitive(record)
+	record := lib.sensitive_judged[d]
 	f := lib.facts(d)
 	not lib.data_problem(f, record)
 	problem := lib.method_problem(f, record)
@@ -32,8 +30,7 @@ deny contains lib.finding("heritage.sensitivity_band", lib.address(d, record), m
 
 deny contains lib.finding("heritage.k_anonymity", lib.address(d, record), msg, fix) if {
 	some d
-	record := lib.judged[d]
-	lib.sensitive(record)
+	record := lib.sensitive_judged[d]
 	f := lib.facts(d)
 	lib.gathered(f)
 	problem := lib.k_problem(f, record)
@@ -43,8 +40,7 @@ deny contains lib.finding("heritage.k_anonymity", lib.address(d, record), msg, f
 
 deny contains lib.finding("heritage.masking_required", lib.address(d, record), msg, fix) if {
 	some d
-	record := lib.judged[d]
-	lib.sensitive(record)
+	record := lib.sensitive_judged[d]
 	problem := lib.masking_problem(record)
 	msg := concat("", ["sensitive dataset ", d, " would point at a version declared ", problem])
 	fix := concat("", [

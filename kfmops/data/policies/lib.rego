@@ -100,18 +100,20 @@ text(x) := x if {
 # ---------------------------------------------------------------------------------------------------
 # The plan, indexed by dataset.
 
-moving_actions := {"create", "update"}
+moving_actions := {"create", "update", "import"}
 
-# One dataset name per change that moves a pointer (create or update). Deletes and no-ops never
-# trigger the target-version rules: deleting a restricted dataset's public alias is fine.
+# One dataset name per change that moves a pointer (create or update) or brings a live one under
+# management (import: kfmops then keeps it pointing there, so it is judged the same way). Deletes,
+# forgets and no-ops never trigger the target-version rules: deleting a restricted dataset's public
+# alias is fine.
 moving_names := [c.dataset |
 	some c in input.changes
 	moving_actions[c.action]
 	is_string(c.dataset)
 ]
 
-# [dataset, address] of each change that exposes a dataset publicly (create or update of a reference
-# of an exposing kind).
+# [dataset, address] of each change that exposes a dataset publicly (create, update or import of a
+# reference of an exposing kind).
 exposing_changes := [[c.dataset, c.address] |
 	some c in input.changes
 	moving_actions[c.action]
@@ -176,6 +178,13 @@ exposed := object.filter(touched, exposing_names)
 # name -> record of every dataset whose target version or exposure the plan judges: moving ones, and
 # those whose CARE metadata changed.
 judged := object.union(moving, object.filter(records, exposure_names))
+
+# name -> record of the judged datasets whose locations are sensitive (what the heritage rules iterate).
+sensitive_judged := {d: record |
+	some d
+	record := judged[d]
+	sensitive(record)
+}
 
 distinct_count(names) := count(sorted) - count([i | some i; sorted[i] == sorted[i - 1]]) if {
 	sorted := sort(names)
