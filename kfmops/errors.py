@@ -71,6 +71,13 @@ class PolicyDenied(KfmopsError):
     exit_code = ExitCode.POLICY_DENIED
 
 
+class GateClosed(KfmopsError):
+    """An operational gate (freeze, SLO error budget, data-quality checks) refuses the operation; the message
+    names the gate and how to lift it."""
+
+    exit_code = ExitCode.POLICY_DENIED
+
+
 class LockHeld(KfmopsError):
     exit_code = ExitCode.LOCKED
 

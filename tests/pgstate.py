@@ -25,6 +25,8 @@ TABLES = (
     "kfmops_wal_logs",
     "kfmops_wal_records",
     "kfmops_ledger",
+    "kfmops_controls",
+    "kfmops_control_events",
 )
 
 
@@ -97,7 +99,7 @@ def copy_rows(dsn: str, old: str, new: str) -> None:
                 )
             ]
             names = ", ".join(columns)
-            order = "position" if table in ("kfmops_state_entries", "kfmops_history") else "1"
+            order = "position" if table in ("kfmops_state_entries", "kfmops_history", "kfmops_control_events") else "1"
             conn.execute(
                 f"INSERT INTO {table} (workspace, {names}) SELECT %s, {names} FROM {table} WHERE workspace = %s "
                 f"ORDER BY {order}",

@@ -256,7 +256,7 @@ def test_tables_are_created_by_the_first_write_and_a_newer_schema_is_refused(fre
     succeeded(cli(workspace, "apply", str(workspace / "p.json")))
     assert "kfmops_schema" in kfmops_tables(fresh_database)
     with connect(fresh_database) as conn:
-        assert conn.execute("SELECT version FROM kfmops_schema").fetchall() == [(1,)]
+        assert conn.execute("SELECT version FROM kfmops_schema").fetchall() == [(2,)]
         assert conn.execute("SELECT workspace, serial FROM kfmops_workspaces").fetchall() == [("kansas-prod", 1)]
         conn.execute("UPDATE kfmops_schema SET version = 7")
     for command in (("history",), ("apply", "--auto-approve")):

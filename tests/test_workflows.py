@@ -373,9 +373,13 @@ def test_a_failed_plan_comments_its_output(node, tmp_path):
     assert "Error: lock held by ci@runner\n'''oops\n```" in body
 
 
+SLO_REPORT = "### kfmops service level objectives\n\n| objective | target |\n|---|---:|\n| apply_success | 0.99 |\n"
+
+
 def drift(node: str, tmp_path: Path, issues: list[dict[str, Any]], code: int, report: str = "| a |\n|---|\n"):
     (tmp_path / "ws").mkdir(exist_ok=True)
     (tmp_path / "ws" / "drift.md").write_text(report, encoding="utf-8")
+    (tmp_path / "ws" / "slo.md").write_text(SLO_REPORT, encoding="utf-8")
     env = {"WORKDIR": "ws", "LABEL": "drift", "EXITCODE": str(code)}
     world = {"comments": [], "issues": issues}
     return run_script(node, tmp_path, "kfmops-drift.yml", "Open, update or close the drift issue", world, env)
@@ -390,6 +394,13 @@ def test_drift_opens_updates_and_closes_one_issue(node, tmp_path):
     closed = drift(node, tmp_path, [other, existing], 0)["calls"]
     assert [c[:2] for c in closed] == [["createComment", 5], ["update", 5]]
     assert drift(node, tmp_path, [], 0)["calls"] == []
+
+
+def test_the_drift_issue_body_holds_the_slo_report_before_the_drift(node, tmp_path):
+    (body,) = drift(node, tmp_path, [], 2, "| drifted |\n|---|\n")["sent"]
+    assert SLO_REPORT in body and body.index(SLO_REPORT) < body.index("| drifted |")
+    workflow = (WORKFLOW_DIR / "kfmops-drift.yml").read_text()
+    assert "kfmops slo --format markdown > slo.md" in workflow
 
 
 def test_a_long_drift_report_is_cut_to_fit_an_issue(node, tmp_path):

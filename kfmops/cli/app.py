@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from kfmops import __version__
-from kfmops.cli import adopt, inspect, operate
+from kfmops.cli import adopt, gates, inspect, operate
 from kfmops.cli.common import Detail, Format, OutputFormat, current_workspace, human, session, view
 from kfmops.cli.consoles import stderr, stdout
 from kfmops.cli.errors import run
@@ -32,7 +32,16 @@ app.add_typer(inspect.ledger_app, name="ledger")
 app.add_typer(inspect.catalog_app, name="catalog")
 app.command()(inspect.history)
 app.command()(inspect.diff)
-for command in (operate.apply, operate.rollback, operate.recover, operate.hotfix):
+for command in (
+    operate.apply,
+    operate.rollback,
+    operate.recover,
+    operate.hotfix,
+    operate.repair,
+    gates.freeze,
+    gates.resume,
+    gates.slo,
+):
     app.command()(command)
 app.command("import")(adopt.import_)
 

@@ -50,12 +50,14 @@ def view(as_json: bool) -> View:
 
 
 def history(as_json: Annotated[bool, Json] = False) -> None:
-    """List applies, rollbacks, hotfixes and recoveries, newest last.
+    """List applies, rollbacks, hotfixes, repairs, recoveries, freezes and resumes, newest last.
 
     Example: kfmops history --json
     """
+    from kfmops.engine import freeze
+
     with looking("history") as session:
-        view(as_json).history(session.stores.history.entries())
+        view(as_json).history(freeze.history(session))
 
 
 @state_app.command("list")
@@ -154,12 +156,14 @@ def state_migrate(
 
 @lock_app.command("status")
 def lock_status(as_json: Annotated[bool, Json] = False) -> None:
-    """Say who holds the workspace lock, or that it is free (or stale).
+    """Say who holds the workspace lock, or that it is free (or stale), and whether the workspace is frozen.
 
     Example: kfmops lock status --json
     """
+    from kfmops.engine import freeze
+
     with looking("lock") as session:
-        view(as_json).lock(session.lock.status())
+        view(as_json).lock(session.lock.status(), freeze.frozen(session))
 
 
 @lock_app.command("force-unlock")
@@ -217,15 +221,21 @@ def catalog_check(
         typer.Option("--schemas", metavar="DIR", help="Folder of STAC JSON Schemas with a schema-map.json (offline)."),
     ] = None,
 ) -> int:
-    """Validate every STAC document offline against local JSON Schemas and count broken links.
+    """Validate every STAC document offline against local JSON Schemas, count broken links and orphans (documents
+    no link reaches from the root catalog; with the workspace's catalog, versions of datasets no Dataset declares).
 
     Example: kfmops catalog check --schemas ../shared/fixtures/stac-schemas
     """
-    from kfmops.providers.stac_check import check_catalog
+    from kfmops.engine.plan import load_desired
+    from kfmops.providers.stac_check import Declared, check_catalog
 
+    declared = None
     if root is None:
         with looking("catalog") as session:
             root = session.providers.catalog_root()
-    report = check_catalog(root, schemas)
+            conventions = session.workspace.conventions
+            names = frozenset(load_desired(session.workspace).datasets)
+        declared = Declared(conventions.stac_catalog, conventions.stac_collection, names)
+    report = check_catalog(root, schemas, declared)
     human().catalog(report, root)
     return 0 if report.ok else int(ExitCode.ERROR)

@@ -43,13 +43,23 @@ def apply(
     ] = False,
     no_input: Annotated[bool, NoInput] = False,
     as_json: Annotated[bool, AsJson] = False,
+    override_slo: Annotated[
+        bool, typer.Option("--override-slo", help="Apply although an error budget is exhausted (needs --reason).")
+    ] = False,
     reason: Annotated[str | None, Reason] = None,
     approved_by: Annotated[str | None, ApprovedBy] = None,
+    refresh_only: Annotated[
+        bool, typer.Option("--refresh-only", help="Plan and apply only the acceptance of live drift into state.")
+    ] = False,
 ) -> int:
     """Apply a saved plan (or plan and apply) under the lock, with a WAL and compare-and-swap.
 
     Example: kfmops apply plans/plan-20261126T120000Z-ab12cd.json
     """
+    if override_slo and not (reason or "").strip():
+        raise KfmopsError("--override-slo needs --reason TEXT: the override is recorded in the ledger")
+    if refresh_only and plan_file is not None:
+        raise KfmopsError("--refresh-only plans the acceptance of drift itself; give no PLAN_FILE")
     from kfmops.engine.apply import ApplyOptions, judge_attempt, refuse_if_unfinished
     from kfmops.engine.apply import apply as apply_plan
     from kfmops.engine.plan import PlanRequest
@@ -68,6 +78,7 @@ def apply(
             fresh=plan_file is None,
             reason=reason,
             approved_by=approved_by,
+            override_slo=reason if override_slo else None,
         )
         if plan_file is not None:
             signed = bool(opened.workspace.section("apply").get("require_signed_plans", False))
@@ -75,14 +86,14 @@ def apply(
         else:  # plan and apply under one lock: the plan's live reads are the compare-and-swap values
             with opened.lock.held("apply", None, lock_timeout):
                 refuse_if_unfinished(opened)  # before reading backends that may still be down
-                chosen = make_plan(opened, PlanRequest())
+                chosen = make_plan(opened, PlanRequest(refresh_only=refresh_only))
                 if stream:
                     stream.planned(chosen)
                 else:
                     human().plan(chosen)
                 if chosen.policy.get("decision") != "allow":
                     judge_attempt(opened, chosen, options)  # ledgers the denied attempt, exits 3
-                if not chosen.has_changes():
+                if not chosen.has_changes() and not (refresh_only and chosen.drift):
                     stderr.print("Nothing to apply.")
                 elif not auto_approve and not confirm("Apply these changes?", allow_input=not no_input):
                     stderr.print("Apply cancelled; nothing was changed.")
@@ -210,6 +221,59 @@ def rollback_to(
             stderr.print("Rollback cancelled; nothing was changed.")
             return int(ExitCode.ERROR)
         result = apply_plan(opened, plan, ApplyOptions(lock_timeout=lock_timeout, fresh=True))
+    return finished(stream, result, started)
+
+
+def repair(
+    target: Annotated[
+        list[str], typer.Option("--target", metavar="ADDRESS", help="Only this address (repeatable).")
+    ] = [],  # noqa: B006
+    auto_approve: Annotated[bool, AutoApprove] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", metavar="PLAN_FILE", help="Save the repair as a plan file to review and apply."),
+    ] = None,
+    lock_timeout: Annotated[float, LockTimeout] = 0,
+    no_input: Annotated[bool, NoInput] = False,
+    as_json: Annotated[bool, AsJson] = False,
+) -> int:
+    """Put drifted references back to the values kfmops last applied: shows the plan (with the policy verdict)
+    and asks for `yes`. The opposite of 'apply --refresh-only', which accepts the drift into state.
+
+    Example: kfmops repair --target dataset.landcover --out repair.json
+    """
+    from kfmops.engine.apply import ApplyOptions
+    from kfmops.engine.apply import apply as apply_plan
+    from kfmops.engine.repair import repair_plan
+    from kfmops.plans import planfile
+    from kfmops.render.stream import JsonStream
+
+    started = time.monotonic()
+    stream = JsonStream(stdout) if as_json else None
+    with session("repair", progress=not as_json) as opened:
+        if stream:
+            opened.subscribe(stream)
+        plan = repair_plan(opened, list(target))
+        denied = plan.policy.get("decision") != "allow"
+        if stream:
+            stream.planned(plan)
+        else:
+            human().plan(plan)
+        if out is not None:
+            planfile.write(plan, out)
+            stderr.print(
+                f"Saved the repair plan to {out}. Review it, then: kfmops -C {opened.workspace.root} apply {out}"
+            )
+            return int(ExitCode.POLICY_DENIED) if denied else 0
+        if denied:
+            return int(ExitCode.POLICY_DENIED)
+        if not plan.has_changes():
+            stderr.print("Nothing to repair: every managed reference holds its last applied value.")
+            return 0
+        if not auto_approve and not confirm("Repair these references?", allow_input=not no_input):
+            stderr.print("Repair cancelled; nothing was changed.")
+            return int(ExitCode.ERROR)
+        result = apply_plan(opened, plan, ApplyOptions(lock_timeout=lock_timeout))
     return finished(stream, result, started)
 
 

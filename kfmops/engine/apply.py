@@ -1,10 +1,10 @@
 """Apply a plan safely: under the lock, with a write-ahead log, as compare-and-swap, undoable.
 
-Order: gates -> lock -> settle finished WALs -> refuse while one is unfinished (exit 6) -> verify the
-plan against the state -> compare every before value with the live one -> policy -> WAL BEGIN ->
-batches (runner) -> COMMIT -> settle. On failure, the started batches are compensated from the values
-observed under the lock, newest first, then ABORTED and settled. Rollback, hotfix and recovery all
-come through `run`.
+Order: gates (kill switch, freeze) -> lock -> settle finished WALs -> refuse while one is unfinished (exit 6) ->
+freeze and SLO gates (exit 3) -> verify the plan against the state -> compare every before value with the live
+one -> policy -> WAL BEGIN -> batches (runner) -> COMMIT -> settle. On failure, the started batches are
+compensated from the values observed under the lock, newest first, then ABORTED and settled. Rollback, hotfix,
+repair and recovery all come through `run`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from kfmops.engine import gates
+from kfmops.engine import gates, slo
+from kfmops.engine.freeze import refuse_if_frozen
 from kfmops.engine.review import check_against_desired
 from kfmops.engine.runner import BatchRunner, append_durably, conflicts, stale
 from kfmops.engine.session import Session
@@ -38,6 +39,7 @@ class ApplyOptions:
     approved_by: str | None = None  # the person who approved it: a CI run acts on their behalf (PROV)
     rolls_back: str | None = None
     fresh: bool = False  # the plan was made under the lock this apply holds: its reads need no repeating
+    override_slo: str | None = None  # the reason to apply although an error budget is exhausted
 
 
 DEFAULT_OPTIONS = ApplyOptions()
@@ -55,11 +57,14 @@ class ApplyFailed(KfmopsError):
 def apply(session: Session, plan: Plan, options: ApplyOptions = DEFAULT_OPTIONS) -> Transaction:
     """Apply `plan`; returns the settled transaction (outcome NOTHING when there was nothing to write)."""
     gates.refuse_if_red(session.workspace.section("apply"), str(plan.operation))
+    refuse_if_frozen(session, str(plan.operation))
     if plan.operation is Operation.APPLY:
         check_git(session, plan, options.allow_dirty)
     with session.lock.held(str(plan.operation), plan.plan_id, options.lock_timeout) as lock:
         settle_finished(session)
         refuse_if_unfinished(session)
+        refuse_if_frozen(session, str(plan.operation))  # again under the lock: a freeze set while this one waited
+        overrides = slo.gate(session, "apply", options.override_slo) if plan.operation is Operation.APPLY else []
         state = session.state() or State.new(plan.state.lineage)
         verify(session, plan, state)
         if not options.fresh:  # a plan this process just made from the desired state needs no second look
@@ -75,7 +80,7 @@ def apply(session: Session, plan: Plan, options: ApplyOptions = DEFAULT_OPTIONS)
             if missing:
                 raise InputError([Diagnostic(f"{a} points at a target that does not exist: {m}") for a, m in missing])
         said, origin = judge_attempt(session, plan, options)
-        transaction = begin(plan, state, lock, replace(options, reason=said), origin)
+        transaction = begin(plan, state, lock, replace(options, reason=said), origin, overrides)
         if (
             not mutations
             and not plan.exposure
@@ -112,10 +117,16 @@ def attempt(session: Session, plan: Plan, options: ApplyOptions) -> tuple[str | 
 
 
 def begin(
-    plan: Plan, state: State, lock: LockInfo, options: ApplyOptions, origin: Mapping[str, Any] | None = None
+    plan: Plan,
+    state: State,
+    lock: LockInfo,
+    options: ApplyOptions,
+    origin: Mapping[str, Any] | None = None,
+    overrides: list[dict[str, Any]] | None = None,
 ) -> Transaction:
     """The transaction of `plan` as fixed at BEGIN; each change knows the version it would restore.
-    `origin` (see `attempt`) is kept with the plan's own origin."""
+    `origin` (see `attempt`) is kept with the plan's own origin, which also names the gates an operator
+    overrode for it."""
     versions = state.versions()
     return Transaction(
         id=new_id("apply"),
@@ -126,7 +137,7 @@ def begin(
         state=plan.state,
         changes=tuple(replace(c, before_version=versions.get(c.address)) for c in plan.changes),
         datasets=plan.datasets,
-        origin={**plan.origin, **(origin or {})},
+        origin={**plan.origin, **(origin or {})} | ({"overrides": overrides} if overrides else {}),
         reason=options.reason,
         rolls_back=options.rolls_back or plan.origin.get("rolls_back"),
         lock_id=lock.id,

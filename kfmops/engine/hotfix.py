@@ -13,6 +13,7 @@ from pathlib import Path
 from kfmops.desired import patch
 from kfmops.engine import gates
 from kfmops.engine.apply import ApplyOptions, apply, refuse_if_unfinished
+from kfmops.engine.freeze import refuse_if_frozen
 from kfmops.engine.plan import PlanRequest, make_plan
 from kfmops.engine.session import Session
 from kfmops.errors import KfmopsError
@@ -25,6 +26,7 @@ def hotfix(
 ) -> tuple[Transaction, Path]:
     """Apply one document change outside git; returns the settled transaction and the git patch."""
     gates.refuse_if_red(session.workspace.section("apply"), "hotfix")
+    refuse_if_frozen(session, "hotfix")
     refuse_if_unfinished(session)
     if not reason.strip():
         raise KfmopsError("a hotfix needs --reason: it is recorded in history and the ledger")

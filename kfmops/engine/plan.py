@@ -68,7 +68,7 @@ def make_plan(session: Session, request: PlanRequest, desired: DesiredState | No
     desired = desired or load_desired(workspace, request.git_ref)
     state = session.state() or State.new()
     managed = state.managed()
-    _check_selectors(request.targets + request.excludes, [*desired.references, *managed])
+    check_selectors(request.targets + request.excludes, [*desired.references, *managed])
     chosen = set(select(sorted(set(desired.references) | set(managed)), request.targets, request.excludes))
     wanted = {a: r for a, r in desired.references.items() if a in chosen}
     kept = {a: m for a, m in managed.items() if a in chosen}
@@ -161,7 +161,7 @@ def _accept_live(reference: Reference, found: dict[str, Any]) -> Change:
     return Change(reference, Action.NOOP, found["live"], found["live"], "refresh: record the live value in state")
 
 
-def _check_selectors(selectors: list[str], known: list[str]) -> None:
+def check_selectors(selectors: list[str], known: list[str]) -> None:
     parsed = [Address.parse(address) for address in known]
     for selector in selectors:
         try:

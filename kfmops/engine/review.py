@@ -22,9 +22,11 @@ from kfmops.stores.state import State
 
 def check_against_desired(session: Session, plan: Plan, state: State) -> None:
     """Refuse `plan` unless every change and dataset record is what its commit's desired state gives (for a
-    rollback: what the inverse of the apply it undoes gives)."""
+    rollback: what the inverse of the apply it undoes gives; for a repair: the last applied values)."""
     if plan.operation is Operation.ROLLBACK:
         _check_rollback(session, plan)
+    if plan.operation is Operation.REPAIR:
+        _check_repair(plan, state)
     if plan.operation not in {Operation.APPLY, Operation.REFRESH}:
         return  # hotfix and recovery plans are made by kfmops itself, under the lock
     commit = plan.git.get("commit")
@@ -83,6 +85,22 @@ def retarget(datasets: Mapping[str, Any], changes: tuple[Change, ...]) -> dict[s
             record = {**record, "version": version, "target": target}
         records[name] = record
     return records
+
+
+def _check_repair(plan: Plan, state: State) -> None:
+    """A repair plan may set nothing but the last applied values recorded in `state`."""
+    wrong = [
+        c.address
+        for c in plan.changes
+        if (managed := state.resources.get(c.address)) is None
+        or (c.after, c.version) != (managed.value, managed.version)
+    ]
+    wrong += [f"dataset {name}" for name, record in plan.datasets.items() if state.datasets.get(name) != record]
+    if wrong:
+        raise StalePlan(
+            f"repair plan {plan.plan_id} does not restore the last applied values of {', '.join(wrong[:5])} "
+            "(edited or forged, or the state moved since); make it again with 'kfmops repair'"
+        )
 
 
 def _differences(plan: Plan, desired: DesiredState, state: State) -> list[str]:

@@ -25,7 +25,7 @@ from kfmops.io.redact import Redactor
 from kfmops.plans.model import Plan
 from kfmops.providers.registry import Providers
 from kfmops.stores.base import Stores
-from kfmops.stores.folder import FolderHistory, FolderStateStore, FolderWal
+from kfmops.stores.folder import FolderControls, FolderHistory, FolderStateStore, FolderWal
 from kfmops.stores.folder_lock import FolderLock
 from kfmops.stores.ledger_file import FolderLedger
 from kfmops.stores.lock import Locker, operator
@@ -89,6 +89,7 @@ class Session:
                 anchor=folder / "ledger-head.json",
                 key=key.encode() if (key := os.environ.get(LEDGER_KEY)) else None,
             ),
+            controls=FolderControls(folder, durable=durable),
         )
 
     @cached_property

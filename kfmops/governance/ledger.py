@@ -38,6 +38,7 @@ OP_TYPES = {
     Operation.ROLLBACK: "rollback",
     Operation.HOTFIX: "hotfix",
     Operation.RECOVER: "recover",
+    Operation.REPAIR: "repair",
 }
 CONSENT_FIELDS = ("authority", "reference", "granted", "expires")
 
@@ -116,31 +117,36 @@ def entry_for(
 ) -> dict[str, Any]:
     """The ledger entry of a settled transaction; its free text (reason, error) redacted, never dropped."""
     outputs = transaction.outputs() if transaction.outcome == "committed" else transaction.mutations
-    return {
-        "op_type": OP_TYPES[transaction.operation],
-        "apply_id": transaction.id,
-        "plan_id": transaction.plan_id,
-        "wal_ids": [f"{transaction.id}.jsonl"],
-        "outcome": str(transaction.outcome),
-        "operator": transaction.operator,
-        "reason": redact.text(reason) if (reason := transaction.reason or transaction.error) else None,
-        "lineage_refs": lineage_refs,
-        "sovereignty_findings": [f for f in findings if str(f.get("rule", "")).startswith("sovereignty.")],
-        "care_review_status": _reviews(transaction.datasets),
-        "before_digest": digest_values({c.address: c.before for c in outputs}),
-        "after_digest": digest_values({c.address: c.after for c in outputs}),
-        "changes": {
-            action: [c.address for c in transaction.moves if c.action is Action(action)]
-            for action in ("create", "update", "delete")
-        }
+    overrides = transaction.origin.get("overrides")
+    return (
+        ({"overrides": overrides} if overrides else {})
         | {
-            action: addresses
-            for action in ("import", "forget")
-            if (addresses := [c.address for c in transaction.moves if c.action is Action(action)])
+            "op_type": OP_TYPES[transaction.operation],
+            "apply_id": transaction.id,
+            "plan_id": transaction.plan_id,
+            "wal_ids": [f"{transaction.id}.jsonl"],
+            "outcome": str(transaction.outcome),
+            "operator": transaction.operator,
+            "reason": redact.text(reason) if (reason := transaction.reason or transaction.error) else None,
+            "lineage_refs": lineage_refs,
+            "sovereignty_findings": [f for f in findings if str(f.get("rule", "")).startswith("sovereignty.")],
+            "care_review_status": _reviews(transaction.datasets),
+            "before_digest": digest_values({c.address: c.before for c in outputs}),
+            "after_digest": digest_values({c.address: c.after for c in outputs}),
+            "changes": {
+                action: [c.address for c in transaction.moves if c.action is Action(action)]
+                for action in ("create", "update", "delete")
+            }
+            | {
+                action: addresses
+                for action in ("import", "forget")
+                if (addresses := [c.address for c in transaction.moves if c.action is Action(action)])
+            }
+            | {"no_op": len(transaction.changes) - len(transaction.moves)},
+            "compensated": list(transaction.compensated),
         }
-        | {"no_op": len(transaction.changes) - len(transaction.moves)},
-        "compensated": list(transaction.compensated),
-    } | _context(transaction.rolls_back, transaction.origin, transaction.datasets)
+        | _context(transaction.rolls_back, transaction.origin, transaction.datasets)
+    )
 
 
 def denial_entry(

@@ -22,7 +22,7 @@ file spans are written as each span ends).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +34,8 @@ from kfmops.io.redact import Redactor, refuse_secrets
 
 if TYPE_CHECKING:  # the SDK is imported when a Telemetry is made, not when kfmops starts (--help, validate)
     from opentelemetry.trace import Span
+
+    from kfmops.governance.slo import SloReport
 
 EXPORTERS = ("file", "console", "otlp", "none")
 DEFAULT_CPU_WATTS = 15.0
@@ -189,6 +191,19 @@ class Telemetry:
             self._counters["kfm.ops_policy_denials"].add(count, {**base, "rule_family": family})
         self._counters["kfm.ops_energy_wh"].add(energy_wh, {**base, "estimate": True})
         self._counters["kfm.ops_carbon_gco2e"].add(carbon_g, {**base, "estimate": True})
+
+    def record_slo(self, reports: Sequence[SloReport]) -> None:
+        """Each objective's measured value, remaining error budget and burn rate as gauges, by objective name."""
+        meter = self._meters.get_meter("kfmops", __version__)
+        gauges = {
+            "kfm.ops_slo_measured": ("measured", "Measured value of a service level objective (its unit varies)"),
+            "kfm.ops_slo_budget_remaining": ("remaining_budget", "Share of the error budget left (<= 0: spent)"),
+            "kfm.ops_slo_burn_rate": ("burn_rate", "Error budget spent per budget allowed (> 1: too fast)"),
+        }
+        for name, (field, description) in gauges.items():
+            gauge = meter.create_gauge(name, description=description)
+            for report in reports:
+                gauge.set(getattr(report, field), {"objective": report.name, "window": report.window})
 
     def shutdown(self) -> None:
         """Collect and export the metrics once, flush the spans, release the exporters. Safe to call twice."""

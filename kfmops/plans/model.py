@@ -46,6 +46,7 @@ class Operation(StrEnum):
     ROLLBACK = "rollback"
     HOTFIX = "hotfix"
     RECOVER = "recover"
+    REPAIR = "repair"
 
 
 @dataclass(frozen=True)

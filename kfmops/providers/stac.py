@@ -22,7 +22,7 @@ from kfmops.desired.identifiers import stac_path_problem
 from kfmops.errors import BackendError
 from kfmops.io.files import remove_stale_temporaries, write_atomic
 from kfmops.providers.base import Provider, Write
-from kfmops.providers.stac_check import broken_links
+from kfmops.providers.stac_check import broken_links, unreached
 from kfmops.providers.stac_document import DEPRECATED, StacDocument
 from kfmops.providers.stac_facts import version_facts
 from kfmops.references import Reference, ReferenceKind
@@ -190,10 +190,20 @@ class StacCatalog:
         return found
 
     def broken_links(self, references: Sequence[Reference]) -> int:
-        """Relative hrefs that do not resolve to a file in the catalog, in the documents of `references`."""
+        """Relative hrefs that do not resolve to a file in the catalog, in the documents of `references`, plus
+        orphans among them: a dataset's version documents that no link from its catalog document reaches."""
         paths = {slot["document"] for reference in references for slot in reference.locator["slots"]}
         documents = self._load(paths)
-        return sum(len(broken_links(path, document.data, self.root)) for path, document in sorted(documents.items()))
+        broken = sum(len(broken_links(path, document.data, self.root)) for path, document in sorted(documents.items()))
+        orphaned: set[str] = set()
+        for reference in references:
+            slots = reference.locator["slots"]
+            own = {
+                slot["document"]: documents[slot["document"]].data for slot in slots if slot["document"] in documents
+            }
+            for start in {slot["document"] for slot in slots if slot["field"] == "child"}:
+                orphaned.update(unreached(start, own))
+        return broken + len(orphaned)
 
     def version_facts(self, paths: Sequence[str]) -> dict[str, dict[str, Any]]:
         """{path: facts} of each version document and the items it links (stac_facts), with `digest` (sha256

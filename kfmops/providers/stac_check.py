@@ -1,4 +1,8 @@
-"""Offline checks of a static STAC catalog: JSON Schema validity and broken links.
+"""Offline checks of a static STAC catalog: JSON Schema validity, broken links and orphans.
+
+An orphan is a STAC document under the catalog root that no link reaches from the root catalog (following
+every relative link), or a version document (named by the workspace's `stac_collection` convention) of a
+dataset that no `Dataset` declares.
 
 Schemas come from a local folder with a `schema-map.json` (canonical URL -> file), so no network is
 needed. Documents of any STAC 1.x version are checked against the 1.1.0 core schemas with their
@@ -10,6 +14,8 @@ from __future__ import annotations
 
 import json
 import posixpath
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -31,11 +37,22 @@ class CatalogReport:
     documents: int = 0
     invalid: list[tuple[str, str]] = field(default_factory=list)
     broken_links: list[tuple[str, str]] = field(default_factory=list)
+    orphans: list[tuple[str, str]] = field(default_factory=list)  # (path, why)
     unchecked_extensions: set[str] = field(default_factory=set)
 
     @property
     def ok(self) -> bool:
-        return not self.invalid and not self.broken_links
+        return not self.invalid and not self.broken_links and not self.orphans
+
+
+@dataclass(frozen=True)
+class Declared:
+    """What the desired state says the catalog should hold: the root catalog's path, the `stac_collection`
+    convention of version documents, and the declared datasets."""
+
+    catalog: str = "catalog.json"
+    version_document: str | None = None
+    datasets: frozenset[str] = frozenset()
 
 
 @cache
@@ -72,9 +89,35 @@ def broken_links(path: str, document: dict[str, Any], root: Path) -> list[str]:
     return broken
 
 
-def check_catalog(root: Path, schema_dir: Path | None = None) -> CatalogReport:
-    """Every STAC document under `root`: broken links always, schema validity when `schema_dir` is given."""
+def targets(path: str, document: Mapping[str, Any]) -> list[str]:
+    """Root-relative paths of the relative links of `document` (at root-relative `path`)."""
+    folder = posixpath.dirname(path)
+    return [
+        posixpath.normpath(posixpath.join(folder, href))
+        for link in document.get("links", [])
+        if (href := link.get("href", "")) and "://" not in href and not href.startswith("/")
+    ]
+
+
+def unreached(start: str, documents: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Paths of `documents` that no chain of relative links from `start` reaches (none when `start` is absent)."""
+    if start not in documents:
+        return []
+    seen, todo = {start}, [start]
+    while todo:
+        path = todo.pop()
+        for target in targets(path, documents[path]):
+            if target in documents and target not in seen:
+                seen.add(target)
+                todo.append(target)
+    return sorted(set(documents) - seen)
+
+
+def check_catalog(root: Path, schema_dir: Path | None = None, declared: Declared | None = None) -> CatalogReport:
+    """Every STAC document under `root`: broken links and orphans always, schema validity when `schema_dir` is
+    given; version documents of undeclared datasets when `declared` names the datasets."""
     report = CatalogReport()
+    loaded: dict[str, dict[str, Any]] = {}
     validators = _validators(schema_dir.resolve())[0] if schema_dir else {}
     for file in sorted(root.rglob("*.json")):
         try:
@@ -85,6 +128,7 @@ def check_catalog(root: Path, schema_dir: Path | None = None) -> CatalogReport:
         if not isinstance(document, dict) or "stac_version" not in document:
             continue
         path = file.relative_to(root).as_posix()
+        loaded[path] = document
         report.documents += 1
         report.broken_links.extend((path, href) for href in broken_links(path, document, root))
         if not validators:
@@ -103,4 +147,24 @@ def check_catalog(root: Path, schema_dir: Path | None = None) -> CatalogReport:
             for error in validators[url].iter_errors(as_current):
                 where = "/".join(str(p) for p in error.absolute_path) or "document"
                 report.invalid.append((path, f"{where}: {error.message} ({url.rsplit('/', 1)[-1]})"))
+    report.orphans = orphans(loaded, declared or Declared())
     return report
+
+
+def orphans(documents: Mapping[str, Mapping[str, Any]], declared: Declared) -> list[tuple[str, str]]:
+    """(path, why) of each orphan among `documents` (root-relative path -> parsed STAC document)."""
+    found = {path: f"no link reaches it from {declared.catalog}" for path in unreached(declared.catalog, documents)}
+    if declared.version_document and "{dataset}" in declared.version_document and declared.datasets:
+        pattern = version_pattern(declared.version_document)
+        for path in documents:
+            match = pattern.fullmatch(path)
+            if match and match["dataset"] not in declared.datasets:
+                found[path] = f"a version of dataset {match['dataset']!r}, which no Dataset declares"
+    return sorted(found.items())
+
+
+def version_pattern(template: str) -> re.Pattern[str]:
+    """The `stac_collection` convention (`{dataset}/{version}/collection.json`) as a pattern naming its parts."""
+    parts = re.split(r"(\{dataset\}|\{version\})", template)
+    names = {"{dataset}": "(?P<dataset>[^/]+)", "{version}": "(?P<version>[^/]+)"}
+    return re.compile("".join(names.get(part, re.escape(part)) for part in parts))

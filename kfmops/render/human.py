@@ -14,17 +14,19 @@ from rich.table import Column, Table
 from kfmops.engine.init import Initialized
 from kfmops.engine.recover import Recovery
 from kfmops.engine.timetravel import Moved, PointInTime
+from kfmops.governance.slo import SloReport
 from kfmops.plans.model import Operation, Plan
 from kfmops.plans.transaction import Outcome, Transaction
 from kfmops.providers.stac_check import CatalogReport
 from kfmops.render import markdown, text
 from kfmops.render.values import field_changes, show
 from kfmops.render.view import entry_of
+from kfmops.stores.base import Freeze
 from kfmops.stores.lock import LockStatus
 from kfmops.stores.state import ManagedReference, State
 from kfmops.stores.transfer import Copied
 
-VERBS = {Operation.ROLLBACK: "Rollback", Operation.HOTFIX: "Hotfix"}
+VERBS = {Operation.ROLLBACK: "Rollback", Operation.HOTFIX: "Hotfix", Operation.REPAIR: "Repair"}
 
 
 class HumanView:
@@ -156,13 +158,31 @@ class HumanView:
         for key, value in entry_of(address, managed).items():
             self.out.print(f"{key}: {json.dumps(value) if isinstance(value, dict | list) else value}")
 
-    def lock(self, status: LockStatus) -> None:
+    def lock(self, status: LockStatus, freeze: Freeze | None = None) -> None:
         if status.held and status.info:
             self.out.print(f"Locked: {status.info.describe()}")
         elif status.stale and status.info:
             self.out.print(f"Free, with a stale lock record {status.info.id}: {status.note}")
         else:
             self.out.print("Free.")
+        if freeze is not None:
+            self.frozen(freeze)
+
+    def slo(self, reports: list[SloReport]) -> None:
+        if not reports:
+            self.out.print("No service level objectives declared (kfmops.yaml 'slo:').")
+            return
+        table = Table("objective", "target", "measured", "window", "events", "budget left", "burn rate", "gate")
+        for r in reports:
+            table.add_row(*_slo_cells(r))
+        self.out.print(table)
+
+    def frozen(self, freeze: Freeze) -> None:
+        until = f" until {freeze.until}" if freeze.until else " until 'kfmops resume'"
+        self.out.print(f"Frozen{until}: by {freeze.who} since {freeze.since} ({freeze.reason}).")
+
+    def resumed(self, lifted: Freeze) -> None:
+        self.out.print(f"Resumed: the freeze by {lifted.who} since {lifted.since} ({lifted.reason}) is lifted.")
 
     def ledger(self, entries: list[dict[str, Any]]) -> None:
         table = Table("seq", "time", "op", "apply id", "outcome", "operator", "changes", "reason")
@@ -186,11 +206,13 @@ class HumanView:
             self.out.print(f"invalid  {path}: {problem}")
         for path, href in report.broken_links:
             self.out.print(f"broken   {path}: link {href}")
+        for path, why in report.orphans:
+            self.out.print(f"orphan   {path}: {why}")
         if report.unchecked_extensions:
             self.out.print(f"not checked (no local schema): {', '.join(sorted(report.unchecked_extensions))}")
         self.out.print(
             f"{report.documents} STAC documents under {root}: {len(report.invalid)} schema problems, "
-            f"{len(report.broken_links)} broken links."
+            f"{len(report.broken_links)} broken links, {len(report.orphans)} orphans."
         )
 
     def migrated(self, copied: Copied) -> None:
@@ -210,8 +232,26 @@ class HumanView:
         )
 
 
+def _slo_cells(r: SloReport) -> tuple[str, ...]:
+    gate = "exhausted: apply refused" if r.exhausted else "open"
+    return (r.name, f"{r.objective:g}", f"{r.measured:g} {r.unit}", r.window, str(r.events),
+            f"{r.remaining_budget:.0%}", f"{r.burn_rate:.2f}", gate)  # fmt: skip
+
+
 class MarkdownView(HumanView):
-    """Plans as Markdown (a PR comment); everything else as the human view shows it."""
+    """Plans and SLO reports as Markdown (a PR comment, an issue body); everything else as the human view shows it."""
+
+    def slo(self, reports: list[SloReport]) -> None:
+        lines = ["### kfmops service level objectives", ""]
+        if not reports:
+            lines.append("_No service level objectives declared (kfmops.yaml `slo:`)._")
+        else:
+            lines += [
+                "| objective | target | measured | window | events | budget left | burn rate | gate |",
+                "|---|---:|---:|---|---:|---:|---:|---|",
+                *("| " + " | ".join(_slo_cells(r)) + " |" for r in reports),
+            ]
+        sys.stdout.write("\n".join(lines) + "\n")
 
     def plan(self, plan: Plan, saved: Path | None = None, *, verbose: bool = False) -> None:
         detail = "full" if verbose else self.detail

@@ -18,9 +18,11 @@ from rich.console import Console
 
 from kfmops.engine.recover import Recovery
 from kfmops.engine.timetravel import Moved
+from kfmops.governance.slo import SloReport
 from kfmops.plans import codec, planfile
 from kfmops.plans.model import Plan
 from kfmops.plans.transaction import Transaction
+from kfmops.stores.base import Freeze
 from kfmops.stores.lock import LockStatus
 from kfmops.stores.state import ManagedReference, State
 
@@ -80,8 +82,17 @@ class JsonView:
     def state_diff(self, first: str, second: str, moved: list[Moved]) -> None:
         self._print({"from": first, "to": second, "moved": [m.to_dict() for m in moved]})
 
-    def lock(self, status: LockStatus) -> None:
-        self._print(status.to_dict())
+    def lock(self, status: LockStatus, freeze: Freeze | None = None) -> None:
+        self._print(status.to_dict() | ({"freeze": freeze.to_dict()} if freeze else {}))  # "freeze" only while frozen
+
+    def slo(self, reports: list[SloReport]) -> None:
+        self._print([report.to_dict() for report in reports])
+
+    def frozen(self, freeze: Freeze) -> None:
+        self._print({"frozen": True, **freeze.to_dict()})
+
+    def resumed(self, lifted: Freeze) -> None:
+        self._print({"frozen": False, "lifted": lifted.to_dict()})
 
     def ledger(self, entries: list[dict[str, Any]]) -> None:
         sys.stdout.write("".join(json.dumps(entry) + "\n" for entry in entries))

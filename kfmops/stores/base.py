@@ -92,6 +92,42 @@ class WalStore(ABC):
     def archived(self, apply_id: str) -> list[WalRecord]: ...
 
 
+@dataclass(frozen=True)
+class Freeze:
+    """The workspace's red state as an operator set it: why, who, since when, and until when (None: until
+    `resume`). Every runner and clone that shares the state sees it."""
+
+    reason: str
+    who: str
+    since: str
+    until: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"reason": self.reason, "who": self.who, "since": self.since, "until": self.until}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Freeze:
+        return cls(str(raw["reason"]), str(raw["who"]), str(raw["since"]), raw.get("until"))
+
+
+class ControlStore(ABC):
+    """Operational switches shared with everyone who shares the state: the freeze, and the log of every
+    freeze and resume. Written without the workspace lock, so that a workspace can be frozen while an apply
+    holds it."""
+
+    @abstractmethod
+    def freeze(self) -> Freeze | None:
+        """The freeze as last set (possibly past its `until`), or None."""
+
+    @abstractmethod
+    def set_freeze(self, freeze: Freeze | None, event: Mapping[str, Any]) -> None:
+        """Set the freeze (lift it with None) and add `event` to the freeze log, in one atomic write."""
+
+    @abstractmethod
+    def events(self) -> list[dict[str, Any]]:
+        """The freeze log, oldest first: one history row per freeze and resume."""
+
+
 class LedgerChain(ABC):
     """The governance ledger's hash chain: append-only, each entry chained to the one before."""
 
@@ -119,3 +155,4 @@ class Stores:
     history: HistoryStore
     wal: WalStore
     ledger: LedgerChain
+    controls: ControlStore

@@ -3,6 +3,7 @@
 - `state.json`: the state, replaced atomically (temporary file, fsync, rename, folder fsync).
 - `applies/<apply_id>.json`: each settled transaction; `history.jsonl`: the index `kfmops history` lists.
 - `wal/<apply_id>.jsonl`: open WALs; `wal/archive/`: finished ones.
+- `freeze.json`: the freeze, while one is set (clones that point `state:` at one folder share it).
 
 Nothing is created by reading: a workspace never applied has no state folder at all.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ from kfmops.io.files import append_line, write_atomic
 from kfmops.plans import codec
 from kfmops.plans.transaction import Transaction
 from kfmops.references import Reference, ReferenceKind
-from kfmops.stores.base import HistoryStore, StateStore, WalEntry, WalStore
+from kfmops.stores.base import ControlStore, Freeze, HistoryStore, StateStore, WalEntry, WalStore
 from kfmops.stores.state import ManagedReference, State
 from kfmops.stores.wal import WalLog, WalRecord, WalWriter, read_wal
 
@@ -200,3 +202,36 @@ class FolderWal(WalStore):
 
     def archived(self, apply_id: str) -> list[WalRecord]:
         return read_wal(self.folder / "archive" / f"{apply_id}.jsonl")
+
+
+class FolderControls(ControlStore):
+    """`freeze.json`: the freeze in force (or null) and the log of freezes and resumes, replaced atomically."""
+
+    def __init__(self, folder: Path, *, durable: bool = True):
+        self.path = folder / "freeze.json"
+        self.durable = durable
+
+    def _read(self) -> dict[str, Any]:
+        if not self.path.is_file():
+            return {"freeze": None, "events": []}
+        try:
+            raw = json.loads(self.path.read_text(encoding="utf-8"))
+            if raw["freeze"] is not None:
+                Freeze.from_dict(raw["freeze"])
+            return {"freeze": raw["freeze"], "events": list(raw["events"])}
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as exc:
+            raise InputError(
+                [Diagnostic(f"freeze record is not valid ({exc!r})", "restore it from a backup", str(self.path))]
+            ) from None
+
+    def freeze(self) -> Freeze | None:
+        found = self._read()["freeze"]
+        return Freeze.from_dict(found) if found else None
+
+    def set_freeze(self, freeze: Freeze | None, event: Mapping[str, Any]) -> None:
+        raw = self._read()
+        raw = {"freeze": freeze.to_dict() if freeze else None, "events": [*raw["events"], dict(event)]}
+        write_atomic(self.path, json.dumps(raw, indent=1).encode(), durable=self.durable)
+
+    def events(self) -> list[dict[str, Any]]:
+        return list(self._read()["events"])

@@ -24,6 +24,7 @@ from kfmops.plans.transaction import Transaction
 from kfmops.references import Reference, ReferenceKind
 from kfmops.stores.base import HistoryStore, StateStore, Stores
 from kfmops.stores.postgres_chains import PostgresLedger, PostgresWal
+from kfmops.stores.postgres_controls import PostgresControls
 from kfmops.stores.postgres_db import Database
 from kfmops.stores.state import ManagedReference, State
 
@@ -234,4 +235,10 @@ class PostgresHistory(HistoryStore):
 def postgres_stores(db: Database, ledger_key: str | None = None) -> Stores:
     """The persisters of one workspace on the postgres store behind `db`."""
     ledger = PostgresLedger(db, ledger_key.encode() if ledger_key else None)
-    return Stores(state=PostgresState(db), history=PostgresHistory(db), wal=PostgresWal(db), ledger=ledger)
+    return Stores(
+        state=PostgresState(db),
+        history=PostgresHistory(db),
+        wal=PostgresWal(db),
+        ledger=ledger,
+        controls=PostgresControls(db),
+    )

@@ -22,7 +22,7 @@ from psycopg import conninfo
 from kfmops import __version__
 from kfmops.errors import Diagnostic, InputError, KfmopsError, LockHeld
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
         "CREATE TABLE kfmops_workspaces (workspace text PRIMARY KEY, lineage text NOT NULL, serial bigint NOT NULL,"
@@ -43,6 +43,12 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         " PRIMARY KEY (workspace, seq))",
         "CREATE TABLE kfmops_locks (name text PRIMARY KEY, token bigint NOT NULL, info json, backend_pid integer,"
         " since timestamptz)",
+    ),
+    2: (
+        "CREATE TABLE kfmops_controls (workspace text PRIMARY KEY, frozen json,"
+        " updated timestamptz NOT NULL DEFAULT now())",
+        "CREATE TABLE kfmops_control_events (workspace text NOT NULL, event json NOT NULL,"
+        " position bigint GENERATED ALWAYS AS IDENTITY, PRIMARY KEY (workspace, position))",
     ),
 }
 AUTO = "(lineage)"  # the lock name of a workspace keyed by its lineage (no state.workspace)
@@ -247,12 +253,14 @@ class Database:
             yield cursor
 
     @contextmanager
-    def writing(self, doing: str) -> Iterator[psycopg.Cursor[Any]]:
-        """One database transaction that commits on success; it first passes the fencing guard."""
+    def writing(self, doing: str, *, fenced: bool = True) -> Iterator[psycopg.Cursor[Any]]:
+        """One database transaction that commits on success; it first passes the fencing guard (unless
+        `fenced` is off: the freeze is set while an apply may hold the lock)."""
         self.ensure_tables()
         conn = self.conn
         with self.errors(doing), conn.transaction(), conn.cursor() as cursor:
-            self._guard(cursor, doing)
+            if fenced:
+                self._guard(cursor, doing)
             yield cursor
 
     def _guard(self, cursor: psycopg.Cursor[Any], doing: str) -> None:

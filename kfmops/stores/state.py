@@ -64,7 +64,10 @@ class State:
         self.serial += 1
 
     def _track_hotfix(self, transaction: Transaction, address: str, value: Any, mutates: bool) -> None:
-        """A hotfix marks its addresses until git holds the value; any other apply of them settles it."""
+        """A hotfix marks its addresses until git holds the value; any other apply of them settles it (a repair,
+        which restores the hotfix value, does not)."""
+        if transaction.operation is Operation.REPAIR:
+            return
         if transaction.operation is not Operation.HOTFIX:
             self.hotfixes.pop(address, None)
         elif mutates:
