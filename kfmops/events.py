@@ -29,6 +29,8 @@ class PolicyEvaluated:
     operation: str
     decision: str
     findings: tuple[dict[str, Any], ...]
+    decisions: tuple[dict[str, Any], ...] = ()
+    """Access decisions: per judged dataset, its access, rationale and obligations."""
 
 
 @dataclass(frozen=True)

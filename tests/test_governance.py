@@ -363,3 +363,41 @@ def test_rollback_is_judged_by_todays_record_of_the_version_it_restores(cli, app
     assert "policy deny heritage.masking_required" in out
     assert "does not record coordinates_removed: true" in out
     assert "./heritage-sites/v2/collection.json" in stac_links(applied_kansas, "catalog.json", "child")
+
+
+# Access decisions: rationale and obligations, in the plan and the ledger ---------------------------------
+
+
+def test_every_access_decision_records_its_rationale_and_obligations(cli, tmp_path):
+    workspace = kansas(tmp_path)
+    decisions = {d["dataset"]: d for d in allowed(cli, workspace)["policy"]["decisions"]}
+    heritage = decisions["heritage-sites"]
+    assert heritage["access"] == "restricted"
+    assert "consent KN-THPO-2025-019 of Kaw Nation, granted 2025-09-15, expires never" in heritage["rationale"]
+    assert "steward review approved" in heritage["rationale"]
+    assert heritage["obligations"] == [
+        "publish only H3 cells of resolution 6-7, at least 3 sites per cell, no exact coordinates"
+    ]
+    allotments = decisions["kaw-allotments"]
+    assert allotments["access"] == "internal"
+    assert "keep out of public catalogs and search" in allotments["obligations"]
+    assert "renew consent KN-DSA-2025-004 with Kaw Nation before 2027-03-01" in allotments["obligations"]
+
+    applied(cli, workspace)
+    ledger = workspace / "docs" / "reports" / "audit" / "data_provenance_ledger.jsonl"
+    entry = json.loads(ledger.read_text().splitlines()[-1])
+    assert entry["op_type"] == "apply" and entry["outcome"] == "committed"
+    recorded = {d["dataset"]: d for d in entry["access_decisions"]}
+    assert recorded == decisions
+
+
+def test_a_malformed_access_decision_rule_denies(cli, tmp_path):
+    workspace = kansas(tmp_path)
+    (workspace / "org-policies").mkdir()
+    (workspace / "org-policies" / "decisions.rego").write_text(
+        'package kfmops\n\nimport rego.v1\n\ndecisions contains "open to all" if true\n'
+    )
+    config = workspace / "kfmops.yaml"
+    assert "policy:" not in config.read_text()
+    config.write_text(config.read_text() + "policy:\n  paths: [org-policies]\n")
+    denied(cli, workspace, "policy.error", "not a set of access decisions")

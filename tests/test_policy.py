@@ -138,8 +138,12 @@ def check(plan: dict[str, Any], settings: dict[str, Any] | None = None) -> Polic
 
 def test_a_plan_that_breaks_no_rule_is_allowed():
     result = check(plan_of([record("landcover"), record("soils", label="attribution")]))
-    assert result == PolicyResult("allow", ())
-    assert result.to_dict() == {"decision": "allow", "findings": []}
+    assert (result.decision, result.findings) == ("allow", ())
+    assert [(d["dataset"], d["access"], d["rationale"]) for d in result.decisions] == [
+        ("landcover", "public", ["CARE label open, sovereignty none"]),
+        ("soils", "public", ["CARE label attribution, sovereignty none"]),
+    ]
+    assert result.to_dict() == {"decision": "allow", "findings": [], "decisions": list(result.decisions)}
 
 
 def test_the_result_is_the_plan_files_policy_member():
@@ -714,6 +718,7 @@ def test_policy_files_load_sorted_once_each(tmp_path):
     loaded = load_policies(tmp_path, [tmp_path / "a.rego", tmp_path])
     assert [Path(name).name for name, _ in loaded] == ["a.rego", "b.rego"]
     assert [Path(name).name for name, _ in POLICIES] == [
+        "access.rego",
         "care.rego",
         "heritage.rego",
         "lib.rego",

@@ -56,7 +56,9 @@ def plan(session: Session, request: PlanRequest, desired: DesiredState | None = 
     """The plan with the policy decision over it (a deny is reported in the plan, not raised)."""
     made = make_plan(session, request, desired)
     result = session.policy.check(made)
-    session.bus.emit(PolicyEvaluated("plan", result.decision, tuple(f.to_dict() for f in result.findings)))
+    session.bus.emit(
+        PolicyEvaluated("plan", result.decision, tuple(f.to_dict() for f in result.findings), result.decisions)
+    )
     judged = replace(made, policy=result.to_dict(), facts=dict(result.facts))
     session.bus.emit(PlanMade(judged))
     return judged

@@ -76,7 +76,9 @@ def _compensate(session: Session, entry: WalEntry) -> Recovery:
     replay, written, log, runner = _start(session, entry, "compensate")
     transaction = replay.transaction
     judged = session.policy.check(interrupted_plan(session, transaction))
-    session.bus.emit(PolicyEvaluated("recover", judged.decision, tuple(f.to_dict() for f in judged.findings)))
+    session.bus.emit(
+        PolicyEvaluated("recover", judged.decision, tuple(f.to_dict() for f in judged.findings), judged.decisions)
+    )
     undo = [intent.batch for number, intent in replay.intents.items() if number not in replay.compensated]
     restored = runner.compensate(undo, transaction.observed)
     append_durably(log, transaction, WalStep.ABORTED, compensated=restored, recovered=True)

@@ -48,7 +48,9 @@ def repair_plan(session: Session, targets: list[str]) -> Plan:
         origin={"targets": targets},
     )
     result = session.policy.check(made)
-    session.bus.emit(PolicyEvaluated("repair", result.decision, tuple(f.to_dict() for f in result.findings)))
+    session.bus.emit(
+        PolicyEvaluated("repair", result.decision, tuple(f.to_dict() for f in result.findings), result.decisions)
+    )
     judged = replace(made, policy=result.to_dict())
     session.bus.emit(PlanMade(judged))
     return judged

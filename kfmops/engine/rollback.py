@@ -46,5 +46,7 @@ def judged_rollback_plan(session: Session, apply_id: str | None) -> tuple[Plan, 
     it undoes. Applying it (`engine.apply.apply`) takes the usual safe path and judges it again."""
     plan, undone = rollback_plan(session, apply_id)
     result = session.policy.check(plan)
-    session.bus.emit(PolicyEvaluated("rollback", result.decision, tuple(f.to_dict() for f in result.findings)))
+    session.bus.emit(
+        PolicyEvaluated("rollback", result.decision, tuple(f.to_dict() for f in result.findings), result.decisions)
+    )
     return replace(plan, policy=result.to_dict(), facts=dict(result.facts)), undone

@@ -109,7 +109,7 @@ class Session:
         the attempt is still refused and the failure is a warning."""
         result = self.policy.check(plan)
         findings = tuple(f.to_dict() for f in result.findings)
-        self.bus.emit(PolicyEvaluated(operation, result.decision, findings))
+        self.bus.emit(PolicyEvaluated(operation, result.decision, findings, result.decisions))
         if result.decision == "allow":
             return result
         try:

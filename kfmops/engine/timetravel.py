@@ -79,7 +79,9 @@ def rollback_to_plan(session: Session, target: str | None, *, force_live: bool =
         origin={"rolls_back_to": target, "undoes": list(where.undone), "force_live": force_live},
     )
     result = session.policy.check(plan)
-    session.bus.emit(PolicyEvaluated("rollback", result.decision, tuple(f.to_dict() for f in result.findings)))
+    session.bus.emit(
+        PolicyEvaluated("rollback", result.decision, tuple(f.to_dict() for f in result.findings), result.decisions)
+    )
     return replace(plan, policy=result.to_dict()), where
 
 

@@ -112,14 +112,17 @@ def entry_for(
     transaction: Transaction,
     *,
     findings: list[dict[str, Any]],
+    decisions: list[dict[str, Any]],
     lineage_refs: dict[str, str],
     redact: Redactor,
 ) -> dict[str, Any]:
-    """The ledger entry of a settled transaction; its free text (reason, error) redacted, never dropped."""
+    """The ledger entry of a settled transaction; its free text (reason, error) redacted, never dropped.
+    `decisions`: policy's access decisions (rationale and obligations) over the datasets it judged."""
     outputs = transaction.outputs() if transaction.outcome == "committed" else transaction.mutations
     overrides = transaction.origin.get("overrides")
     return (
         ({"overrides": overrides} if overrides else {})
+        | ({"access_decisions": decisions} if decisions else {})
         | {
             "op_type": OP_TYPES[transaction.operation],
             "apply_id": transaction.id,

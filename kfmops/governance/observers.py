@@ -56,6 +56,7 @@ class Recorder:
         self.provo = bool(settings.get("provo", False))
         self.configured_namespace = settings.get("namespace")
         self.decision: dict[str, Any] = {}
+        self.decisions: list[dict[str, Any]] = []
 
     @cached_property
     def namespace(self) -> str:
@@ -65,6 +66,7 @@ class Recorder:
     def __call__(self, event: Event) -> None:
         if isinstance(event, PolicyEvaluated):
             self.decision = {"decision": event.decision, "findings": list(event.findings)}
+            self.decisions = list(event.decisions)
         elif isinstance(event, AttemptDenied):
             self._denied(event)
         elif isinstance(event, TransactionStarted):
@@ -146,7 +148,9 @@ class Recorder:
         )
         lineage_refs = {"openlineage_run_id": run_id, "prov_document": self.workspace.relative(prov)}
         findings = list(self.decision.get("findings", []))
-        entry = entry_for(transaction, findings=findings, lineage_refs=lineage_refs, redact=self.redact)
+        entry = entry_for(
+            transaction, findings=findings, decisions=self.decisions, lineage_refs=lineage_refs, redact=self.redact
+        )
         self.ledger().append(entry)
 
     def _denied(self, event: AttemptDenied) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +31,11 @@ DEFAULT_POLICY_DIR = Path(__file__).resolve().parents[1] / "data" / "policies"
 RULE_NAME = r"^(deny|violation|warn)(_[a-zA-Z0-9]+)*$"
 """Rule names that hold findings, as conftest matches them; `warn...` are warnings, the rest denials."""
 
-QUERY = f"{{name: value | some name, value in data.{NAMESPACE}; regex.match(`{RULE_NAME}`, name)}}"
-"""The one query per plan: every finding rule of the namespace at once."""
+DECISIONS = "decisions"
+"""The rule that holds access decisions: per judged dataset, its access, rationale and obligations."""
+
+QUERY = f"{{name: value | some name, value in data.{NAMESPACE}; regex.match(`{RULE_NAME}|^{DECISIONS}$`, name)}}"
+"""The one query per plan: every finding rule of the namespace, and the access decisions, at once."""
 
 LOAD_ERROR = "# kfmops: cannot load policy: "
 """Text of a load_policies entry for a file that could not be read; evaluate() denies on it."""
@@ -72,10 +75,12 @@ class PolicyResult:
     decision: str
     findings: tuple[Finding, ...]
     facts: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    decisions: tuple[dict[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """The plan file's `policy` member (schemas/plan.schema.json)."""
-        return {"decision": self.decision, "findings": [finding.to_dict() for finding in self.findings]}
+        findings = {"decision": self.decision, "findings": [finding.to_dict() for finding in self.findings]}
+        return findings | ({"decisions": list(self.decisions)} if self.decisions else {})
 
 
 def load_policies(policy_dir: Path, extra: list[Path]) -> list[tuple[str, str]]:
@@ -181,12 +186,21 @@ def evaluate(plan: Mapping[str, Any], policies: list[tuple[str, str]], settings:
             ]
         )
     rules: dict[str, Any] = results[0][0]
+    decisions = rules.pop(DECISIONS, [])
     if not any(not name.startswith("warn") for name in rules):
         return _empty(settings, f"no policy defines a deny or violation rule in package {NAMESPACE}")
     findings: list[Finding] = []
     for name, value in sorted(rules.items()):
         findings.extend(_findings(name, value))
-    return _decide(findings)
+    if not _well_formed_decisions(decisions):
+        findings.append(
+            _error(
+                f"rule {NAMESPACE}.{DECISIONS} is not a set of access decisions: {json.dumps(decisions)[:300]}",
+                "give objects with a string dataset and access, and rationale and obligations as lists of strings",
+            )
+        )
+        decisions = []
+    return replace(_decide(findings), decisions=tuple(sorted(decisions, key=lambda d: str(d["dataset"]))))
 
 
 def _policy_files(root: Path) -> list[tuple[Path, str | None]]:
@@ -250,6 +264,19 @@ def _well_formed(item: dict[str, Any]) -> bool:
         and isinstance(item.get("rule", ""), str)
         and isinstance(item.get("address"), str | None)
         and isinstance(item.get("fix", ""), str)
+    )
+
+
+def _well_formed_decisions(decisions: Any) -> bool:
+    return isinstance(decisions, list) and all(
+        isinstance(d, dict)
+        and isinstance(d.get("dataset"), str)
+        and isinstance(d.get("access"), str)
+        and all(
+            isinstance(d.get(key), list) and all(isinstance(line, str) for line in d[key])
+            for key in ("rationale", "obligations")
+        )
+        for d in decisions
     )
 
 
