@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from benchmarks.generate import promote
@@ -424,6 +424,17 @@ def without_managed(text: str) -> Any:
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(documents())
+@example(  # found in CI: a member re-added to a one-member object on one line lost the space after its comma
+    (
+        '{"type": "Feature", "links": [{"rel": "root", "href": "../catalog.json", "type": "application/json"}, '
+        '{"rel": "predecessor-version", "href": "./t0.json", "type": "application/json", "<": null}], '
+        '"properties": {"<": null, "deprecated": true}}',
+        {"a/t0.json"},
+        {"a/t0.json"},
+        True,
+        None,
+    )
+)
 def test_a_change_and_its_inverse_give_back_the_original_bytes(case: tuple[str, set[str], set[str], Any, Any]):
     text, old, new, deprecated, flag = case
     document = StacDocument(f"{FOLDER}/doc.json", text)

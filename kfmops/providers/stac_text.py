@@ -226,6 +226,8 @@ def append_member(text: str, obj: JsonObject, key: str, render: Callable[[str | 
         gap = between[between.index(",") + 1 :]
     else:
         gap = text[obj.open + 1 : last.start]
+        if "\n" not in gap:  # one member on one line: no separator to copy; use the document's
+            gap = style.comma[style.comma.index(",") + 1 :]
     indent = gap.rsplit("\n", 1)[1] if "\n" in gap and style.unit is not None else None
     return (last.end, last.end, "," + gap + name + text[last.key_end : last.value_start] + render(indent))
 
