@@ -100,7 +100,7 @@ def range_problems(pyproject: Path) -> list[str]:
     """Requirements whose range has no ceiling, so that the next major version would be installed."""
     return [
         f"{pyproject.name}: {table}: {requirement.name} ('{requirement}') lets a new major version in: "
-        "add an upper bound below the next major (e.g. `>=13,<15`)"
+        "add an upper bound below the next major version"
         for table, requirement in declared_requirements(pyproject)
         if not any(spec.operator in UPPER_BOUNDS for spec in requirement.specifier)
     ]

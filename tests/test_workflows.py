@@ -30,6 +30,7 @@ PINNED = {
     "actions/setup-java": "v4",
     "actions/setup-go": "v5",
     "actions/cache": "v4",
+    "softprops/action-gh-release": "v2",
 }
 
 
@@ -146,8 +147,8 @@ def test_permissions_are_minimal(path):
         granted |= job.get("permissions") or {}
     assert "write-all" not in str(granted) and "read-all" not in str(granted)
     writes = {scope for scope, level in granted.items() if level == "write"}
-    allowed = {"kfmops-plan.yml": {"pull-requests"}, "kfmops-drift.yml": {"issues"}}.get(path.name, set())
-    assert writes == allowed
+    writable = {"kfmops-plan.yml": {"pull-requests"}, "kfmops-drift.yml": {"issues"}, "release.yml": {"contents"}}
+    assert writes == writable.get(path.name, set())
 
 
 def test_the_plan_workflow_comments_on_pull_requests():
