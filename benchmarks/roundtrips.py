@@ -2,7 +2,7 @@
 
     source ~/.cache/kfmops-servers/run/env.sh
     python -m benchmarks.roundtrips --refs 10000 [--batch 1000] [--backends local,stac,neo4j,elasticsearch,redis]
-        [--floor]   # then each server backend against its own client's best (benchmarks.backend_floor)
+    python -m benchmarks.backend_floor --refs 10000   # then each server backend against its own client's best
 
 For each backend the immutable targets of N references are created with the backend's own client (sqlite3,
 files, Cypher, the Elasticsearch client), never through kfmops. Then, with the provider itself (no retry layer):
@@ -274,9 +274,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--refs", type=int, default=10000, help="references written and read (default 10000)")
     parser.add_argument("--batch", type=int, default=1000, help="references per provider call (default 1000)")
     parser.add_argument("--backends", default=",".join(KIND), help=f"comma-separated (default {','.join(KIND)})")
-    parser.add_argument(
-        "--floor", action="store_true", help="then kfmops / each server's own client (benchmarks.backend_floor)"
-    )
     args = parser.parse_args(argv)
     sizes = sorted({s for s in (100, 1000, args.refs) if s <= args.refs})
     rows: list[Row] = []
@@ -292,12 +289,6 @@ def main(argv: list[str] | None = None) -> None:
                 skipped[backend] = f"{type(exc).__name__}: {exc}"
     print(f"{args.refs:,} references, {args.batch:,} per provider call; RT = provider round trips")
     print(table(rows, skipped))
-    if args.floor:
-        from benchmarks import backend_floor  # it builds on this module
-
-        if servers := [b for b in args.backends.split(",") if b in backend_floor.SERVERS]:
-            print()
-            backend_floor.main(["--refs", str(args.refs), "--batch", str(args.batch), "--backends", ",".join(servers)])
 
 
 if __name__ == "__main__":

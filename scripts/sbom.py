@@ -25,6 +25,7 @@ from typing import Any
 from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parent.parent
 # Operators that put a ceiling on a range; `>=`, `>`, `!=` and no specifier at all leave it open.
@@ -87,13 +88,17 @@ def licence_problems(bom: dict[str, Any], python: str) -> list[str]:
 
 
 def declared_requirements(pyproject: Path) -> Iterator[tuple[str, Requirement]]:
-    """Each dependency of the project with the table it is declared in."""
+    """Each dependency of the project with the table it is declared in. An extra that pulls in another
+    of the project's own extras (`kfmops[bench]`) names no package from the index, so it is left out."""
     project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
-    for line in project.get("dependencies", []):
-        yield "dependencies", Requirement(line)
-    for extra, lines in project.get("optional-dependencies", {}).items():
-        for line in lines:
-            yield f"optional-dependencies.{extra}", Requirement(line)
+    tables = {"dependencies": project.get("dependencies", [])}
+    tables |= {
+        f"optional-dependencies.{extra}": lines for extra, lines in project.get("optional-dependencies", {}).items()
+    }
+    for table, lines in tables.items():
+        for requirement in map(Requirement, lines):
+            if canonicalize_name(requirement.name) != canonicalize_name(project["name"]):
+                yield table, requirement
 
 
 def range_problems(pyproject: Path) -> list[str]:

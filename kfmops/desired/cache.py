@@ -21,14 +21,12 @@ import tempfile
 from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from kfmops import __version__
+from kfmops.desired.document import Document
 from kfmops.schemas import SCHEMA_DIR
 from kfmops.yamlio import LineDict, LineList
-
-if TYPE_CHECKING:
-    from kfmops.desired.load import Document
 
 FORMAT = 1
 FOLDER = ".kfmops/cache/desired"
@@ -61,8 +59,6 @@ class DesiredCache:
 
     def get(self, text: str, file: str) -> list[Document] | None:
         """The documents of a file with this `text` (named `file` in every diagnostic), or None."""
-        from kfmops.desired.load import Document
-
         key = self.key(text)
         self.used.add(key)
         try:

@@ -7,7 +7,7 @@ import bisect
 from dataclasses import dataclass
 from typing import Any
 
-from kfmops.desired.load import Document
+from kfmops.desired.document import Document
 from kfmops.errors import Diagnostic
 from kfmops.references import Reference, ReferenceKind
 

@@ -13,7 +13,7 @@ from typing import Any
 from kfmops.addresses import Address
 from kfmops.desired.collector import Collector, DesiredReference
 from kfmops.desired.datasets import expand_dataset, revocations
-from kfmops.desired.load import Document
+from kfmops.desired.document import Document
 from kfmops.desired.raw import RAW_KINDS
 from kfmops.errors import InputError
 from kfmops.io.canonical import digest

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from kfmops.addresses import DOCUMENT_TYPES
+from kfmops.desired.cache import DesiredCache
+from kfmops.desired.document import Document
 from kfmops.errors import Diagnostic, InputError
 from kfmops.schemas import check
 from kfmops.yamlio import LineDict, line_of, load_documents
-
-if TYPE_CHECKING:
-    from kfmops.desired.cache import DesiredCache
 
 SCHEMA_OF_KIND = {
     "Dataset": "dataset",
@@ -25,25 +22,6 @@ SCHEMA_OF_KIND = {
     "Import": "import",
     "Consent": "consent",
 }
-
-
-@dataclass(frozen=True)
-class Document:
-    """One schema-valid desired-state document and where it came from (`name_line`: its metadata.name)."""
-
-    kind: str
-    name: str
-    spec: LineDict
-    file: str
-    line: int
-    name_line: int | None = None
-
-    @property
-    def address(self) -> str:
-        return f"{DOCUMENT_TYPES.get(self.kind, self.kind.lower())}.{self.name}"
-
-    def line_of(self, *path: Any) -> int:
-        return line_of(self.spec, path) or self.line
 
 
 def load_documents_from(folder: Path, root: Path, cache: DesiredCache | None = None) -> list[Document]:

@@ -12,8 +12,9 @@ from typing import Any
 import yaml
 
 from kfmops.addresses import Address
+from kfmops.desired.document import Document
 from kfmops.desired.expand import DesiredState, expand
-from kfmops.desired.load import SCHEMA_OF_KIND, Document, load_documents_from
+from kfmops.desired.load import SCHEMA_OF_KIND, load_documents_from
 from kfmops.errors import InputError, KfmopsError
 from kfmops.schemas import check
 from kfmops.workspace import Workspace

@@ -7,7 +7,7 @@ from typing import Any
 
 from kfmops.desired import identifiers as ids
 from kfmops.desired.collector import Collector
-from kfmops.desired.load import Document
+from kfmops.desired.document import Document
 from kfmops.references import Reference, ReferenceKind
 
 
