@@ -19,14 +19,8 @@ from jsonschema import Draft202012Validator
 from prov.model import PROV, PROV_TYPE, ProvDocument
 
 from kfmops.errors import KfmopsError
-from kfmops.governance.lineage import (
-    FACET_KEY,
-    FACET_SCHEMA_URL,
-    emit_openlineage,
-    prov_document,
-    run_id_for,
-    write_prov,
-)
+from kfmops.governance.lineage import FACET_KEY, FACET_SCHEMA_URL, emit_openlineage, run_id_for
+from kfmops.governance.provenance import prov_document, write_prov
 
 PRODUCER = "https://github.com/kfm/kfmops/tree/0.1.0"
 NAMESPACE = "kfmops://kansas"

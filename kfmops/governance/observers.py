@@ -32,7 +32,8 @@ from kfmops.events import (
 )
 from kfmops.gitops import repo
 from kfmops.governance.ledger import OP_TYPES, Ledger, denial_entry, entry_for
-from kfmops.governance.lineage import emit_openlineage, namespace_for, run_id_for, write_prov
+from kfmops.governance.lineage import emit_openlineage, namespace_for, run_id_for
+from kfmops.governance.provenance import write_prov
 from kfmops.governance.telemetry import Telemetry
 from kfmops.io.clock import new_id
 from kfmops.io.redact import Redactor
