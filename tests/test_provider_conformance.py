@@ -41,7 +41,7 @@ from servers import (
 )
 
 from kfmops.errors import BackendError
-from kfmops.providers.base import Provider
+from kfmops.providers.base import Provider, WriteKey
 from kfmops.providers.elasticsearch import MAX_URL_NAMES
 from kfmops.references import Reference
 from kfmops.workspace import BackendConfig, load_workspace
@@ -282,6 +282,25 @@ def test_rewriting_the_same_values_is_idempotent(case):
     assert read_all(case, 3) == first == {r.address: v for r, v in items}
     assert case.live_pointers(3) == 3 * (2 if case.kind == "search" else 1)
     assert {p: p.read_bytes() for p in files} == files, "a STAC document already right is not rewritten"
+
+
+def test_a_keyed_write_is_known_by_its_key_where_the_backend_holds_keys(case):
+    """written_by names what was written under a key and is still live (Redis, Neo4j); None where keys are not held."""
+    case.seed(3)
+    references = case.references(3)
+    mine, other = WriteKey(f"apply-{case.tag}", 0), WriteKey(f"apply-{case.tag}-other", 0)
+    try:
+        case.provider.write(case.values(3, 1), key=mine)
+        case.provider.write(case.values(3, 2)[:1])  # someone else's write of the first reference, unkeyed
+        found = case.provider.written_by(mine, references)
+        if case.name not in ("neo4j", "redis"):
+            assert found is None
+            return
+        assert found == {r.address for r in references[1:]}
+        assert case.provider.written_by(other, references) == set()
+    finally:
+        if case.redis is not None:
+            case.redis.delete(f"{KEYS}txn:{mine.transaction}:0")
 
 
 def test_a_batch_costs_round_trips_per_batch_not_per_reference(case):

@@ -1,10 +1,14 @@
 """Recover an interrupted transaction from its WAL: undo it (default) or finish it (`--forward`).
 
-For each announced batch, the live values say whether its write happened ("written", "not written",
-or "moved" when they are neither the before nor the after value). Undoing writes every announced
-batch back to the values observed before it, newest first; it is never blocked by policy, because
-blocking it would leave references half-changed (the findings are still recorded). Finishing forward
-needs policy to allow the plan and every precondition to still hold.
+For each announced batch, the live values and, where the backend holds them, the idempotency keys say
+whether its write happened (`BatchRunner.found`): "written" needs the after value *and* this
+transaction's key on it (Redis, Neo4j); the after value that someone else wrote (no key, or another
+transaction's) is "moved", like a value that is neither before nor after. Recovery never claims or undoes
+someone else's write: undoing writes every announced batch back to the values observed before it, newest
+first, except the moved references, which are left as found and reported ('kfmops drift' shows them,
+for a person to decide); finishing forward is refused while any reference moved. Undoing is never
+blocked by policy, because blocking it would leave references half-changed (the findings are still
+recorded). Finishing forward needs policy to allow the plan and every precondition to still hold.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ class Recovery:
     written: dict[str, str] = field(default_factory=dict)
     restored: list[str] = field(default_factory=list)
     completed: list[str] = field(default_factory=list)
+    left: list[str] = field(default_factory=list)  # moved by someone else: left as found
 
 
 def recover(session: Session, *, forward: bool = False, lock_timeout: float = 0) -> Recovery:
@@ -59,8 +64,17 @@ def recover(session: Session, *, forward: bool = False, lock_timeout: float = 0)
 
 def _start(session: Session, entry: WalEntry, mode: str) -> tuple[Replay, dict[str, str], WalLog, BatchRunner]:
     replay = Replay.of(entry.records, entry.location)
-    written = what_happened(session, replay)
     log = session.stores.wal.resume(entry)
+    runner = BatchRunner(session, log, replay.transaction, session.lock.check)
+    try:
+        written = {
+            address: what
+            for intent in replay.intents.values()
+            for address, what in runner.found(intent.batch, intent.observed).items()
+        }
+    except BaseException:
+        log.close()
+        raise
     append_durably(
         log,
         replay.transaction,
@@ -69,7 +83,7 @@ def _start(session: Session, entry: WalEntry, mode: str) -> tuple[Replay, dict[s
         mode=mode,
         found=written,
     )
-    return replay, written, log, BatchRunner(session, log, replay.transaction, session.lock.check)
+    return replay, written, log, runner
 
 
 def _compensate(session: Session, entry: WalEntry) -> Recovery:
@@ -85,14 +99,13 @@ def _compensate(session: Session, entry: WalEntry) -> Recovery:
     log.close()
     reason = f"compensated interrupted {transaction.operation} {transaction.id}"
     settled = settle(session, transaction, Outcome.ABORTED, log.count, compensated=restored, recovered=reason)
-    return Recovery(
-        "compensate",
-        "restored",
-        f"every reference of {transaction.id} is back at its value before the apply",
-        settled,
-        written,
-        restored,
+    left = sorted(address for address, what in written.items() if what == "moved")
+    message = (
+        f"every reference of {transaction.id} is back at its value before the apply"
+        if not left
+        else f"{transaction.id} is undone except {', '.join(left[:10])}, which someone else moved: left as found"
     )
+    return Recovery("compensate", "restored", message, settled, written, restored, left=left)
 
 
 def _forward(session: Session, entry: WalEntry) -> Recovery:
@@ -136,26 +149,6 @@ def _forward(session: Session, entry: WalEntry) -> Recovery:
     return Recovery(
         "forward", "completed", f"{transaction.id} was completed as planned", settled, written, completed=completed
     )
-
-
-def what_happened(session: Session, replay: Replay) -> dict[str, str]:
-    """For each announced write: 'written', 'not written', 'partly written' (its parts are each the before or
-    the after value: the write stopped half way) or 'moved' (something else changed it)."""
-    outcome: dict[str, str] = {}
-    for intent in replay.intents.values():
-        live = session.providers.get(intent.batch.backend).read(intent.batch.references)
-        for change in intent.batch.changes:
-            value = live.get(change.address)
-            before = intent.observed[change.address]
-            if value == change.after:
-                outcome[change.address] = "written"
-            elif value == before:
-                outcome[change.address] = "not written"
-            elif change.reference.mixes(value, before, change.after):
-                outcome[change.address] = "partly written"
-            else:
-                outcome[change.address] = "moved"
-    return outcome
 
 
 def interrupted_plan(session: Session, transaction: Transaction) -> Plan:

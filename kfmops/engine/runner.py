@@ -1,13 +1,22 @@
 """Write a transaction's batches through the providers, each step announced in its WAL first.
 
 Per batch: re-read the live values, compare-and-swap against the plan's before values, INTENT (with
-the observed values), write, read back, DONE. Compensation writes started batches back to their
-observed values, newest first, between COMPENSATE and COMPENSATED records.
+the observed values), write, read back, DONE. Every write carries the idempotency key
+WriteKey(transaction id, batch number) where its backend can hold one.
+
+Compensation writes started batches back to their observed values, newest first, between COMPENSATE
+and COMPENSATED records, under the same key as the batch's own write: a backend keeps the key with the
+last value written under it (Redis records the value, Neo4j marks the new relationship), so the key of
+a batch always speaks for what kfmops last put there, and a second key per batch would only add a
+lookup. Compensation never overwrites someone else's write: a reference `found` moved (a value neither
+before nor after, or the after value that this transaction's key does not vouch for) is left as found,
+named in the COMPENSATE record and in the session's warnings; restoring it is a decision for a person.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from kfmops.engine.session import Session
@@ -16,6 +25,7 @@ from kfmops.events import BatchCompensated, BatchFinished, BatchStarted
 from kfmops.io import crash
 from kfmops.plans.model import Change
 from kfmops.plans.transaction import Batch, Transaction
+from kfmops.providers.base import WriteKey
 from kfmops.stores.wal import WalLog, WalStep
 
 
@@ -86,20 +96,56 @@ class BatchRunner:
     def write(self, batch: Batch, values: Mapping[str, Any]) -> None:
         """Set the batch's references to `values` and read them back; a difference is a BackendError."""
         provider = self.session.providers.get(batch.backend)
-        provider.write([(c.reference, values[c.address]) for c in batch.changes])
+        provider.write([(c.reference, values[c.address]) for c in batch.changes], key=self.key(batch))
         crash.reached(f"write:{batch.number}")
         readback = provider.read(batch.references)
         wrong = [c.address for c in batch.changes if readback.get(c.address) != values[c.address]]
         if wrong:
             raise BackendError(batch.backend, f"read-back after write differs for {', '.join(wrong[:5])}")
 
+    def key(self, batch: Batch) -> WriteKey:
+        return WriteKey(self.transaction.id, batch.number)
+
+    def found(self, batch: Batch, observed: Mapping[str, Any]) -> dict[str, str]:
+        """What the batch's write did to each reference, from its live value and, where the backend holds
+        them, its idempotency key: 'written' (the after value, put there under this transaction's key, or on
+        a backend without keys), 'not written' (the before value), 'partly written' (each part the before or
+        the after value: a write that stopped half way through a reference of several documents), or
+        'moved' (anything else, including the after value written by someone else)."""
+        provider = self.session.providers.get(batch.backend)
+        live = provider.read(batch.references)
+        ours = provider.written_by(self.key(batch), batch.references)
+        outcome: dict[str, str] = {}
+        for change in batch.changes:
+            value, before = live.get(change.address), observed[change.address]
+            if value == change.after and (ours is None or change.address in ours):
+                outcome[change.address] = "written"
+            elif value == before:
+                outcome[change.address] = "not written"
+            elif value != change.after and change.reference.mixes(value, before, change.after):
+                outcome[change.address] = "partly written"
+            else:
+                outcome[change.address] = "moved"
+        return outcome
+
     def compensate(self, batches: Sequence[Batch], observed: Mapping[str, Any]) -> list[str]:
-        """Restore `batches`, newest first, to their `observed` before values; the addresses restored."""
+        """Restore `batches`, newest first, to their `observed` before values; the addresses restored.
+
+        A reference someone else moved since the batch was announced is left as found (see the module)."""
         restored: list[str] = []
         for batch in sorted(batches, key=lambda b: -b.number):
-            self.append(WalStep.COMPENSATE, batch=batch.number, addresses=batch.addresses)
-            self.write(batch, {address: observed[address] for address in batch.addresses})
+            found = self.found(batch, observed)
+            left = [address for address in batch.addresses if found[address] == "moved"]
+            undo = replace(batch, changes=tuple(c for c in batch.changes if c.address not in left))
+            self.append(WalStep.COMPENSATE, batch=batch.number, addresses=undo.addresses, left=left)
+            if undo.changes:
+                self.write(undo, {address: observed[address] for address in undo.addresses})
             self.append(WalStep.COMPENSATED, batch=batch.number)
-            restored.extend(batch.addresses)
+            restored.extend(undo.addresses)
+            self.session.warnings.extend(
+                f"{address} was left as found: someone else moved it while "
+                f"{self.transaction.operation} {self.transaction.id} ran; restore it by hand or by a new plan"
+                for address in left
+            )
             self.session.bus.emit(BatchCompensated(self.transaction, batch))
         return restored

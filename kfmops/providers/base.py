@@ -1,8 +1,13 @@
 """The provider interface every backend implements, and the conformance rules it must keep.
 
 - read(references) -> {address: value}: batched; an absent reference reads as None, never raises.
-- write(items): sets each reference to its value (None deletes it); idempotent; batched; it may
-  only touch the references it is given (and, for cache pointers, the keys they invalidate).
+- write(items, key=None): sets each reference to its value (None deletes it); idempotent; batched; it may
+  only touch the references it is given (and, for cache pointers, the keys they invalidate). Where the
+  backend can hold one, it records `key` (a WriteKey: transaction id and batch number) with the values,
+  atomically with them and never as a reference of its own (not read, discovered or drifted).
+- written_by(key, references): the addresses whose live value the backend recorded as written under
+  `key`; None where the backend holds no keys (then the values alone say what happened). Recovery
+  uses it to tell its own write from someone else's move to the same value.
 - missing_targets(items): the immutable targets (version documents, nodes, indices) that values
   point at but that do not exist; kfmops refuses to plan or apply a pointer at nothing.
 - broken_links(references): links that resolve to nothing in what the references point from (STAC).
@@ -21,12 +26,21 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from kfmops.errors import BackendError
 from kfmops.references import Reference
 
 Write = tuple[Reference, Any]
+
+
+@dataclass(frozen=True)
+class WriteKey:
+    """The idempotency key of one write: the transaction that made it and the batch it belongs to."""
+
+    transaction: str
+    batch: int
 
 
 class Provider(ABC):
@@ -42,12 +56,16 @@ class Provider(ABC):
     def read(self, references: Sequence[Reference]) -> dict[str, Any]: ...
 
     @abstractmethod
-    def write(self, items: Sequence[Write]) -> None: ...
+    def write(self, items: Sequence[Write], *, key: WriteKey | None = None) -> None: ...
 
     @abstractmethod
     def missing_targets(self, items: Sequence[Write]) -> list[tuple[str, str]]:
         """(address, message) for each value that points at an immutable target that is absent."""
         ...
+
+    def written_by(self, key: WriteKey, references: Sequence[Reference]) -> set[str] | None:
+        """The addresses whose live value this backend recorded as written under `key`; None: it holds no keys."""
+        return None
 
     def broken_links(self, references: Sequence[Reference]) -> int:
         """Links in the documents these references live in that resolve to nothing (0 where links do not exist)."""

@@ -4,6 +4,9 @@ A batch of alias changes is one `POST _aliases` request: `remove` actions (with 
 for indices that leave an alias and `add` actions (with `is_write_index`) for the desired ones, so
 readers never see an alias half-moved. The response is checked per action: since 8.14 a partly
 failed request answers 200 with `errors: true`. Indices are immutable targets and must exist.
+No idempotency key is recorded (an alias has nowhere to hold one without touching the index): the
+actions of one `_aliases` request are applied atomically, all or none, and re-applying them sets the same
+alias again, so a batch is naturally idempotent and its live value alone says whether it was written.
 Settings: url_env, user_env, password_env or api_key_env, ca_file, verify, timeout.
 """
 
@@ -18,7 +21,7 @@ import elasticsearch
 
 from kfmops.desired.identifiers import search_name_problem
 from kfmops.errors import BackendError
-from kfmops.providers.base import Provider, Write, from_environment
+from kfmops.providers.base import Provider, Write, WriteKey, from_environment
 from kfmops.references import Reference, ReferenceKind
 from kfmops.workspace import BackendConfig, Workspace
 
@@ -103,7 +106,7 @@ class ElasticsearchProvider(Provider):
         live = self._live_aliases([r.locator["alias"] for r in references])
         return {r.address: r.normalize(live.get(r.locator["alias"])) for r in references}
 
-    def write(self, items: Sequence[Write]) -> None:
+    def write(self, items: Sequence[Write], *, key: WriteKey | None = None) -> None:
         for _, value in items:
             # Index names go in the request body, where `_aliases` would expand a wildcard to every index.
             for index in (value or {}).get("indices", []):

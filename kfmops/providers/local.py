@@ -5,6 +5,8 @@ write batch); STAC links live in a real catalog folder. Immutable targets (versi
 indices) are seeded once from the workspace's data folder: its STAC catalog is copied, and every
 collection or item carrying `kfm:dataset` and `version` registers its dataset node, version node and
 index by the workspace's conventions; an optional `targets.yaml` there adds other nodes and indices.
+No idempotency keys are recorded: the local backend lives inside the workspace, where only kfmops
+writes, so comparing live values with the before and after values tells what a write did.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 import yaml
 
 from kfmops.errors import BackendError
-from kfmops.providers.base import Provider, Write, chunks
+from kfmops.providers.base import Provider, Write, WriteKey, chunks
 from kfmops.providers.stac import StacCatalog
 from kfmops.references import Reference, ReferenceKind
 from kfmops.workspace import BackendConfig, Conventions, Workspace, fill
@@ -145,7 +147,7 @@ class LocalProvider(Provider):
 
     # writes --------------------------------------------------------------------------------------
 
-    def write(self, items: Sequence[Write]) -> None:
+    def write(self, items: Sequence[Write], *, key: WriteKey | None = None) -> None:
         stac = [item for item in items if item[0].kind is ReferenceKind.STAC]
         rows = [item for item in items if item[0].kind is not ReferenceKind.STAC]
         if stac:

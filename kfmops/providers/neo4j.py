@@ -5,9 +5,10 @@ A graph reference is the single outgoing relationship of one type from a node to
 are never created. Labels, keys and relationship types cannot be query parameters, so they are checked
 against a strict pattern and backtick-quoted; every value is a parameter. Per batch: one statement in one
 explicit transaction to write (detach, link, count what was linked), one auto-commit query to read, one to
-check targets, each answered as one record. Keys should be indexed (a uniqueness constraint does it);
-where they are, every lookup is forced to be an index seek. Settings: uri_env, user_env, password_env,
-database, timeout, encrypted, trust, batch_size.
+check targets, each answered as one record. A keyed write sets `kfmops_transaction` and `kfmops_batch` on
+each relationship it creates: the idempotency key, read back by `written_by`. Keys should be indexed (a
+uniqueness constraint does it); where they are, every lookup is forced to be an index seek. Settings:
+uri_env, user_env, password_env, database, timeout, encrypted, trust, batch_size.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from neo4j import exceptions as neo4j_errors
 
 from kfmops.desired.identifiers import graph_identifier_problem
 from kfmops.errors import BackendError
-from kfmops.providers.base import Provider, Write, chunks, from_environment
+from kfmops.providers.base import Provider, Write, WriteKey, chunks, from_environment
 from kfmops.references import Reference, ReferenceKind
 from kfmops.workspace import BackendConfig, Workspace
 
@@ -166,21 +167,26 @@ class Neo4jProvider(Provider):
                         values[reference.address] = targets[0] if len(targets) == 1 else sorted(targets)
         return values
 
-    def write(self, items: Sequence[Write]) -> None:
+    def write(self, items: Sequence[Write], *, key: WriteKey | None = None) -> None:
         groups: dict[Shape, list[Write]] = defaultdict(list)
         for item in items:
             groups[self._shape(item[0])].append(item)
         for (from_label, from_key, rel, to_label, to_key), group in groups.items():
             relationship = self._quoted(rel, "relationship type")
             target_label = self._quoted(to_label, "label")
-            # One statement per batch: detach each source from its old targets, then link the new ones.
+            # One statement per batch: detach each source from its old targets, then link the new ones, each new
+            # relationship marked with the write's key (an unkeyed write leaves none: SET to null removes).
             source, source_hint = self._node("a", from_label, from_key, "row.source")
             target, target_hint = self._node("b", to_label, to_key, "row.target")
             cypher = (
                 f"UNWIND $rows AS row MATCH {source}{source_hint} "
                 f"OPTIONAL MATCH (a)-[old:{relationship}]->(:{target_label}) DELETE old "
                 f"WITH DISTINCT a, row WHERE row.target IS NOT NULL MATCH {target}{target_hint} "
-                f"MERGE (a)-[:{relationship}]->(b) RETURN count(*) AS linked"
+                f"MERGE (a)-[r:{relationship}]->(b) SET r.kfmops_transaction = $transaction, r.kfmops_batch = $batch "
+                "RETURN count(*) AS linked"
+            )
+            marks = (
+                {"transaction": key.transaction, "batch": key.batch} if key else {"transaction": None, "batch": None}
             )
             for batch in chunks(group, self.batch):
                 rows = [{"source": r.locator["from"]["id"], "target": value} for r, value in batch]
@@ -188,7 +194,7 @@ class Neo4jProvider(Provider):
                 self.round_trips += 1
                 try:
                     with self.driver.session(database=self.database) as session, session.begin_transaction() as tx:
-                        record = tx.run(cypher, rows=rows).single()
+                        record = tx.run(cypher, rows=rows, **marks).single()
                         assert record is not None  # count(*) always returns exactly one row
                         linked = record["linked"]
                         if linked != expected:
@@ -201,6 +207,36 @@ class Neo4jProvider(Provider):
                         tx.commit()
                 except (neo4j_errors.Neo4jError, neo4j_errors.DriverError) as exc:
                     raise self._error(exc) from exc
+
+    def written_by(self, key: WriteKey, references: Sequence[Reference]) -> set[str] | None:
+        """The addresses whose every live relationship carries `key`, one query per batch.
+
+        A reference with no relationship (deleted, or never linked) has nothing to carry a key: it is counted
+        as written under any key, so that its absent value alone decides, as it would without keys.
+        """
+        groups: dict[Shape, list[Reference]] = defaultdict(list)
+        for reference in references:
+            groups[self._shape(reference)].append(reference)
+        written: set[str] = set()
+        for (from_label, from_key, rel, to_label, _), group in groups.items():
+            source, hint = self._node("a", from_label, from_key, "$ids[i]")
+            cypher = (
+                f"UNWIND range(0, size($ids) - 1) AS i MATCH {source}-[r:{self._quoted(rel, 'relationship type')}]->"
+                f"(:{self._quoted(to_label, 'label')}){hint} WITH i, collect(coalesce(r.kfmops_transaction = "
+                "$transaction AND r.kfmops_batch = $batch, false)) AS marks "
+                "RETURN collect(i) AS linked, collect(CASE WHEN all(m IN marks WHERE m) THEN i END) AS keyed"
+            )
+            for batch in chunks(group, self.batch):
+                ids = list(dict.fromkeys(r.locator["from"]["id"] for r in batch))
+                record = self._query(cypher, ids=ids, transaction=key.transaction, batch=key.batch)[0]
+                linked = {ids[i] for i in record["linked"]}
+                keyed = {ids[i] for i in record["keyed"]}
+                written.update(
+                    r.address
+                    for r in batch
+                    if r.locator["from"]["id"] in keyed or r.locator["from"]["id"] not in linked
+                )
+        return written
 
     def pointers(self, kind: str, shape: Mapping[str, str]) -> dict[str, Any]:
         """{source id: target id} of every relationship of the shape whose source id starts with the prefix."""

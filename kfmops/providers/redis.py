@@ -1,11 +1,17 @@
 """Redis: pointer keys read with MGET, written in one MULTI/EXEC per batch, caches invalidated by SCAN.
 
 Only keys under the configured prefixes are ever read, written or deleted; KEYS is never used.
-Settings: url_env (e.g. redis://127.0.0.1:6379/0), password_env, prefixes, timeout, tls.
+A keyed write also records its idempotency key in the same MULTI/EXEC: a hash
+`<first prefix>txn:<transaction>:<batch>` of {written key: the value written, as JSON (null: deleted)},
+expiring after `idempotency_ttl`. That namespace is kfmops' own: no reference may name a key in it, and
+discovery and invalidation never see it.
+Settings: url_env (e.g. redis://127.0.0.1:6379/0), password_env, prefixes, timeout, tls,
+idempotency_ttl (a duration such as 7d, the default, or seconds).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -16,12 +22,14 @@ from redis.retry import Retry
 
 from kfmops.desired.identifiers import cache_key_problem
 from kfmops.errors import BackendError
-from kfmops.providers.base import Provider, Write, chunks, from_environment
+from kfmops.io.clock import parse_duration
+from kfmops.providers.base import Provider, Write, WriteKey, chunks, from_environment
 from kfmops.references import Reference, ReferenceKind
 from kfmops.workspace import BackendConfig, Workspace
 
 DEFAULT_PREFIXES = ("kfm:",)
 SCAN_COUNT = 10_000  # keys SCAN walks per call: about a millisecond of the server's time, one round trip
+IDEMPOTENCY_TTL = "7d"  # long enough to recover an apply interrupted over a long weekend
 
 
 def connect(config: BackendConfig) -> redis.Redis:
@@ -57,13 +65,29 @@ class RedisProvider(Provider):
         self.client.set_retry(Retry(NoBackoff(), 0))
         self.prefixes = tuple(config.settings.get("prefixes", DEFAULT_PREFIXES))
         self.batch = int(config.settings.get("batch_size", 1000))
+        self.keys_at = f"{self.prefixes[0]}txn:"  # kfmops' own namespace: the idempotency keys
+        self.ttl = _seconds(config.name, config.settings.get("idempotency_ttl", IDEMPOTENCY_TTL))
 
     def _guard(self, key: str, *, pattern: bool = False) -> str:
         if problem := cache_key_problem(key, pattern=pattern):
             raise BackendError(self.name, problem)
-        if not key.startswith(self.prefixes):
-            raise BackendError(self.name, f"key {key!r} is outside the configured prefixes {list(self.prefixes)}")
+        if problem := self._unmanaged(key, pattern=pattern):
+            raise BackendError(self.name, problem)
         return key
+
+    def _unmanaged(self, key: str, *, pattern: bool = False) -> str | None:
+        """Why a reference may not name `key` (outside the prefixes, or one of the idempotency keys), or None."""
+        if not key.startswith(self.prefixes):
+            return f"key {key!r} is outside the configured prefixes {list(self.prefixes)}"
+        if not pattern and key.startswith(self.keys_at):
+            return f"key {key!r} is in {self.keys_at}*, where kfmops keeps its idempotency keys"
+        return None
+
+    def _managed(self, key: str) -> bool:
+        return self._unmanaged(key) is None
+
+    def _record(self, key: WriteKey) -> str:
+        return f"{self.keys_at}{key.transaction}:{key.batch}"
 
     def read(self, references: Sequence[Reference]) -> dict[str, Any]:
         values: dict[str, Any] = {}
@@ -74,7 +98,7 @@ class RedisProvider(Provider):
             values.update({r.address: v for r, v in zip(batch, found, strict=True)})
         return values
 
-    def write(self, items: Sequence[Write]) -> None:
+    def write(self, items: Sequence[Write], *, key: WriteKey | None = None) -> None:
         for batch in chunks(items, self.batch):
             patterns: set[str] = set()
             values: dict[str, Any] = {}
@@ -84,10 +108,13 @@ class RedisProvider(Provider):
             # One MULTI/EXEC: one MSET of the values and one DEL of the deleted keys, not a command per key
             # (what SET and DEL would do key by key, and a few replies to parse instead of one per key).
             pipeline = self.client.pipeline(transaction=True)
-            if written := {key: value for key, value in values.items() if value is not None}:
+            if written := {name: value for name, value in values.items() if value is not None}:
                 pipeline.mset(written)
-            if deleted := [key for key, value in values.items() if value is None]:
+            if deleted := [name for name, value in values.items() if value is None]:
                 pipeline.delete(*deleted)
+            if key is not None:
+                pipeline.hset(self._record(key), mapping={name: json.dumps(value) for name, value in values.items()})
+                pipeline.expire(self._record(key), self.ttl)
             self.round_trips += 1
             self._call(pipeline.execute)
             if patterns:
@@ -107,7 +134,7 @@ class RedisProvider(Provider):
         while True:
             self.round_trips += 1
             cursor, keys = self._call(lambda c=cursor: self.client.scan(c, match=match, count=SCAN_COUNT))
-            keys = [k for k in keys if k.startswith(self.prefixes) and (k in exact or k.startswith(starts))]
+            keys = [k for k in keys if self._managed(k) and (k in exact or k.startswith(starts))]
             if keys:
                 self.round_trips += 1
                 self._call(lambda k=keys: self.client.unlink(*k))
@@ -124,7 +151,7 @@ class RedisProvider(Provider):
         while True:
             self.round_trips += 1
             cursor, page = self._call(lambda c=cursor: self.client.scan(c, match=pattern, count=SCAN_COUNT))
-            keys.extend(k for k in page if k.startswith(self.prefixes))
+            keys.extend(k for k in page if self._managed(k))
             if cursor == 0:
                 break
         found: dict[str, Any] = {}
@@ -134,12 +161,27 @@ class RedisProvider(Provider):
             found.update({k: v for k, v in zip(batch, values, strict=True) if v is not None})
         return found
 
+    def written_by(self, key: WriteKey, references: Sequence[Reference]) -> set[str] | None:
+        """The addresses whose live value is the one recorded under `key` (HMGET and MGET in one round trip each
+        batch). Redis keeps no writer with a value: someone who set the very value recorded after the write is
+        not told apart; someone who set it while the write had not happened is (the record lacks the key)."""
+        written: set[str] = set()
+        for batch in chunks(references, self.batch):
+            keys = [self._guard(r.locator["key"]) for r in batch]
+            pipeline = self.client.pipeline(transaction=True)
+            pipeline.hmget(self._record(key), keys)
+            pipeline.mget(keys)
+            self.round_trips += 1
+            recorded, live = self._call(pipeline.execute)
+            written.update(
+                r.address
+                for r, mark, value in zip(batch, recorded, live, strict=True)
+                if mark is not None and json.loads(mark) == value
+            )
+        return written
+
     def missing_targets(self, items: Sequence[Write]) -> list[tuple[str, str]]:
-        return [
-            (r.address, f"key {r.locator['key']!r} is outside the configured prefixes {list(self.prefixes)}")
-            for r, _ in items
-            if not r.locator["key"].startswith(self.prefixes)
-        ]
+        return [(r.address, problem) for r, _ in items if (problem := self._unmanaged(r.locator["key"]))]
 
     def is_retryable(self, error: Exception) -> bool:
         if isinstance(error, BackendError):
@@ -161,3 +203,15 @@ class RedisProvider(Provider):
 
     def close(self) -> None:
         self.client.close()
+
+
+def _seconds(backend: str, setting: Any) -> int:
+    """`idempotency_ttl` in whole seconds: a duration (`7d`) or a number of seconds, at least one."""
+    try:
+        seconds = setting if isinstance(setting, int) and not isinstance(setting, bool) else parse_duration(setting)
+    except ValueError as exc:
+        raise BackendError(backend, f"idempotency_ttl: {exc}") from None
+    whole = seconds if isinstance(seconds, int) else int(seconds.total_seconds())
+    if whole < 1:
+        raise BackendError(backend, f"idempotency_ttl: {setting!r} is shorter than a second")
+    return whole

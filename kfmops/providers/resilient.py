@@ -4,7 +4,8 @@ Every provider call goes through `Resilient`: a retryable error (the provider's 
 timeouts, resets, refused connections, 429/503, Neo4j transient errors, Redis LOADING/BUSY) is retried
 within a budget of `attempts` backend calls and `max_seconds`; a permanent one (authentication,
 validation, syntax, a permission problem) is raised at once. Writes are safe to retry because a
-provider write sets references to values (idempotent).
+provider write sets references to values (idempotent), and its idempotency key with them: a retried
+write records the same key again.
 
 The circuit breaker of a backend counts consecutive transient failures across calls. At
 `failure_threshold` it opens: no call reaches the backend for `open_seconds`; then one probe call is
@@ -23,7 +24,7 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from kfmops.errors import BackendError, Diagnostic, InputError, KfmopsError
-from kfmops.providers.base import Provider, Write
+from kfmops.providers.base import Provider, Write, WriteKey
 from kfmops.references import Reference
 
 if TYPE_CHECKING:  # tenacity is imported by the first backend call, not when kfmops starts
@@ -244,8 +245,11 @@ class Resilient:
     def read(self, references: Sequence[Reference]) -> dict[str, Any]:
         return self._call(lambda: self.inner.read(references))
 
-    def write(self, items: Sequence[Write]) -> None:
-        self._call(lambda: self.inner.write(items))
+    def write(self, items: Sequence[Write], *, key: WriteKey | None = None) -> None:
+        self._call(lambda: self.inner.write(items, key=key))
+
+    def written_by(self, key: WriteKey, references: Sequence[Reference]) -> set[str] | None:
+        return self._call(lambda: self.inner.written_by(key, references))
 
     def missing_targets(self, items: Sequence[Write]) -> list[tuple[str, str]]:
         return self._call(lambda: self.inner.missing_targets(items))

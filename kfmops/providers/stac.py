@@ -4,6 +4,9 @@ Every other field, the key order and the indentation of each JSON document are p
 reference values are relative to the catalog root; hrefs written into documents are relative to the
 document. A path that would escape the catalog root, by name or through a symlink, is refused.
 Documents are edited in their own text (see stac_text): rollback restores them byte for byte.
+No idempotency key is recorded: a document's bytes are its value, so comparing the live links with the
+before and after values tells exactly what a write did (or that it stopped half way, across documents),
+and a key written into the document would be a change kfmops makes to the data it must not touch.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 from kfmops.desired.identifiers import stac_path_problem
 from kfmops.errors import BackendError
 from kfmops.io.files import remove_stale_temporaries, write_atomic
-from kfmops.providers.base import Provider, Write
+from kfmops.providers.base import Provider, Write, WriteKey
 from kfmops.providers.stac_check import broken_links, unreached
 from kfmops.providers.stac_document import DEPRECATED, StacDocument
 from kfmops.providers.stac_facts import version_facts
@@ -295,7 +298,7 @@ class StacProvider(Provider):
         self.round_trips += 1
         return self.catalog.read(references)
 
-    def write(self, items: Sequence[Write]) -> None:
+    def write(self, items: Sequence[Write], *, key: WriteKey | None = None) -> None:
         self.round_trips += 1
         self.catalog.write(items)
 

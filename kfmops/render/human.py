@@ -100,6 +100,11 @@ class HumanView:
             )
         if recovery.completed:
             self.out.print(f"Completed {text.plural(len(recovery.completed), 'reference')} as planned.")
+        if recovery.left:
+            self.out.print(
+                f"Left {text.plural(len(recovery.left), 'reference')} as found: someone else moved them "
+                "('kfmops drift' shows them)."
+            )
 
     def history(self, entries: list[dict[str, Any]]) -> None:
         table = Table(

@@ -53,6 +53,7 @@ class JsonView:
                 "written": recovery.written,
                 "restored": recovery.restored,
                 "completed": recovery.completed,
+                "left": recovery.left,
             }
         )
 
