@@ -53,13 +53,14 @@ def load_desired(workspace: Workspace, git_ref: str | None = None) -> DesiredSta
 
 
 def plan(session: Session, request: PlanRequest, desired: DesiredState | None = None) -> Plan:
-    """The plan with the policy decision over it (a deny is reported in the plan, not raised)."""
+    """The plan with the verdict over it: policy's decision and the checkpoints of the versions it moves
+    pointers to (a deny is reported in the plan, not raised)."""
     made = make_plan(session, request, desired)
-    result = session.policy.check(made)
+    result = session.verdict(made)
     session.bus.emit(
         PolicyEvaluated("plan", result.decision, tuple(f.to_dict() for f in result.findings), result.decisions)
     )
-    judged = replace(made, policy=result.to_dict(), facts=dict(result.facts))
+    judged = replace(made, policy=result.to_dict(), facts=dict(result.facts), checks=result.checks)
     session.bus.emit(PlanMade(judged))
     return judged
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from kfmops.errors import Diagnostic, InputError
 from kfmops.events import AttemptDenied, EventBus, Observer, ObserverFailed, PolicyEvaluated, RetryHappened
+from kfmops.governance import checkpoints
 from kfmops.governance.gate import PolicyGate, denied
 from kfmops.governance.ledger import LEDGER_KEY, Ledger, ledger_path
 from kfmops.governance.manifest import RollbackManifests
@@ -100,20 +101,27 @@ class Session:
     def policy(self) -> PolicyGate:
         return PolicyGate(self.workspace, self.providers)
 
+    def verdict(self, plan: Plan) -> PolicyResult:
+        """Policy's decision over `plan` with the checkpoints of the versions it moves pointers to, run now: a
+        failed check denies like a policy finding (governance.checkpoints)."""
+        result = self.policy.check(plan)
+        return checkpoints.judged(result, checkpoints.run(self.providers, plan, result.facts))
+
     def judge(
         self, plan: Plan, operation: str, *, reason: str | None = None, origin: dict[str, Any] | None = None
     ) -> PolicyResult:
-        """Policy's decision over `plan` before `operation` writes anything; PolicyDenied (exit 3) on a deny.
+        """The verdict over `plan` before `operation` writes anything; PolicyDenied (exit 3) on a deny.
 
-        A denied attempt is ledgered (AttemptDenied, with `reason` and `origin`); if that record fails,
-        the attempt is still refused and the failure is a warning."""
-        result = self.policy.check(plan)
+        A denied attempt is ledgered (AttemptDenied, with `reason`, `origin` and the checkpoint results); if
+        that record fails, the attempt is still refused and the failure is a warning."""
+        result = self.verdict(plan)
         findings = tuple(f.to_dict() for f in result.findings)
         self.bus.emit(PolicyEvaluated(operation, result.decision, findings, result.decisions))
         if result.decision == "allow":
             return result
+        attempted = dict(origin or {}) | {"checks": list(result.checks)}
         try:
-            self.bus.emit(AttemptDenied(operation, plan, findings, operator(), reason, dict(origin or {})))
+            self.bus.emit(AttemptDenied(operation, plan, findings, operator(), reason, attempted))
         except ObserverFailed as failure:
             self.warnings.append(f"the denied {operation} could not be ledgered ({failure})")
         raise denied(result, operation)
