@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from functools import cached_property
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -100,6 +101,19 @@ class Session:
     def policy(self) -> PolicyGate:
         return PolicyGate(self.workspace, self.providers)
 
+    def evaluate(self, plan: Plan, operation: str) -> PolicyResult:
+        """Policy's decision over `plan`, announced (PolicyEvaluated) but not enforced: the caller shows it."""
+        result = self.policy.check(plan)
+        self.bus.emit(
+            PolicyEvaluated(operation, result.decision, tuple(f.to_dict() for f in result.findings), result.decisions)
+        )
+        return result
+
+    def with_verdict(self, plan: Plan, operation: str) -> Plan:
+        """`plan` with policy's verdict over it and the facts it judged, to show before anything moves."""
+        result = self.evaluate(plan, operation)
+        return replace(plan, policy=result.to_dict(), facts=dict(result.facts))
+
     def judge(
         self, plan: Plan, operation: str, *, reason: str | None = None, origin: dict[str, Any] | None = None
     ) -> PolicyResult:
@@ -107,11 +121,10 @@ class Session:
 
         A denied attempt is ledgered (AttemptDenied, with `reason` and `origin`); if that record fails,
         the attempt is still refused and the failure is a warning."""
-        result = self.policy.check(plan)
-        findings = tuple(f.to_dict() for f in result.findings)
-        self.bus.emit(PolicyEvaluated(operation, result.decision, findings, result.decisions))
+        result = self.evaluate(plan, operation)
         if result.decision == "allow":
             return result
+        findings = tuple(f.to_dict() for f in result.findings)
         try:
             self.bus.emit(AttemptDenied(operation, plan, findings, operator(), reason, dict(origin or {})))
         except ObserverFailed as failure:
