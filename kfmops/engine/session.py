@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from functools import cached_property
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -107,6 +108,20 @@ class Session:
         result = self.policy.check(plan)
         return checkpoints.judged(result, checkpoints.run(self.providers, plan, result.facts))
 
+    def evaluate(self, plan: Plan, operation: str) -> PolicyResult:
+        """The verdict over `plan`, announced (PolicyEvaluated) but not enforced: the caller shows it."""
+        result = self.verdict(plan)
+        self.bus.emit(
+            PolicyEvaluated(operation, result.decision, tuple(f.to_dict() for f in result.findings), result.decisions)
+        )
+        return result
+
+    def with_verdict(self, plan: Plan, operation: str) -> Plan:
+        """`plan` with the verdict over it, the facts it judged and the checkpoint results, to show before
+        anything moves."""
+        result = self.evaluate(plan, operation)
+        return replace(plan, policy=result.to_dict(), facts=dict(result.facts), checks=result.checks)
+
     def judge(
         self, plan: Plan, operation: str, *, reason: str | None = None, origin: dict[str, Any] | None = None
     ) -> PolicyResult:
@@ -114,11 +129,10 @@ class Session:
 
         A denied attempt is ledgered (AttemptDenied, with `reason`, `origin` and the checkpoint results); if
         that record fails, the attempt is still refused and the failure is a warning."""
-        result = self.verdict(plan)
-        findings = tuple(f.to_dict() for f in result.findings)
-        self.bus.emit(PolicyEvaluated(operation, result.decision, findings, result.decisions))
+        result = self.evaluate(plan, operation)
         if result.decision == "allow":
             return result
+        findings = tuple(f.to_dict() for f in result.findings)
         attempted = dict(origin or {}) | {"checks": list(result.checks)}
         try:
             self.bus.emit(AttemptDenied(operation, plan, findings, operator(), reason, attempted))
