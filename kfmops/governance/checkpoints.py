@@ -13,6 +13,7 @@ restore values applied before, and a hotfix is an operator's ledgered emergency 
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -21,7 +22,7 @@ from kfmops.errors import KfmopsError
 from kfmops.governance.expectations import EXPECTATIONS, CheckFailed, Target
 from kfmops.governance.policy import Finding, PolicyResult
 from kfmops.io.redact import Redactor
-from kfmops.plans.model import Operation, Plan
+from kfmops.plans.model import Change, Operation, Plan
 from kfmops.providers.registry import Providers
 
 RULE_PREFIX = "checkpoint."
@@ -55,15 +56,19 @@ def run(providers: Providers, plan: Plan, facts: Mapping[str, Mapping[str, Any]]
     if plan.operation is not Operation.APPLY:
         return []
     redact = Redactor(providers.workspace.secret_values())
+    moves: dict[str, list[Change]] = defaultdict(list)
+    for change in plan.moves:
+        if change.reference.dataset:
+            moves[change.reference.dataset].append(change)
     results = []
     for name, record in sorted(plan.datasets.items()):
         target = record.get("target") or {}
         declared = target.get("checks") or {}
         version = str(target.get("id"))
-        moving = [c for c in plan.mutations if c.reference.dataset == name and c.after is not None]
+        moving = [c for c in moves.get(name, ()) if c.action.mutates and c.after is not None]
         if not declared or not any(c.version == version for c in moving):
             continue
-        blocked = tuple(c.address for c in plan.moves if c.reference.dataset == name)
+        blocked = tuple(c.address for c in moves[name])
         found = facts.get(name) or {}
         source, backend = found.get("source"), found.get("backend")
         data = Target(
