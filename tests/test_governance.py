@@ -399,5 +399,12 @@ def test_a_malformed_access_decision_rule_denies(cli, tmp_path):
     )
     config = workspace / "kfmops.yaml"
     assert "policy:" not in config.read_text()
-    config.write_text(config.read_text() + "policy:\n  paths: [org-policies]\n")
+    bundled = config.read_text()
+    # beside the bundled rule (a complete array rule), a set rule of the same name is a conflict: denied
+    config.write_text(bundled + "policy:\n  paths: [org-policies]\n")
+    denied(cli, workspace, "policy.error", "evaluation failed")
+    # alone (with a deny rule, so that the set is not empty), the malformed decisions are refused by shape
+    rules = (workspace / "org-policies" / "decisions.rego").read_text()
+    (workspace / "org-policies" / "decisions.rego").write_text(rules + 'deny contains "never" if false\n')
+    config.write_text(bundled + "policy:\n  paths: [org-policies]\n  defaults: false\n")
     denied(cli, workspace, "policy.error", "not a set of access decisions")

@@ -80,8 +80,9 @@ def test_rollback_to_a_point_and_back(
     assert f"Rollback to the point right after {target}, undoing 4 committed apply(s)" in out
     assert live_snapshot(workspace) == after[latest]  # a dry run changes nothing
 
-    rolled = applied(cli, workspace, "rollback", "--to", target)
+    rolled = applied(cli, workspace, "rollback", "--to", target, "--reason", "INC-9: back to the second apply")
     assert live_snapshot(workspace) == after[target]
+    assert last_apply(cli, workspace)["reason"] == "INC-9: back to the second apply"
     code, out, err = cli(workspace, "diff", target, rolled, "--json")
     assert code == 0 and json.loads(out)["moved"] == []
     code, out, err = cli(workspace, "plan", "--detailed-exitcode")

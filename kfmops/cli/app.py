@@ -150,7 +150,10 @@ def plan(
         stderr.print(f"Wrote the PR comment in {len(parts)} part(s) to {split}/comment-N.md")
     chosen.plan(result, path)
     if result.policy.get("decision") != "allow":
-        stderr.print("Policy denies this plan (see the findings above); it cannot be applied.", style="red")
+        stderr.print(
+            "Policy denies this plan, or a checkpoint failed (see the findings above); it cannot be applied.",
+            style="red",
+        )
         return int(ExitCode.POLICY_DENIED)
     if detailed_exitcode and (result.has_changes() or (refresh_only and result.drift)):
         return int(ExitCode.CHANGES)

@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -15,7 +18,11 @@ from kfmops.errors import ExitCode, KfmopsError, StalePlan
 
 # The engine is imported by the command that runs, not when the CLI starts (--help).
 if TYPE_CHECKING:
+    from kfmops.engine.apply import ApplyOptions
+    from kfmops.engine.session import Session
+    from kfmops.plans.model import Plan
     from kfmops.plans.transaction import Transaction
+    from kfmops.render.human import HumanView
     from kfmops.render.stream import JsonStream
 
 AutoApprove = typer.Option("--auto-approve", help="Do not ask for approval.")
@@ -65,13 +72,9 @@ def apply(
     from kfmops.engine.plan import PlanRequest
     from kfmops.engine.plan import plan as make_plan
     from kfmops.plans import planfile
-    from kfmops.render.stream import JsonStream
 
     started = time.monotonic()
-    stream = JsonStream(stdout) if as_json else None
-    with session("apply", progress=not as_json) as opened:
-        if stream:
-            opened.subscribe(stream)
+    with operating("apply", as_json) as (opened, stream):
         options = ApplyOptions(
             lock_timeout=lock_timeout,
             allow_dirty=allow_dirty,
@@ -87,16 +90,12 @@ def apply(
             with opened.lock.held("apply", None, lock_timeout):
                 refuse_if_unfinished(opened)  # before reading backends that may still be down
                 chosen = make_plan(opened, PlanRequest(refresh_only=refresh_only))
-                if stream:
-                    stream.planned(chosen)
-                else:
-                    human().plan(chosen)
-                if chosen.policy.get("decision") != "allow":
+                show(stream, chosen, lambda view: view.plan(chosen))
+                if denied(chosen):
                     judge_attempt(opened, chosen, options)  # ledgers the denied attempt, exits 3
                 if not chosen.has_changes() and not (refresh_only and chosen.drift):
                     stderr.print("Nothing to apply.")
-                elif not auto_approve and not confirm("Apply these changes?", allow_input=not no_input):
-                    stderr.print("Apply cancelled; nothing was changed.")
+                elif not approved("Apply these changes?", "Apply", auto_approve, no_input):
                     return int(ExitCode.ERROR)
                 result = apply_plan(opened, chosen, options)
     return finished(stream, result, started)
@@ -142,41 +141,27 @@ def rollback(
     from kfmops.engine.apply import ApplyOptions, judge_attempt
     from kfmops.engine.apply import apply as apply_plan
     from kfmops.engine.rollback import judged_rollback_plan
-    from kfmops.plans import planfile
-    from kfmops.render.stream import JsonStream
 
+    options = ApplyOptions(lock_timeout=lock_timeout, reason=reason, approved_by=approved_by)
     if to is not None or to_time is not None:
         if apply_id or last or out is not None:
             raise KfmopsError("--to and --to-time go without APPLY_ID, --last and --out (review with --dry-run)")
-        return rollback_to(to, to_time, force_live, auto_approve, dry_run, lock_timeout, no_input, as_json)
+        return rollback_to(to, to_time, force_live, options, auto_approve, dry_run, no_input, as_json)
     if force_live:
         raise KfmopsError("--force-live goes with --to or --to-time")
     if bool(apply_id) == last:
         raise KfmopsError("Give exactly one of APPLY_ID, --last, --to or --to-time")
     started = time.monotonic()
-    stream = JsonStream(stdout) if as_json else None
-    with session("rollback", progress=not as_json) as opened:
-        if stream:
-            opened.subscribe(stream)
+    with operating("rollback", as_json) as (opened, stream):
         plan, undone = judged_rollback_plan(opened, apply_id)
-        denied = plan.policy.get("decision") != "allow"
-        if stream:
-            stream.planned(plan)
-        else:
-            human().rollback_plan(plan, undone, audit=dry_run)
+        show(stream, plan, lambda view: view.rollback_plan(plan, undone, audit=dry_run))
         if out is not None:
-            planfile.write(plan, out)
-            stderr.print(
-                f"Saved the rollback plan to {out}. Review it, then: kfmops -C {opened.workspace.root} apply {out}"
-            )
-            return int(ExitCode.POLICY_DENIED) if denied else 0
+            return saved(opened, plan, out, "rollback")
         if dry_run:
-            return int(ExitCode.POLICY_DENIED) if denied else 0
-        options = ApplyOptions(lock_timeout=lock_timeout, reason=reason, approved_by=approved_by)
-        if denied:
+            return verdict_code(plan)
+        if denied(plan):
             judge_attempt(opened, plan, options)  # ledgers the denied attempt, exits 3
-        if not auto_approve and not confirm(f"Roll back {undone.id}?", allow_input=not no_input):
-            stderr.print("Rollback cancelled; nothing was changed.")
+        if not approved(f"Roll back {undone.id}?", "Rollback", auto_approve, no_input):
             return int(ExitCode.ERROR)
         try:
             result = apply_plan(opened, plan, options)
@@ -189,38 +174,29 @@ def rollback_to(
     to: str | None,
     to_time: str | None,
     force_live: bool,
+    options: ApplyOptions,
     auto_approve: bool,
     dry_run: bool,
-    lock_timeout: float,
     no_input: bool,
     as_json: bool,
 ) -> int:
     """Point-in-time rollback: planned and applied under one lock, so its live reads are the compare-and-swap."""
-    from kfmops.engine.apply import ApplyOptions, refuse_if_unfinished
     from kfmops.engine.apply import apply as apply_plan
+    from kfmops.engine.apply import judge_attempt, refuse_if_unfinished
     from kfmops.engine.timetravel import point, rollback_to_plan
-    from kfmops.render.stream import JsonStream
 
     started = time.monotonic()
-    stream = JsonStream(stdout) if as_json else None
-    with session("rollback", progress=not as_json) as opened, opened.lock.held("rollback", None, lock_timeout):
-        if stream:
-            opened.subscribe(stream)
+    with operating("rollback", as_json) as (opened, stream), opened.lock.held("rollback", None, options.lock_timeout):
         refuse_if_unfinished(opened)
         plan, where = rollback_to_plan(opened, point(opened, to, to_time), force_live=force_live)
-        if stream:
-            stream.planned(plan)
-        else:
-            human().point_in_time(plan, where)
-        if plan.policy.get("decision") != "allow":
-            return int(ExitCode.POLICY_DENIED)
+        show(stream, plan, lambda view: view.point_in_time(plan, where))
         if dry_run:
-            return 0
-        question = f"Roll back {len(where.undone)} apply(s)?"
-        if not auto_approve and not confirm(question, allow_input=not no_input):
-            stderr.print("Rollback cancelled; nothing was changed.")
+            return verdict_code(plan)
+        if denied(plan):
+            judge_attempt(opened, plan, options)  # ledgers the denied attempt, exits 3
+        if not approved(f"Roll back {len(where.undone)} apply(s)?", "Rollback", auto_approve, no_input):
             return int(ExitCode.ERROR)
-        result = apply_plan(opened, plan, ApplyOptions(lock_timeout=lock_timeout, fresh=True))
+        result = apply_plan(opened, plan, replace(options, fresh=True))
     return finished(stream, result, started)
 
 
@@ -242,39 +218,72 @@ def repair(
 
     Example: kfmops repair --target dataset.landcover --out repair.json
     """
-    from kfmops.engine.apply import ApplyOptions
+    from kfmops.engine.apply import ApplyOptions, judge_attempt
     from kfmops.engine.apply import apply as apply_plan
     from kfmops.engine.repair import repair_plan
-    from kfmops.plans import planfile
-    from kfmops.render.stream import JsonStream
 
     started = time.monotonic()
-    stream = JsonStream(stdout) if as_json else None
-    with session("repair", progress=not as_json) as opened:
-        if stream:
-            opened.subscribe(stream)
+    with operating("repair", as_json) as (opened, stream):
         plan = repair_plan(opened, list(target))
-        denied = plan.policy.get("decision") != "allow"
-        if stream:
-            stream.planned(plan)
-        else:
-            human().plan(plan)
+        show(stream, plan, lambda view: view.plan(plan))
         if out is not None:
-            planfile.write(plan, out)
-            stderr.print(
-                f"Saved the repair plan to {out}. Review it, then: kfmops -C {opened.workspace.root} apply {out}"
-            )
-            return int(ExitCode.POLICY_DENIED) if denied else 0
-        if denied:
-            return int(ExitCode.POLICY_DENIED)
+            return saved(opened, plan, out, "repair")
+        options = ApplyOptions(lock_timeout=lock_timeout)
+        if denied(plan):
+            judge_attempt(opened, plan, options)  # ledgers the denied attempt, exits 3
         if not plan.has_changes():
             stderr.print("Nothing to repair: every managed reference holds its last applied value.")
             return 0
-        if not auto_approve and not confirm("Repair these references?", allow_input=not no_input):
-            stderr.print("Repair cancelled; nothing was changed.")
+        if not approved("Repair these references?", "Repair", auto_approve, no_input):
             return int(ExitCode.ERROR)
-        result = apply_plan(opened, plan, ApplyOptions(lock_timeout=lock_timeout))
+        result = apply_plan(opened, plan, options)
     return finished(stream, result, started)
+
+
+@contextmanager
+def operating(command: str, as_json: bool) -> Iterator[tuple[Session, JsonStream | None]]:
+    """A session whose events stream as JSON lines on stdout with --json, else show as progress on stderr."""
+    from kfmops.render.stream import JsonStream
+
+    stream = JsonStream(stdout) if as_json else None
+    with session(command, progress=not as_json) as opened:
+        if stream:
+            opened.subscribe(stream)
+        yield opened, stream
+
+
+def show(stream: JsonStream | None, plan: Plan, human_view: Callable[[HumanView], None]) -> None:
+    """What will move: one `planned_change` event per change with --json, else the human view of it."""
+    if stream:
+        stream.planned(plan)
+    else:
+        human_view(human())
+
+
+def denied(plan: Plan) -> bool:
+    return plan.policy.get("decision") != "allow"
+
+
+def verdict_code(plan: Plan) -> int:
+    """A reviewed-but-not-applied plan's exit code: 3 when its verdict denies it, so CI fails on it."""
+    return int(ExitCode.POLICY_DENIED) if denied(plan) else 0
+
+
+def saved(opened: Session, plan: Plan, out: Path, what: str) -> int:
+    """Write `plan` to `out` for review, and say how to apply it."""
+    from kfmops.plans import planfile
+
+    planfile.write(plan, out)
+    stderr.print(f"Saved the {what} plan to {out}. Review it, then: kfmops -C {opened.workspace.root} apply {out}")
+    return verdict_code(plan)
+
+
+def approved(question: str, what: str, auto_approve: bool, no_input: bool) -> bool:
+    """`yes` from the operator (or --auto-approve); when it is not given, say that nothing changed."""
+    if auto_approve or confirm(question, allow_input=not no_input):
+        return True
+    stderr.print(f"{what} cancelled; nothing was changed.")
+    return False
 
 
 def finished(stream: JsonStream | None, result: Transaction, started: float) -> int:

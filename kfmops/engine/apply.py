@@ -96,11 +96,12 @@ def apply(session: Session, plan: Plan, options: ApplyOptions = DEFAULT_OPTIONS)
 def judge_attempt(
     session: Session, plan: Plan, options: ApplyOptions = DEFAULT_OPTIONS
 ) -> tuple[str | None, dict[str, Any]]:
-    """Policy's verdict on applying `plan`: PolicyDenied (exit 3) with the attempt ledgered, or the reason
-    and origin the transaction will carry (see `attempt`)."""
+    """The verdict on applying `plan` (policy and checkpoints): PolicyDenied (exit 3) with the attempt ledgered,
+    or the reason and origin the transaction will carry (see `attempt`), with the checkpoint results found now
+    (never those a plan file says)."""
     said, origin = attempt(session, plan, options)
-    session.judge(plan, str(plan.operation), reason=said, origin=origin)
-    return said, origin
+    result = session.judge(plan, str(plan.operation), reason=said, origin=origin)
+    return said, origin | {"checks": list(result.checks)}
 
 
 def attempt(session: Session, plan: Plan, options: ApplyOptions) -> tuple[str | None, dict[str, Any]]:

@@ -16,7 +16,7 @@ from kfmops.desired.cache import FOLDER, DesiredCache
 from kfmops.desired.collector import invalidation_conflicts
 from kfmops.engine.session import Session
 from kfmops.errors import Diagnostic, InputError
-from kfmops.events import PlanMade, PolicyEvaluated
+from kfmops.events import PlanMade
 from kfmops.gitops import repo
 from kfmops.io.clock import new_id, now
 from kfmops.plans.adopt import import_changes
@@ -53,13 +53,10 @@ def load_desired(workspace: Workspace, git_ref: str | None = None) -> DesiredSta
 
 
 def plan(session: Session, request: PlanRequest, desired: DesiredState | None = None) -> Plan:
-    """The plan with the policy decision over it (a deny is reported in the plan, not raised)."""
+    """The plan with the verdict over it: policy's decision and the checkpoints of the versions it moves
+    pointers to (a deny is reported in the plan, not raised)."""
     made = make_plan(session, request, desired)
-    result = session.policy.check(made)
-    session.bus.emit(
-        PolicyEvaluated("plan", result.decision, tuple(f.to_dict() for f in result.findings), result.decisions)
-    )
-    judged = replace(made, policy=result.to_dict(), facts=dict(result.facts))
+    judged = session.with_verdict(made, "plan")
     session.bus.emit(PlanMade(judged))
     return judged
 

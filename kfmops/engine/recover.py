@@ -20,7 +20,6 @@ from kfmops.engine.runner import BatchRunner, append_durably, conflicts, stale
 from kfmops.engine.session import Session
 from kfmops.engine.settle import settle, settle_finished
 from kfmops.errors import StalePlan
-from kfmops.events import PolicyEvaluated
 from kfmops.plans.model import Plan, StateRef
 from kfmops.plans.transaction import Outcome, Transaction, cut_batches
 from kfmops.stores.base import WalEntry
@@ -89,10 +88,7 @@ def _start(session: Session, entry: WalEntry, mode: str) -> tuple[Replay, dict[s
 def _compensate(session: Session, entry: WalEntry) -> Recovery:
     replay, written, log, runner = _start(session, entry, "compensate")
     transaction = replay.transaction
-    judged = session.policy.check(interrupted_plan(session, transaction))
-    session.bus.emit(
-        PolicyEvaluated("recover", judged.decision, tuple(f.to_dict() for f in judged.findings), judged.decisions)
-    )
+    session.evaluate(interrupted_plan(session, transaction), "recover")
     undo = [intent.batch for number, intent in replay.intents.items() if number not in replay.compensated]
     restored = runner.compensate(undo, transaction.observed)
     append_durably(log, transaction, WalStep.ABORTED, compensated=restored, recovered=True)

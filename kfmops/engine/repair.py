@@ -8,12 +8,10 @@ repair plan file that sets anything else is refused). Hotfix marks are not drift
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from kfmops.addresses import select
 from kfmops.engine.plan import check_selectors
 from kfmops.engine.session import Session
-from kfmops.events import PlanMade, PolicyEvaluated
+from kfmops.events import PlanMade
 from kfmops.io.clock import new_id, now
 from kfmops.plans.model import Action, Change, Operation, Plan, StateRef
 from kfmops.stores.state import State
@@ -47,10 +45,6 @@ def repair_plan(session: Session, targets: list[str]) -> Plan:
         datasets={name: state.datasets[name] for name in sorted(touched) if name in state.datasets},
         origin={"targets": targets},
     )
-    result = session.policy.check(made)
-    session.bus.emit(
-        PolicyEvaluated("repair", result.decision, tuple(f.to_dict() for f in result.findings), result.decisions)
-    )
-    judged = replace(made, policy=result.to_dict())
+    judged = session.with_verdict(made, "repair")
     session.bus.emit(PlanMade(judged))
     return judged

@@ -13,7 +13,6 @@ from dataclasses import replace
 from kfmops.engine.review import rollback_records
 from kfmops.engine.session import Session
 from kfmops.errors import KfmopsError
-from kfmops.events import PolicyEvaluated
 from kfmops.io.clock import new_id, now
 from kfmops.plans.model import Operation, Plan, StateRef
 from kfmops.plans.transaction import Outcome, Transaction
@@ -45,8 +44,4 @@ def judged_rollback_plan(session: Session, apply_id: str | None) -> tuple[Plan, 
     """The rollback plan with today's policy verdict over it (shown before anything moves), and the apply
     it undoes. Applying it (`engine.apply.apply`) takes the usual safe path and judges it again."""
     plan, undone = rollback_plan(session, apply_id)
-    result = session.policy.check(plan)
-    session.bus.emit(
-        PolicyEvaluated("rollback", result.decision, tuple(f.to_dict() for f in result.findings), result.decisions)
-    )
-    return replace(plan, policy=result.to_dict(), facts=dict(result.facts)), undone
+    return session.with_verdict(plan, "rollback"), undone

@@ -9,12 +9,14 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from functools import cached_property
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from kfmops.errors import Diagnostic, InputError
 from kfmops.events import AttemptDenied, EventBus, Observer, ObserverFailed, PolicyEvaluated, RetryHappened
+from kfmops.governance import checkpoints
 from kfmops.governance.gate import PolicyGate, denied
 from kfmops.governance.ledger import LEDGER_KEY, Ledger, ledger_path
 from kfmops.governance.manifest import RollbackManifests
@@ -100,20 +102,40 @@ class Session:
     def policy(self) -> PolicyGate:
         return PolicyGate(self.workspace, self.providers)
 
+    def verdict(self, plan: Plan) -> PolicyResult:
+        """Policy's decision over `plan` with the checkpoints of the versions it moves pointers to, run now: a
+        failed check denies like a policy finding (governance.checkpoints)."""
+        result = self.policy.check(plan)
+        return checkpoints.judged(result, checkpoints.run(self.providers, plan, result.facts))
+
+    def evaluate(self, plan: Plan, operation: str) -> PolicyResult:
+        """The verdict over `plan`, announced (PolicyEvaluated) but not enforced: the caller shows it."""
+        result = self.verdict(plan)
+        self.bus.emit(
+            PolicyEvaluated(operation, result.decision, tuple(f.to_dict() for f in result.findings), result.decisions)
+        )
+        return result
+
+    def with_verdict(self, plan: Plan, operation: str) -> Plan:
+        """`plan` with the verdict over it, the facts it judged and the checkpoint results, to show before
+        anything moves."""
+        result = self.evaluate(plan, operation)
+        return replace(plan, policy=result.to_dict(), facts=dict(result.facts), checks=result.checks)
+
     def judge(
         self, plan: Plan, operation: str, *, reason: str | None = None, origin: dict[str, Any] | None = None
     ) -> PolicyResult:
-        """Policy's decision over `plan` before `operation` writes anything; PolicyDenied (exit 3) on a deny.
+        """The verdict over `plan` before `operation` writes anything; PolicyDenied (exit 3) on a deny.
 
-        A denied attempt is ledgered (AttemptDenied, with `reason` and `origin`); if that record fails,
-        the attempt is still refused and the failure is a warning."""
-        result = self.policy.check(plan)
-        findings = tuple(f.to_dict() for f in result.findings)
-        self.bus.emit(PolicyEvaluated(operation, result.decision, findings, result.decisions))
+        A denied attempt is ledgered (AttemptDenied, with `reason`, `origin` and the checkpoint results); if
+        that record fails, the attempt is still refused and the failure is a warning."""
+        result = self.evaluate(plan, operation)
         if result.decision == "allow":
             return result
+        findings = tuple(f.to_dict() for f in result.findings)
+        attempted = dict(origin or {}) | {"checks": list(result.checks)}
         try:
-            self.bus.emit(AttemptDenied(operation, plan, findings, operator(), reason, dict(origin or {})))
+            self.bus.emit(AttemptDenied(operation, plan, findings, operator(), reason, attempted))
         except ObserverFailed as failure:
             self.warnings.append(f"the denied {operation} could not be ledgered ({failure})")
         raise denied(result, operation)

@@ -9,12 +9,11 @@ outside kfmops since kfmops last applied it stops the plan, named, unless `force
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from kfmops.engine.session import Session
 from kfmops.errors import KfmopsError, StalePlan
-from kfmops.events import PolicyEvaluated
 from kfmops.io.clock import new_id, now
 from kfmops.plans.compose import compose, tracks
 from kfmops.plans.model import Operation, Plan, StateRef
@@ -78,11 +77,7 @@ def rollback_to_plan(session: Session, target: str | None, *, force_live: bool =
         datasets=datasets,
         origin={"rolls_back_to": target, "undoes": list(where.undone), "force_live": force_live},
     )
-    result = session.policy.check(plan)
-    session.bus.emit(
-        PolicyEvaluated("rollback", result.decision, tuple(f.to_dict() for f in result.findings), result.decisions)
-    )
-    return replace(plan, policy=result.to_dict()), where
+    return session.with_verdict(plan, "rollback"), where
 
 
 def state_at(session: Session, apply_id: str) -> State:

@@ -1,1 +1,2 @@
-"""Governance of every mutation: policy, the hash-chained provenance ledger, lineage (OpenLineage, PROV), telemetry."""
+"""Governance of every mutation: policy, data-quality checkpoints, the hash-chained provenance ledger, lineage
+(OpenLineage, PROV), telemetry."""

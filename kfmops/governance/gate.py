@@ -11,6 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 from kfmops.errors import PolicyDenied
+from kfmops.governance.checkpoints import RULE_PREFIX
 from kfmops.governance.facts import gather
 from kfmops.governance.policy import DEFAULT_POLICY_DIR, PolicyResult, evaluate, load_policies
 from kfmops.io.canonical import canonical_json
@@ -38,7 +39,8 @@ class PolicyGate:
         judged already, with the same input (facts included; its own earlier verdict aside), gets that
         decision again: `apply --auto-approve` judges its plan when it is made and again under the lock."""
         facts = gather(self.providers, plan.datasets)
-        document = policy_input(replace(plan, facts=facts))
+        # checkpoint results are the session's to add (governance.checkpoints): a plan file's are never judged
+        document = policy_input(replace(plan, facts=facts, checks=()))
         judged = {key: value for key, value in document.items() if key != "policy"}
         digest = hashlib.sha256(canonical_json(judged).encode()).hexdigest()
         if digest not in self._judged:
@@ -53,7 +55,9 @@ def denied(result: PolicyResult, operation: str) -> PolicyDenied:
         for f in result.findings
         if f.severity == "deny"
     ]
-    return PolicyDenied(f"policy denies this {operation}; nothing was changed:\n  " + "\n  ".join(lines))
+    checkpoints = all(f.rule.startswith(RULE_PREFIX) for f in result.findings if f.severity == "deny")
+    what = "a failed checkpoint blocks" if checkpoints else "policy denies"
+    return PolicyDenied(f"{what} this {operation}; nothing was changed:\n  " + "\n  ".join(lines))
 
 
 def policy_input(plan: Plan) -> dict[str, Any]:

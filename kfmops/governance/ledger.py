@@ -192,7 +192,8 @@ def denial_entry(
 
 def _context(rolls_back: str | None, origin: Mapping[str, Any], datasets: Mapping[str, Any]) -> dict[str, Any]:
     """What an entry says about where an operation came from: the apply it undoes, the git commit, the CI
-    run, who approved it, and the consent (authority and reference) each dataset it touches holds."""
+    run, who approved it, the consent (authority and reference) each dataset it touches holds, and the
+    checkpoint results of the versions it points at."""
     fields = {
         "rolls_back": rolls_back,
         "git_commit": origin.get("git_commit"),
@@ -204,7 +205,12 @@ def _context(rolls_back: str | None, origin: Mapping[str, Any], datasets: Mappin
         for name, record in datasets.items()
         if isinstance(consent := (record.get("care") or {}).get("consent"), Mapping)
     }
-    return {key: value for key, value in fields.items() if value} | ({"consents": consents} if consents else {})
+    checks = origin.get("checks")
+    return (
+        {key: value for key, value in fields.items() if value}
+        | ({"consents": consents} if consents else {})
+        | ({"checks": list(checks)} if checks else {})
+    )
 
 
 def _reviews(datasets: Mapping[str, Any]) -> dict[str, str]:

@@ -70,12 +70,15 @@ class Finding:
 @dataclass(frozen=True)
 class PolicyResult:
     """The decision over one plan: "deny" iff at least one finding has severity "deny". `facts` are the
-    facts from the data it was judged on (governance.facts), by dataset."""
+    facts from the data it was judged on (governance.facts), by dataset; `checks` the checkpoints it ran."""
 
     decision: str
     findings: tuple[Finding, ...]
     facts: Mapping[str, Any] = field(default_factory=dict, compare=False)
     decisions: tuple[dict[str, Any], ...] = ()
+    checks: tuple[dict[str, Any], ...] = field(default=(), compare=False)
+    """Checkpoint results of the versions the plan moves pointers to (governance.checkpoints); a failed one is
+    also a deny finding."""
 
     def to_dict(self) -> dict[str, Any]:
         """The plan file's `policy` member (schemas/plan.schema.json)."""

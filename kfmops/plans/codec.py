@@ -73,6 +73,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "datasets": plan.datasets,
         "exposure": list(plan.exposure),
         "facts": plan.facts,
+        "checks": list(plan.checks),
         "drift": list(plan.drift),
         "policy": plan.policy,
         "summary": plan.summary(),
@@ -94,6 +95,7 @@ def plan_from_dict(data: Any, name: str) -> Plan:
         origin=data.get("origin") or {},
         exposure=tuple(data.get("exposure") or ()),
         facts=data.get("facts") or {},
+        checks=tuple(data.get("checks") or ()),
     )
 
 

@@ -161,6 +161,9 @@ class Plan:
     facts: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Facts read from the data of each dataset's target version when the plan was judged (display and
     audit only: policy always judges facts gathered anew)."""
+    checks: tuple[dict[str, Any], ...] = ()
+    """Checkpoint results ({dataset, version, check, passed, detail, blocks}) of the versions the plan moves
+    pointers to, as found when it was judged (display and audit only: apply runs the checks again)."""
 
     def summary(self) -> dict[str, int]:
         return summarize(self.changes)

@@ -16,6 +16,8 @@
   {alias: value}; cache {pattern} -> {key: value}. Read only; names outside `prefix`/`pattern` are not listed.
 - version_facts(paths): facts read from the data of version documents (STAC: geometry, H3 cells,
   licence, item count; see stac_facts); a backend that holds no data gives none.
+- data_file(path): the local file of a root-relative path in a STAC catalog (a version document or an
+  asset beside it), for the checkpoints that read the data; None where a backend holds no files.
 - is_retryable(error): transient (timeout, connection reset, 429/503) vs permanent.
 
 Constructors take `(config, workspace, *, read_only=False)`; a read-only provider creates nothing.
@@ -27,6 +29,7 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from kfmops.errors import BackendError
@@ -78,6 +81,10 @@ class Provider(ABC):
     def version_facts(self, paths: Sequence[str]) -> dict[str, dict[str, Any]]:
         """{path: facts} of the version documents at these paths; {} where this backend holds no data."""
         return {}
+
+    def data_file(self, path: str) -> Path | None:
+        """The local file of root-relative `path` among this backend's data; None where it holds no files."""
+        return None
 
     def is_retryable(self, error: Exception) -> bool:
         if isinstance(error, BackendError):

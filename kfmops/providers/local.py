@@ -253,6 +253,9 @@ class LocalProvider(Provider):
     def version_facts(self, paths: Sequence[str]) -> dict[str, dict[str, Any]]:
         return self.catalog.version_facts(paths)
 
+    def data_file(self, path: str) -> Path:
+        return self.catalog.data_file(path)
+
     def missing_targets(self, items: Sequence[Write]) -> list[tuple[str, str]]:
         missing = self.catalog.missing_targets([i for i in items if i[0].kind is ReferenceKind.STAC])
         for reference, value in items:

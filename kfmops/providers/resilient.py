@@ -21,6 +21,7 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from kfmops.errors import BackendError, Diagnostic, InputError, KfmopsError
@@ -262,6 +263,9 @@ class Resilient:
 
     def version_facts(self, paths: Sequence[str]) -> dict[str, dict[str, Any]]:
         return self._call(lambda: self.inner.version_facts(paths))
+
+    def data_file(self, path: str) -> Path | None:
+        return self.inner.data_file(path)  # a local path, resolved without a backend call
 
     def is_retryable(self, error: Exception) -> bool:
         return self.inner.is_retryable(error)

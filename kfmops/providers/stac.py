@@ -242,6 +242,18 @@ class StacCatalog:
             self._facts[key] = version_facts(version, items)
         return {"status": "gathered", "source": path, "digest": key, **self._facts[key]}
 
+    def data_file(self, path: str) -> Path:
+        """The real file of root-relative `path` (a version document, or an asset beside it, of any type);
+        BackendError when it leaves the catalog root, by name or through a symlink."""
+        root = self.root.resolve()
+        try:
+            real = (self.root / path).resolve()
+        except (OSError, RuntimeError) as exc:  # a symlink loop
+            raise BackendError(self.backend, f"catalog path {path!r} cannot be resolved: {exc}") from None
+        if posixpath.isabs(path) or not real.is_relative_to(root):
+            raise BackendError(self.backend, f"catalog path {path!r} leads outside the catalog root; refused")
+        return real
+
     def missing_targets(self, items: Sequence[Write]) -> list[tuple[str, str]]:
         missing = []
         root = self.root.resolve()
@@ -310,3 +322,6 @@ class StacProvider(Provider):
 
     def version_facts(self, paths: Sequence[str]) -> dict[str, dict[str, Any]]:
         return self.catalog.version_facts(paths)
+
+    def data_file(self, path: str) -> Path:
+        return self.catalog.data_file(path)

@@ -75,6 +75,35 @@ def _validators(schema_dir: Path) -> tuple[dict[str, Draft7Validator], Registry]
     return validators, registry
 
 
+def validators_of(schema_dir: Path) -> dict[str, Draft7Validator]:
+    """The validators of the schema folder (`schema-map.json` beside the schemas), by canonical schema URL."""
+    return _validators(schema_dir.resolve())[0]
+
+
+def schema_problems(
+    document: Mapping[str, Any], validators: Mapping[str, Draft7Validator]
+) -> tuple[list[str], set[str]]:
+    """What is invalid in one STAC document against the core schema of its type and the schemas of the extensions
+    it declares (`where: message (schema file)`), and the declared extensions the map has no schema for."""
+    as_current = {**document, "stac_version": "1.1.0"}
+    schemas = [CORE.get(document.get("type", ""))]
+    unchecked = set()
+    for extension in document.get("stac_extensions", []):
+        if extension in validators:
+            schemas.append(extension)
+        else:
+            unchecked.add(extension)
+    problems = []
+    for url in schemas:
+        if url is None:
+            problems.append(f"unknown STAC type {document.get('type')!r}")
+            continue
+        for error in validators[url].iter_errors(as_current):
+            where = "/".join(str(p) for p in error.absolute_path) or "document"
+            problems.append(f"{where}: {error.message} ({url.rsplit('/', 1)[-1]})")
+    return problems, unchecked
+
+
 def broken_links(path: str, document: dict[str, Any], root: Path) -> list[str]:
     """Relative hrefs of `document` (at root-relative `path`) that do not resolve to a file under root."""
     broken = []
@@ -118,7 +147,7 @@ def check_catalog(root: Path, schema_dir: Path | None = None, declared: Declared
     given; version documents of undeclared datasets when `declared` names the datasets."""
     report = CatalogReport()
     loaded: dict[str, dict[str, Any]] = {}
-    validators = _validators(schema_dir.resolve())[0] if schema_dir else {}
+    validators = validators_of(schema_dir) if schema_dir else {}
     for file in sorted(root.rglob("*.json")):
         try:
             document = json.loads(file.read_text(encoding="utf-8"))
@@ -131,22 +160,10 @@ def check_catalog(root: Path, schema_dir: Path | None = None, declared: Declared
         loaded[path] = document
         report.documents += 1
         report.broken_links.extend((path, href) for href in broken_links(path, document, root))
-        if not validators:
-            continue
-        as_current = {**document, "stac_version": "1.1.0"}
-        schemas = [CORE.get(document.get("type", ""))]
-        for extension in document.get("stac_extensions", []):
-            if extension in validators:
-                schemas.append(extension)
-            else:
-                report.unchecked_extensions.add(extension)
-        for url in schemas:
-            if url is None:
-                report.invalid.append((path, f"unknown STAC type {document.get('type')!r}"))
-                continue
-            for error in validators[url].iter_errors(as_current):
-                where = "/".join(str(p) for p in error.absolute_path) or "document"
-                report.invalid.append((path, f"{where}: {error.message} ({url.rsplit('/', 1)[-1]})"))
+        if validators:
+            invalid, unchecked = schema_problems(document, validators)
+            report.invalid.extend((path, problem) for problem in invalid)
+            report.unchecked_extensions |= unchecked
     report.orphans = orphans(loaded, declared or Declared())
     return report
 

@@ -49,6 +49,7 @@ def render_blocks(plan: Plan, detail: str = "full", artifact: str | None = None)
         return _summary_blocks(plan, datasets, raw, artifact)
     blocks = [summary_section(plan)]
     blocks += changed_documents(plan)
+    blocks += checkpoints_section(plan)
     blocks += policy_findings(plan)
     blocks += exposure_section(plan)
     blocks += drift_section(plan)
@@ -82,6 +83,7 @@ def _summary_blocks(
     return [
         summary_section(plan),
         *changed_documents(plan),
+        *checkpoints_section(plan),
         *policy_findings(plan),
         *exposure_section(plan),
         *drift_section(plan),
@@ -125,6 +127,19 @@ def changed_documents(plan: Plan) -> list[str]:
     for path, count in counts.items():
         moved = f"{count} change{'s' if count != 1 else ''}" if count else "no reference changes"
         lines.append(f"- {CHANGED_MARK} {code(_relative(path, plan.workspace), table=False)}: {moved}")
+    return ["\n".join(lines)]
+
+
+def checkpoints_section(plan: Plan) -> list[str]:
+    """The checkpoint results of the versions the plan moves pointers to; a failed one blocks its dataset."""
+    if not plan.checks:
+        return []
+    lines = ["**Checkpoints**", "", "| result | dataset | version | check | detail |", "|:---|:---|:---|:---|:---|"]
+    lines += [
+        f"| {'passed' if c['passed'] else '**failed**'} | {code(str(c['dataset']))} | {code(str(c['version']))} "
+        f"| {cell_text(str(c['check']))} | {cell_text(str(c['detail']))} |"
+        for c in plan.checks
+    ]
     return ["\n".join(lines)]
 
 

@@ -1,6 +1,6 @@
 """Terminal view of a plan: changes grouped by dataset (its references together, in apply order), each with
-only the fields that change, a symbol legend, drift with live and expected values, policy findings, and
-a summary line. Above `LARGE` changes only the summary and per-dataset counts are printed."""
+only the fields that change, a symbol legend, drift with live and expected values, checkpoint results, policy
+findings, and a summary line. Above `LARGE` changes only the summary and per-dataset counts are printed."""
 
 from __future__ import annotations
 
@@ -55,6 +55,18 @@ def exposure_lines(plan: Plan) -> list[str]:
     return lines
 
 
+def checkpoint_lines(plan: Plan) -> list[tuple[str, bool]]:
+    """Each checkpoint result as one line, and whether it passed."""
+    return [
+        (
+            f"checkpoint {c['check']} {'passed' if c['passed'] else 'FAILED'}: "
+            f"dataset.{c['dataset']}@{c['version']}: {c['detail']}",
+            bool(c["passed"]),
+        )
+        for c in plan.checks
+    ]
+
+
 def render_plan(plan: Plan, console: Console, *, verbose: bool = False, large: int = LARGE) -> None:
     header = f"Plan {plan.plan_id} ({plan.operation})"
     if plan.git.get("commit"):
@@ -83,6 +95,8 @@ def render_plan(plan: Plan, console: Console, *, verbose: bool = False, large: i
         console.print(
             Text(f"      live: {show(drift.get('live'))}; kfmops last applied: {show(drift.get('last_applied'))}")
         )
+    for line, passed in checkpoint_lines(plan):
+        console.print(Text(f"  {line}", style="green" if passed else "red"))
     for finding in plan.policy.get("findings", []):
         severity = finding.get("severity", "deny")
         style = "red" if severity == "deny" else "yellow"

@@ -6,7 +6,9 @@ package kfmops
 import data.kfmops_lib as lib
 import rego.v1
 
-decisions contains decision if {
+# An array, not a set: rego-cpp adds to a set in time linear in its size, so a set of one decision per
+# dataset costs time quadratic in the datasets judged (9.9 s instead of 1.3 s at 1,000 datasets).
+decisions := [decision |
 	some d
 	record := lib.judged[d]
 	decision := {
@@ -15,7 +17,7 @@ decisions contains decision if {
 		"rationale": array.concat(array.concat(labels(record), consents(record)), array.concat(reviews(record), levels(record))),
 		"obligations": array.concat(array.concat(masking(record), renewals(record)), array.concat(keep_internal(record), waiver_expiries(record))),
 	}
-}
+]
 
 access(record) := "internal" if {
 	lib.internal(record)
