@@ -115,6 +115,13 @@ class Neo4jProvider(Provider):
             and len(record["properties"] or []) == 1
         }
 
+    def _by_shape(self, references: Sequence[Reference]) -> dict[Shape, list[Reference]]:
+        """References grouped by their pattern: one Cypher statement per group."""
+        groups: dict[Shape, list[Reference]] = defaultdict(list)
+        for reference in references:
+            groups[self._shape(reference)].append(reference)
+        return groups
+
     def _shape(self, reference: Reference) -> Shape:
         locator = reference.locator
         return (
@@ -138,9 +145,7 @@ class Neo4jProvider(Provider):
             raise self._error(exc) from exc
 
     def read(self, references: Sequence[Reference]) -> dict[str, Any]:
-        groups: dict[Shape, list[Reference]] = defaultdict(list)
-        for reference in references:
-            groups[self._shape(reference)].append(reference)
+        groups = self._by_shape(references)
         values: dict[str, Any] = {}
         for (from_label, from_key, rel, to_label, to_key), group in groups.items():
             # One record of two lists per batch, the sources by their position in $ids: a record, a list or a
@@ -214,9 +219,7 @@ class Neo4jProvider(Provider):
         A reference with no relationship (deleted, or never linked) has nothing to carry a key: it is counted
         as written under any key, so that its absent value alone decides, as it would without keys.
         """
-        groups: dict[Shape, list[Reference]] = defaultdict(list)
-        for reference in references:
-            groups[self._shape(reference)].append(reference)
+        groups = self._by_shape(references)
         written: set[str] = set()
         for (from_label, from_key, rel, to_label, _), group in groups.items():
             source, hint = self._node("a", from_label, from_key, "$ids[i]")
