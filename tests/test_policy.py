@@ -20,12 +20,14 @@ import jsonschema
 import pytest
 from regopy import Interpreter
 
+from kfmops.governance import policy
 from kfmops.governance.policy import (
     DEFAULT_POLICY_DIR,
     LOAD_ERROR,
     Finding,
     PolicyResult,
     evaluate,
+    groups,
     load_policies,
 )
 
@@ -537,6 +539,81 @@ def test_every_broken_rule_is_reported_at_once():
         ("sovereignty.consent_required", "dataset.c"),
         ("heritage.masking_required", "dataset.sites"),
     }
+
+
+# Plans judged in groups of datasets ------------------------------------------------------------------
+
+
+def varied_plan(count: int) -> dict[str, Any]:
+    """A plan of `count` datasets breaking the default rules in turn, with exposure entries, a change
+    that belongs to no dataset and drift: every member `groups` cuts up."""
+    records, facts, exposure = [], {}, []
+    for index in range(count):
+        name = f"d{index:05d}"
+        kind = index % 6
+        if kind == 1:
+            records.append(record(name, sovereignty="sovereign", **NATION))
+        elif kind == 2:
+            broken = record(name)
+            broken["target"] = {"id": "v2"}
+            records.append(broken)
+        elif kind == 3:
+            records.append(record(name, label="restricted", visibility="internal", heritage=True, **NATION))
+        elif kind == 4:
+            exposed = record(name, sovereignty="tribal", **NATION)
+            exposure.append(exposure_of(exposed, {**exposed["care"], "consent": CONSENT}))
+            records.append(exposed)
+        else:
+            records.append(record(name))
+        facts[name] = cells(7, sites=2 if kind == 3 else 5)
+    plan = plan_of(records, facts=facts, exposure=exposure)
+    raw = dict(change("kfm-basemaps", "search"), address="search_alias.kfm-basemaps", dataset=None)
+    plan["changes"].append(raw)
+    plan["drift"] = [{"address": "dataset.d00000.cache", "type": "drift"}]
+    plan["summary"] = {"create": 0, "update": len(plan["changes"]), "delete": 0, "no_op": 0}
+    return plan
+
+
+def test_a_plan_judged_in_groups_gives_the_findings_of_one_query(monkeypatch):
+    plan = varied_plan(60)
+    whole = check(plan)
+    assert {rule for rule, _ in denials(whole)} >= {
+        "sovereignty.consent_required",
+        "provenance.required",
+        "heritage.k_anonymity",
+    }
+    assert len(whole.decisions) == 60
+    monkeypatch.setattr(policy, "GROUP_SIZE", 7)
+    parts = groups(plan, policy.GROUP_SIZE)
+    assert len(parts) == 9
+    assert sorted(name for part in parts for name in part["datasets"]) == sorted(plan["datasets"])
+    assert sum(len(part["changes"]) for part in parts) == len(plan["changes"])
+    assert [len(part["drift"]) for part in parts] == [1] + [0] * 8
+    assert all(part["summary"] == plan["summary"] for part in parts)
+    grouped = check(plan)
+    assert grouped.findings == whole.findings
+    assert grouped.decisions == whole.decisions
+
+
+def test_a_rule_over_the_summary_sees_the_whole_plan_in_every_group(monkeypatch):
+    user = (
+        "limit.rego",
+        'package kfmops\n\nimport rego.v1\n\ndeny contains "more than 100 updates" if input.summary.update > 100\n',
+    )
+    monkeypatch.setattr(policy, "GROUP_SIZE", 10)
+    result = evaluate(varied_plan(30), [*POLICIES, user], SETTINGS)
+    assert [f.message for f in result.findings if f.rule == "deny"] == ["more than 100 updates"]
+
+
+@pytest.mark.slow
+def test_an_initial_plan_of_ten_thousand_datasets_is_judged_not_stopped():
+    # One query over it reached rego-cpp's statement limit: policy.error "Maximum statement count reached".
+    plan = plan_of([record(f"d{index:05d}") for index in range(10_000)])
+    for item in plan["changes"]:
+        item["action"], item["before"] = "create", None
+    result = check(plan)
+    assert result.decision == "allow", result.findings[:3]
+    assert len(result.decisions) == 10_000
 
 
 # Failing closed ---------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The policy gate: every plan is judged once, in one query, before anything it moves is written.
+"""The policy gate: every plan is judged once, before anything it moves is written.
 
 Fails closed: a deny (or an evaluation error, which is a deny) stops the operation before the WAL
 begins. The gate answers; the engine decides when to ask and emits what it heard.
@@ -34,8 +34,8 @@ class PolicyGate:
         self._judged: dict[str, PolicyResult] = {}
 
     def check(self, plan: Plan) -> PolicyResult:
-        """The policy decision over `plan` (one query), judged on facts gathered now from the data of the
-        versions its datasets point at: the facts a plan file carries are never trusted. A plan this gate
+        """The policy decision over `plan` (governance.policy: a query per group of datasets), judged on
+        facts gathered now from the data of the versions its datasets point at: the facts a plan file carries are never trusted. A plan this gate
         judged already, with the same input (facts included; its own earlier verdict aside), gets that
         decision again: `apply --auto-approve` judges its plan when it is made and again under the lock."""
         facts = gather(self.providers, plan.datasets)

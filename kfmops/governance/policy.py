@@ -1,4 +1,4 @@
-"""Policy as code: Rego v1 files evaluated over the plan JSON with regopy (rego-cpp), one query per plan.
+"""Policy as code: Rego v1 files evaluated over the plan JSON with regopy (rego-cpp; governance.rego).
 
 The files are plain OPA policies: `opa eval` and `conftest test --namespace kfmops` run them unchanged
 on `kfmops show PLAN --format json` (docs/policy.md). Findings are the values of the rules of package
@@ -12,13 +12,14 @@ Invariants:
   names the file or the problem. No error path returns "allow".
 - An empty policy set denies (`policy.empty`) unless settings say `allow_empty: true`; so does a set
   in which no file defines a deny or violation rule in package `kfmops`.
-- The whole plan is one query; rules never run per change.
+- Rules never run per change: the plan is judged in groups of datasets (`groups`), one query each,
+  every group a complete plan document carrying the whole plan's summary. The findings and decisions
+  are the union over the groups; a plan of up to GROUP_SIZE datasets is one query.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -35,12 +36,17 @@ DECISIONS = "decisions"
 """The rule that holds access decisions: per judged dataset, its access, rationale and obligations."""
 
 QUERY = f"{{name: value | some name, value in data.{NAMESPACE}; regex.match(`{RULE_NAME}|^{DECISIONS}$`, name)}}"
-"""The one query per plan: every finding rule of the namespace, and the access decisions, at once."""
+"""The query per group of datasets: every finding rule of the namespace, and the access decisions, at once."""
 
 LOAD_ERROR = "# kfmops: cannot load policy: "
 """Text of a load_policies entry for a file that could not be read; evaluate() denies on it."""
 
 SEVERITIES = ("deny", "warn")
+
+GROUP_SIZE = 1000
+"""Datasets judged per query. rego-cpp stops a query at a statement limit (not settable through regopy)
+that a plan of about 9,000 datasets reaches; rules judge datasets one by one, so groups give the same
+findings, and `summary` in each group is still the whole plan's."""
 
 
 @dataclass(frozen=True)
@@ -113,7 +119,7 @@ def load_policies(policy_dir: Path, extra: list[Path]) -> list[tuple[str, str]]:
 
 
 def evaluate(plan: Mapping[str, Any], policies: list[tuple[str, str]], settings: Mapping[str, Any]) -> PolicyResult:
-    """Evaluate the policies over one plan document (planfile's dict) with one query.
+    """Evaluate the policies over one plan document (planfile's dict): one query per group of datasets.
 
     `settings` is kfmops.yaml's `policy:` section; it is passed whole as `data.kfmops.config`, and
     `allow_empty: true` lets an empty policy set allow. Fails closed: see the module invariants.
@@ -121,74 +127,36 @@ def evaluate(plan: Mapping[str, Any], policies: list[tuple[str, str]], settings:
     settings = dict(settings or {})
     if not policies:
         return _empty(settings, "no policy files were loaded")
-    texts = dict(policies)
     problems = [
         _error(f"{name}: {text[len(LOAD_ERROR) :].strip()}", "restore the file or remove it from policy.paths")
         for name, text in policies
         if text.startswith(LOAD_ERROR)
     ]
-    # regopy ships neither type hints nor a py.typed marker, and PyPI has no stub package for it. Imported
-    # here: the commands that judge no plan (--help, validate, state ...) do not load rego-cpp.
-    from regopy import Interpreter, LogLevel, RegoError  # type: ignore[import-untyped]
+    # Imported here: the commands that judge no plan (--help, validate, state ...) do not load rego-cpp.
+    from kfmops.governance.rego import Rego, RegoFailure
 
     try:
-        interpreter = Interpreter()
-        interpreter.log_level = LogLevel.NONE  # rego-cpp prints errors to stdout otherwise
-        interpreter.strict_built_in_errors = True  # a failing built-in is an error, not a silent undefined
-        for name, text in policies:
-            if text.startswith(LOAD_ERROR):
-                continue
-            try:
-                interpreter.add_module(name, text)
-            except RegoError as error:
-                problems.extend(_module_errors(name, error, texts))
+        rego = Rego(
+            [entry for entry in policies if not entry[1].startswith(LOAD_ERROR)], {NAMESPACE: {"config": settings}}
+        )
         if problems:
             return _decide(problems)
-        interpreter.add_data_json(json.dumps({NAMESPACE: {"config": settings}}, default=str))
-        # Through JSON first, so input is exactly what `kfmops show --format json` gives opa/conftest;
-        # then built node by node, which is faster in regopy than parsing it as a Rego term.
-        interpreter.set_input(json.loads(json.dumps(plan, default=str)))
-        output = interpreter.query(QUERY)
-        if not output.ok():
+        # Through JSON first, so input is exactly what `kfmops show --format json` gives opa/conftest.
+        answers = [rego.query(QUERY, group) for group in groups(json.loads(json.dumps(plan, default=str)), GROUP_SIZE)]
+    except RegoFailure as failure:
+        return _decide(problems + [_error(message, fix) for message, fix in failure.problems])
+    rules: dict[str, Any] = {}
+    for results in answers:
+        if len(results) != 1 or len(results[0]) != 1 or not isinstance(results[0][0], dict):
             return _decide(
                 [
                     _error(
-                        f"evaluation failed: {reason}",
-                        "fix the policy; `opa eval --strict-builtin-errors` on the plan JSON shows where it fails",
+                        f"the query {QUERY} was undefined or not an object: {results!r}",
+                        "check that the policies declare `package kfmops`",
                     )
-                    for reason in _output_errors(output)
                 ]
             )
-        results = [result.expressions for result in output.results]
-    except json.JSONDecodeError as error:  # regopy parses the interpreter's output as JSON
-        return _decide(
-            [
-                _error(
-                    f"the interpreter's output is not valid JSON ({error})",
-                    "build messages with concat, not with sprintf over a string another built-in returned "
-                    "(a rego-cpp quirk; docs/policy.md)",
-                )
-            ]
-        )
-    except Exception as error:  # fail closed: any failure of the interpreter is a deny, never an allow
-        return _decide(
-            [
-                _error(
-                    f"policy evaluation failed: {type(error).__name__}: {_first_line(error)}",
-                    "fix the policy files; run `opa check` on them for details",
-                )
-            ]
-        )
-    if len(results) != 1 or len(results[0]) != 1 or not isinstance(results[0][0], dict):
-        return _decide(
-            [
-                _error(
-                    f"the query {QUERY} was undefined or not an object: {results!r}",
-                    "check that the policies declare `package kfmops`",
-                )
-            ]
-        )
-    rules: dict[str, Any] = results[0][0]
+        _merge(rules, results[0][0])
     decisions = rules.pop(DECISIONS, [])
     if not any(not name.startswith("warn") for name in rules):
         return _empty(settings, f"no policy defines a deny or violation rule in package {NAMESPACE}")
@@ -204,6 +172,49 @@ def evaluate(plan: Mapping[str, Any], policies: list[tuple[str, str]], settings:
         )
         decisions = []
     return replace(_decide(findings), decisions=tuple(sorted(decisions, key=lambda d: str(d["dataset"]))))
+
+
+def groups(plan: Mapping[str, Any], size: int) -> list[dict[str, Any]]:
+    """The plan document as documents of at most `size` datasets each, in name order: one per query.
+
+    Each is a whole plan document (every member as it is, `summary` of the whole plan included) holding
+    only its datasets' records, facts, exposure entries and changes; what belongs to no dataset (a change
+    without one, drift) goes in the first. A plan of at most `size` datasets is one document: itself."""
+    changes = plan.get("changes") or []
+    exposure = plan.get("exposure") or []
+    records = plan.get("datasets") or {}
+    facts = plan.get("facts") or {}
+    named = [item.get("dataset") for item in [*changes, *exposure] if isinstance(item, dict)]
+    names = sorted({*records, *facts, *(name for name in named if isinstance(name, str))})
+    if len(names) <= size:
+        return [dict(plan)]
+    group_of = {name: index // size for index, name in enumerate(names)}
+    documents = [
+        dict(plan, changes=[], exposure=[], datasets={}, facts={}, drift=[]) for _ in range(max(group_of.values()) + 1)
+    ]
+    documents[0]["drift"] = plan.get("drift") or []
+
+    def group(item: Any) -> dict[str, Any]:
+        name = item.get("dataset") if isinstance(item, dict) else None
+        return documents[group_of[name] if isinstance(name, str) else 0]
+
+    for change in changes:
+        group(change)["changes"].append(change)
+    for entry in exposure:
+        group(entry)["exposure"].append(entry)
+    for name, record in records.items():
+        documents[group_of[name]]["datasets"][name] = record
+    for name, fact in facts.items():
+        documents[group_of[name]]["facts"][name] = fact
+    return documents
+
+
+def _merge(rules: dict[str, Any], more: Mapping[str, Any]) -> None:
+    """Add one group's rule values to `rules`: the findings and decisions of each rule, concatenated."""
+    for name, value in more.items():
+        known = rules.setdefault(name, [] if isinstance(value, list) else value)
+        if isinstance(known, list) and isinstance(value, list):
+            known.extend(value)
 
 
 def _policy_files(root: Path) -> list[tuple[Path, str | None]]:
@@ -311,64 +322,3 @@ def _empty(settings: Mapping[str, Any], why: str) -> PolicyResult:
 
 def _error(message: str, fix: str) -> Finding:
     return Finding("policy.error", None, message, fix, "deny")
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else "(no detail)"
-
-
-_ERROR_HEAD = re.compile(rb"\(error (\d+):")
-_ERROR_SPAN = re.compile(rb"\|(\d+)\|(\d+)")
-_ERROR_MESSAGE = re.compile(rb"\(errormsg (\d+):")
-
-
-def _module_errors(name: str, error: Exception, texts: Mapping[str, str]) -> list[Finding]:
-    """policy.error findings, with file:line:column, from a RegoError raised while adding a module.
-
-    rego-cpp reports errors as an S-expression whose strings are length-prefixed
-    (`(error 8:bad.rego|49|1 (errormsg 16:this is unclosed) ...)`), offsets in bytes of the file."""
-    raw = str(error.args[0] if error.args else error).encode("utf-8", "replace")
-    found: list[Finding] = []
-    position = 0
-    while head := _ERROR_HEAD.search(raw, position):
-        start = head.end()
-        file = raw[start : start + int(head[1])].decode("utf-8", "replace")
-        span = _ERROR_SPAN.match(raw, start + int(head[1]))
-        message = _ERROR_MESSAGE.search(raw, start)
-        if message is None:
-            break
-        text = raw[message.end() : message.end() + int(message[1])].decode("utf-8", "replace")
-        position = message.end() + int(message[1])
-        where = _location(file or name, int(span[1]) if span else None, texts)
-        found.append(_error(f"{where}: {text}", "fix the Rego syntax (Rego v1: `import rego.v1`, `if`, `contains`)"))
-    return found or [_error(f"{name}: {_first_line(error)}", "fix the Rego syntax")]
-
-
-def _location(file: str, offset: int | None, texts: Mapping[str, str]) -> str:
-    text = texts.get(file)
-    if offset is None or text is None:
-        return file
-    before = text.encode("utf-8")[:offset].decode("utf-8", "replace")
-    line = before.count("\n") + 1
-    column = len(before) - (before.rfind("\n") + 1) + 1
-    return f"{file}:{line}:{column}"
-
-
-def _output_errors(output: Any) -> list[str]:
-    """The messages of an output that is not ok (an ErrorSeq of Error nodes: message, ast, code)."""
-    from regopy import NodeKind
-    from regopy.rego_shared import rego_node_value  # type: ignore[import-untyped]
-
-    reasons = []
-    try:
-        sequence = output.node()
-        for index in range(len(sequence)):
-            parts = sequence.at(index)
-            texts = {parts.at(i).kind: rego_node_value(parts.at(i)._impl) for i in range(len(parts))}
-            code = texts.get(NodeKind.ErrorCode, "")
-            message = texts.get(NodeKind.ErrorMessage, "")
-            reasons.append(f"{code}: {message}" if code else message)
-    except Exception:  # the error detail is best effort; the deny does not depend on it
-        pass
-    return [reason for reason in reasons if reason] or ["the interpreter reported an error without detail"]
