@@ -25,7 +25,7 @@ from kfmops.desired.identifiers import stac_path_problem
 from kfmops.errors import BackendError
 from kfmops.io.files import remove_stale_temporaries, write_atomic
 from kfmops.providers.base import Provider, Write, WriteKey
-from kfmops.providers.stac_check import broken_links, unreached
+from kfmops.providers.stac_check import broken_links, targets, unreached
 from kfmops.providers.stac_document import DEPRECATED, StacDocument
 from kfmops.providers.stac_facts import version_facts
 from kfmops.references import Reference, ReferenceKind
@@ -198,14 +198,15 @@ class StacCatalog:
         paths = {slot["document"] for reference in references for slot in reference.locator["slots"]}
         documents = self._load(paths)
         broken = sum(len(broken_links(path, document.data, self.root)) for path, document in sorted(documents.items()))
-        orphaned: set[str] = set()
+        # each catalog document is walked once, over the documents of every reference it lists: walking it
+        # per reference read its 10,000 child links 10,000 times after an initial apply
+        own: dict[str, set[str]] = {}
         for reference in references:
             slots = reference.locator["slots"]
-            own = {
-                slot["document"]: documents[slot["document"]].data for slot in slots if slot["document"] in documents
-            }
             for start in {slot["document"] for slot in slots if slot["field"] == "child"}:
-                orphaned.update(unreached(start, own))
+                own.setdefault(start, set()).update(slot["document"] for slot in slots if slot["document"] in documents)
+        links = {path: targets(path, document.data) for path, document in documents.items()}
+        orphaned = {path for start, paths in own.items() for path in unreached(start, {p: links[p] for p in paths})}
         return broken + len(orphaned)
 
     def version_facts(self, paths: Sequence[str]) -> dict[str, dict[str, Any]]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import posixpath
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -128,18 +128,18 @@ def targets(path: str, document: Mapping[str, Any]) -> list[str]:
     ]
 
 
-def unreached(start: str, documents: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """Paths of `documents` that no chain of relative links from `start` reaches (none when `start` is absent)."""
-    if start not in documents:
+def unreached(start: str, links: Mapping[str, Sequence[str]]) -> list[str]:
+    """Paths of `links` (path -> the paths its relative links point at, see `targets`) that no chain of links
+    from `start` reaches (none when `start` is absent)."""
+    if start not in links:
         return []
     seen, todo = {start}, [start]
     while todo:
-        path = todo.pop()
-        for target in targets(path, documents[path]):
-            if target in documents and target not in seen:
+        for target in links[todo.pop()]:
+            if target in links and target not in seen:
                 seen.add(target)
                 todo.append(target)
-    return sorted(set(documents) - seen)
+    return sorted(set(links) - seen)
 
 
 def check_catalog(root: Path, schema_dir: Path | None = None, declared: Declared | None = None) -> CatalogReport:
@@ -170,7 +170,10 @@ def check_catalog(root: Path, schema_dir: Path | None = None, declared: Declared
 
 def orphans(documents: Mapping[str, Mapping[str, Any]], declared: Declared) -> list[tuple[str, str]]:
     """(path, why) of each orphan among `documents` (root-relative path -> parsed STAC document)."""
-    found = {path: f"no link reaches it from {declared.catalog}" for path in unreached(declared.catalog, documents)}
+    found = {
+        path: f"no link reaches it from {declared.catalog}"
+        for path in unreached(declared.catalog, {p: targets(p, d) for p, d in documents.items()})
+    }
     if declared.version_document and "{dataset}" in declared.version_document and declared.datasets:
         pattern = version_pattern(declared.version_document)
         for path in documents:
