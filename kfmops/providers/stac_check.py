@@ -21,6 +21,8 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kfmops.schemas import import_jsonschema
+
 if TYPE_CHECKING:  # jsonschema is imported by the first check, not when kfmops starts
     from jsonschema import Draft7Validator
     from referencing import Registry
@@ -57,6 +59,7 @@ class Declared:
 
 @cache
 def _validators(schema_dir: Path) -> tuple[dict[str, Draft7Validator], Registry]:
+    import_jsonschema()
     from jsonschema import Draft7Validator
     from referencing import Registry, Resource
     from referencing.jsonschema import DRAFT7
