@@ -16,6 +16,7 @@ import prov
 import pytest
 from conftest import ROOT
 from jsonschema import Draft202012Validator
+from openlineage.client.serde import Serde
 from prov.model import PROV, PROV_TYPE, ProvDocument
 
 from kfmops.errors import KfmopsError
@@ -78,16 +79,23 @@ def facet_schema() -> dict[str, Any]:
 
 
 def emit(event_type: str, path: Path, **extra: Any) -> dict[str, Any]:
-    return emit_openlineage(
-        RUN_ID,
-        event_type,
-        "apply",
-        NAMESPACE,
-        outputs(),
-        {"type": "file", "path": str(path)},
-        PRODUCER,
-        **extra,
+    return sent(
+        emit_openlineage(
+            RUN_ID,
+            event_type,
+            "apply",
+            NAMESPACE,
+            outputs(),
+            {"type": "file", "path": str(path)},
+            PRODUCER,
+            **extra,
+        )
     )
+
+
+def sent(event: Any) -> dict[str, Any]:
+    """The JSON of an event emit_openlineage returned."""
+    return Serde.to_dict(event)
 
 
 def test_start_complete_fail_are_appended_to_the_file_transport(tmp_path: Path) -> None:
@@ -218,7 +226,7 @@ def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, type[Receiv
 def test_http_transport_posts_the_event(receiver: tuple[str, type[Receiver]]) -> None:
     url, handler = receiver
     transport = {"type": "http", "url": url, "endpoint": "api/v1/lineage", "custom_headers": {"X-Kfm": "1"}}
-    event = emit_openlineage(RUN_ID, "START", "apply", NAMESPACE, outputs(), transport, PRODUCER)
+    event = sent(emit_openlineage(RUN_ID, "START", "apply", NAMESPACE, outputs(), transport, PRODUCER))
     [(path, headers, body)] = handler.received
     assert path == "/api/v1/lineage"
     assert headers["X-Kfm"] == "1"

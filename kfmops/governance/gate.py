@@ -35,9 +35,10 @@ class PolicyGate:
 
     def check(self, plan: Plan) -> PolicyResult:
         """The policy decision over `plan` (governance.policy: a query per group of datasets), judged on
-        facts gathered now from the data of the versions its datasets point at: the facts a plan file carries are never trusted. A plan this gate
-        judged already, with the same input (facts included; its own earlier verdict aside), gets that
-        decision again: `apply --auto-approve` judges its plan when it is made and again under the lock."""
+        facts gathered now from the data of the versions its datasets point at: the facts a plan file
+        carries are never trusted. A plan this gate judged already, with the same input (facts included;
+        its own earlier verdict aside), gets that decision again: `apply --auto-approve` judges its plan
+        when it is made and again under the lock."""
         facts = gather(self.providers, plan.datasets)
         # checkpoint results are the session's to add (governance.checkpoints): a plan file's are never judged
         document = policy_input(replace(plan, facts=facts, checks=()))
