@@ -150,6 +150,32 @@ def test_group_commit_logs_one_intent_and_done_pair_per_batch(make_workspace, cl
         assert (done.type, done.fields["batch"]) == ("DONE", intent.fields["batch"])
 
 
+def test_a_small_change_logs_only_what_it_changes_and_still_counts_the_rest(make_workspace, cli):
+    """The WAL, history and ledger of an apply of K of N references hold K changes (O(K), not O(N)); the
+    references left out are counted, and state still records every one of them."""
+    workspace = make_workspace(n=10)
+    assert cli(workspace, "apply", "--auto-approve")[0] == 0
+    promote(workspace, 0.2, 7)
+    code, out, err = cli(workspace, "apply", "--auto-approve")
+    assert code == 0, (out, err)
+
+    ledger = workspace / "docs" / "reports" / "audit" / "data_provenance_ledger.jsonl"
+    entry = json.loads(ledger.read_text().splitlines()[-1])
+    moved = entry["changes"]["update"]
+    assert 0 < len(moved) < 40
+    assert entry["changes"]["no_op"] == 40 - len(moved)
+    (path,) = sorted((workspace / "state" / "wal" / "archive").glob("*.jsonl"))[-1:]
+    begin = wal.read_wal(path)[0]
+    assert sorted(c["address"] for c in begin.fields["changes"]) == sorted(moved)
+    assert begin.fields["unchanged"] == 40 - len(moved)
+    history = json.loads((workspace / "state" / "history.jsonl").read_text().splitlines()[-1])
+    assert history["summary"] == {"create": 0, "update": len(moved), "delete": 0, "no_op": 40 - len(moved)}
+    state = json.loads((workspace / "state" / "state.json").read_text())
+    assert len(state["resources"]) == 40
+    code, out, err = cli(workspace, "plan", "--detailed-exitcode")
+    assert code == 0, (out, err)
+
+
 # The WAL as recover meets it after a real crash ----------------------------------------------------
 
 

@@ -129,6 +129,9 @@ def begin(
     `origin` (see `attempt`) is kept with the plan's own origin, which also names the gates an operator
     overrode for it."""
     versions = state.versions()
+    # a no-op that state records as it is moves nothing and commits nothing: the WAL, history, ledger and
+    # lineage of a change of K references then cost O(K), not the size of the workspace
+    changes = [c for c in plan.changes if c.action is not Action.NOOP or not state.keeps(c)]
     return Transaction(
         id=new_id("apply"),
         plan_id=plan.plan_id,
@@ -136,8 +139,9 @@ def begin(
         operator=operator(),
         started=now(),
         state=plan.state,
-        changes=tuple(replace(c, before_version=versions.get(c.address)) for c in plan.changes),
+        changes=tuple(replace(c, before_version=versions.get(c.address)) for c in changes),
         datasets=plan.datasets,
+        unchanged=len(plan.changes) - len(changes),
         origin={**plan.origin, **(origin or {})} | ({"overrides": overrides} if overrides else {}),
         reason=options.reason,
         rolls_back=options.rolls_back or plan.origin.get("rolls_back"),

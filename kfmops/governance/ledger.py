@@ -145,7 +145,7 @@ def entry_for(
                 for action in ("import", "forget")
                 if (addresses := [c.address for c in transaction.moves if c.action is Action(action)])
             }
-            | {"no_op": len(transaction.changes) - len(transaction.moves)},
+            | {"no_op": transaction.summary()["no_op"]},
             "compensated": list(transaction.compensated),
         }
         | _context(transaction.rolls_back, transaction.origin, transaction.datasets)

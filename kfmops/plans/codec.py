@@ -116,6 +116,7 @@ def transaction_to_dict(transaction: Transaction, *, header_only: bool = False) 
         "origin": transaction.origin,
         "datasets": transaction.datasets,
         "changes": [change_to_dict(change) for change in transaction.changes],
+        "unchanged": transaction.unchanged,
     }
     if not header_only:
         data |= {
@@ -138,6 +139,7 @@ def transaction_from_dict(data: Any, name: str) -> Transaction:
         operator=data["operator"],
         started=data["started"],
         datasets=data.get("datasets") or {},
+        unchanged=data.get("unchanged", 0),
         origin=data.get("origin") or {},
         reason=data.get("reason"),
         rolls_back=data.get("rolls_back"),

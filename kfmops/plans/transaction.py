@@ -79,6 +79,9 @@ class Transaction:
     state: StateRef
     changes: tuple[Change, ...]
     datasets: Mapping[str, Any] = field(default_factory=dict)
+    unchanged: int = 0
+    """The plan's no-op changes left out of `changes`: state records each of them already, as the plan found it,
+    so committing them would change nothing; counted so that history and the ledger still say how many."""
     origin: Mapping[str, Any] = field(default_factory=dict)
     reason: str | None = None
     rolls_back: str | None = None
@@ -106,7 +109,8 @@ class Transaction:
         return [c.address for c in self.moves] if self.outcome is Outcome.COMMITTED else []
 
     def summary(self) -> dict[str, int]:
-        return summarize(self.changes)
+        counts = summarize(self.changes)
+        return counts | {"no_op": counts["no_op"] + self.unchanged}
 
     def batches(self, order: Sequence[ReferenceKind], size: int) -> list[Batch]:
         return cut_batches(self.changes, order, size)

@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from kfmops.plans.model import Operation
+from kfmops.plans.model import Change, Operation
 from kfmops.plans.transaction import Transaction
 from kfmops.references import Reference
 
@@ -62,6 +62,17 @@ class State:
         self.applied_plans.append(transaction.plan_id)
         self.datasets.update(transaction.datasets)
         self.serial += 1
+
+    def keeps(self, change: Change) -> bool:
+        """Whether committing `change`, a no-op, would leave this state as it is: the reference is recorded with
+        that value and version, and no hotfix mark waits for git to hold it."""
+        kept = self.resources.get(change.address)
+        return (
+            kept is not None
+            and change.after is not None
+            and change.address not in self.hotfixes
+            and _recorded(kept) == (change.reference, change.after, change.version)
+        )
 
     def _track_hotfix(self, transaction: Transaction, address: str, value: Any, mutates: bool) -> None:
         """A hotfix marks its addresses until git holds the value; any other apply of them settles it (a repair,
