@@ -991,3 +991,19 @@ def test_the_gate_judges_a_plan_once_and_a_changed_plan_again(tmp_path):
         assert session.policy.check(replace(judged, policy={"decision": "deny", "findings": []})) is first
         fewer = replace(judged, changes=judged.changes[1:])
         assert session.policy.check(fewer) is not first
+
+
+def test_the_policy_input_leaves_out_no_ops_but_still_counts_them():
+    from kfmops.governance.gate import policy_input
+    from kfmops.plans.model import Action, Change, Operation, Plan, StateRef
+    from kfmops.references import Reference, ReferenceKind
+
+    def changed(name: str, action: Action) -> Change:
+        reference = Reference(f"dataset.{name}.cache", ReferenceKind.CACHE, "local", {"key": name}, name)
+        return Change(reference, action, "v1", "v1" if action is Action.NOOP else "v2", "test")
+
+    changes = (changed("a", Action.UPDATE), changed("b", Action.NOOP), changed("c", Action.NOOP))
+    plan = Plan("plan-1", "2026-06-01T00:00:00Z", Operation.APPLY, "ws", StateRef("lineage", 1), changes)
+    document = policy_input(plan)
+    assert [c["address"] for c in document["changes"]] == ["dataset.a.cache"]
+    assert document["summary"] == {"create": 0, "update": 1, "delete": 0, "no_op": 2}

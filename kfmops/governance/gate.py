@@ -16,7 +16,7 @@ from kfmops.governance.facts import gather
 from kfmops.governance.policy import DEFAULT_POLICY_DIR, PolicyResult, evaluate, load_policies
 from kfmops.io.canonical import canonical_json
 from kfmops.plans import codec
-from kfmops.plans.model import Plan
+from kfmops.plans.model import Action, Plan
 from kfmops.providers.registry import Providers
 from kfmops.workspace import Workspace
 
@@ -65,6 +65,5 @@ def policy_input(plan: Plan) -> dict[str, Any]:
     """The plan JSON without its no-op changes: they move nothing, and a plan of 10,000 references
     that are up to date would otherwise cost seconds to hand to the interpreter. Findings are the same
     as `opa`/`conftest` give on the full `kfmops show --format json` (the summary still counts no-ops)."""
-    document = codec.plan_to_dict(plan)
-    document["changes"] = [change for change in document["changes"] if change["action"] != "no-op"]
-    return document
+    moving = tuple(change for change in plan.changes if change.action is not Action.NOOP)
+    return codec.plan_to_dict(replace(plan, changes=moving)) | {"summary": plan.summary()}
