@@ -11,6 +11,7 @@ import json
 import math
 import signal
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ import pytest
 from benchmarks.generate import promote
 from kfmops.errors import InputError
 from kfmops.stores import wal
+from kfmops.stores.folder import FolderStateStore
 
 GENESIS = "0" * 64
 KINDS = ("stac", "graph", "search", "cache")
@@ -225,3 +227,34 @@ def test_an_edited_wal_record_stops_recover_and_every_mutating_command(crashed, 
         assert f"{path}:4: WAL record breaks the hash chain" in err
         assert "Traceback" not in out + err
     assert live_snapshot(workspace) == at_crash
+
+
+def test_the_state_store_reads_a_file_once_but_never_misses_a_replacement_or_an_edit(make_workspace, cli):
+    """The folder store keeps what it parsed by the file's identity (device, inode, size, mtime, ctime): a second
+    load of the same file is not parsed again, but a replaced, edited, corrupted or deleted file always is."""
+    workspace = make_workspace(n=2)
+    assert cli(workspace, "apply", "--auto-approve")[0] == 0
+    store = FolderStateStore(workspace / "state")
+    first = store.load()
+    again = store.load()
+    assert first is not None and again is not None and again is not first
+    assert again.resources.keys() == first.resources.keys() and again.serial == first.serial
+    first.serial = 99  # one load's state is its own to change
+    assert store.load().serial == again.serial
+
+    path = workspace / "state" / "state.json"
+    raw = json.loads(path.read_text())
+    store.save(replace(first, serial=7))  # replaced by a rename: a new inode
+    assert store.load().serial == 7
+    with path.open("r+") as edited:  # an edit in place, same inode
+        text = edited.read().replace('"serial":7', '"serial":8')
+        edited.seek(0)
+        edited.write(text)
+        edited.truncate()
+    assert store.load().serial == 8
+    with path.open("r+") as torn:
+        torn.truncate(len(json.dumps(raw)) // 2)
+    with pytest.raises(InputError, match="not valid JSON"):
+        store.load()
+    path.unlink()
+    assert store.load() is None
