@@ -42,13 +42,12 @@ class PlanRequest:
 def load_desired(workspace: Workspace, git_ref: str | None = None) -> DesiredState:
     """Validated, expanded desired state from the work tree, or from `git_ref` without a checkout.
 
-    Files are parsed and validated once per content (the desired-document cache, whether the text comes from
-    the work tree or from git), in a workspace that was applied before: looking at one never applied creates
-    nothing in it."""
-    cache = DesiredCache(workspace.root / FOLDER) if workspace.state_dir.is_dir() else None
-    if git_ref:  # apply checks a saved plan against its commit: the same files as the plan's, mostly cached
-        documents = parse_documents(repo.files_at(workspace.desired_dir, git_ref), cache)
+    Files are parsed and validated once per content (the desired-document cache), in a workspace that was
+    applied before: looking at one never applied creates nothing in it."""
+    if git_ref:
+        documents = parse_documents(repo.files_at(workspace.desired_dir, git_ref))
     else:
+        cache = DesiredCache(workspace.root / FOLDER) if workspace.state_dir.is_dir() else None
         documents = load_documents_from(workspace.desired_dir, workspace.root, cache)
     return expand(documents, workspace.conventions, workspace.routes, set(workspace.backends))
 
