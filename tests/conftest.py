@@ -61,6 +61,20 @@ KFMOPS = Path(sys.executable).parent / "kfmops"
 CliResult = tuple[int, str, str]
 
 
+def commit_all(workspace: Path, subject: str = "desired state") -> str:
+    """Commit everything in `workspace` (a git repository of its own from the first call); the commit's id."""
+
+    def git(*args: str) -> str:
+        command = ["git", "-c", "user.email=ana@kfm", "-c", "user.name=Ana", *args]
+        return subprocess.run(command, cwd=workspace, capture_output=True, text=True, check=True).stdout.strip()
+
+    if not (workspace / ".git").exists():
+        git("init", "-q")
+    git("add", "-A")
+    git("commit", "-q", "--allow-empty", "-m", subject)
+    return git("rev-parse", "HEAD")
+
+
 @pytest.fixture
 def make_workspace(tmp_path: Path) -> Callable[..., Path]:
     """`make_workspace(n=5, versions=3)`: a fresh, valid workspace of n datasets under tmp_path."""

@@ -4,11 +4,16 @@ cache is detected and rebuilt, with the plan unchanged. Through the real CLI, on
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from unittest import mock
+
+from conftest import commit_all
 
 from benchmarks.generate import promote
-from kfmops.desired.cache import FOLDER, DesiredCache, _digest
+from kfmops.desired.cache import FOLDER, DesiredCache
 from kfmops.desired.load import load_documents_from
+from kfmops.plans.planfile import derived_key
 
 
 def entries(workspace: Path) -> dict[str, bytes]:
@@ -69,7 +74,7 @@ def test_an_entry_of_another_kfmops_version_is_not_trusted(make_workspace, tmp_p
     (name,) = entries_in(tmp_path / "cache")
     entry = json.loads((tmp_path / "cache" / name).read_text())
     entry["documents"] = entry["documents"][:1]
-    entry["digest"] = _digest(entry["documents"])
+    entry["digest"] = old.seal(entry["key"], entry["documents"])
     (tmp_path / "cache" / name).write_text(json.dumps(entry))
     assert len(load_documents_from(workspace / "desired", workspace, old)) == 1  # the old program trusts it
     current = DesiredCache(tmp_path / "cache")
@@ -81,3 +86,60 @@ def test_an_entry_of_another_kfmops_version_is_not_trusted(make_workspace, tmp_p
 
 def entries_in(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.glob("*.json"))
+
+
+def test_a_sealed_cache_takes_only_entries_sealed_with_its_own_secret(make_workspace, tmp_path):
+    workspace = make_workspace(n=4)
+    folder = tmp_path / "cache"
+    documents = load_documents_from(workspace / "desired", workspace, DesiredCache(folder))
+    (name,) = entries_in(folder)
+
+    def plant(cache: DesiredCache) -> None:
+        """A forged entry, one document short, under the file's own key, with the digest `cache` computes."""
+        entry = json.loads((folder / name).read_text())
+        entry["documents"] = entry["documents"][:1]
+        entry["digest"] = cache.seal(entry["key"], entry["documents"])
+        (folder / name).write_text(json.dumps(entry))
+
+    sealed = DesiredCache(folder, secret=b"the key")
+    for forger in (DesiredCache(folder), DesiredCache(folder, secret=b"another key")):
+        plant(forger)
+        again = load_documents_from(workspace / "desired", workspace, sealed)
+        assert [(d.name, d.spec) for d in again] == [(d.name, d.spec) for d in documents]
+    assert json.loads((folder / name).read_text())["digest"].startswith("hmac-sha256:")  # parsed and rewritten
+    plant(sealed)  # only a holder of the secret can make an entry the sealed cache takes
+    assert len(load_documents_from(workspace / "desired", workspace, sealed)) == 1
+
+
+def test_apply_checks_a_signed_plan_against_its_commit_through_the_sealed_cache_only(make_workspace, cli):
+    """With KFMOPS_PLAN_KEY, apply reads the plan's commit through the cache, and only through entries sealed
+    with that key: forged entries sealed with it are believed (and refuse the plan), others are ignored."""
+    key = {"KFMOPS_PLAN_KEY": "s3cret-plan-key"}
+    workspace = make_workspace(n=6)
+    commit_all(workspace)
+    code, _, err = cli(workspace, "apply", "--auto-approve", env=key)
+    assert code == 0, err
+    promote(workspace, 1.0, 7)
+    commit_all(workspace, "promote")
+    code, _, err = cli(workspace, "plan", "--out", str(workspace / "p.plan"), env=key)
+    assert code == 0, err
+    built = entries(workspace)
+    assert built and all(json.loads(body)["digest"].startswith("hmac-sha256:") for body in built.values())
+
+    def plant(secret: bytes | None) -> None:
+        """Each entry one document short, under the file's own key, sealed with `secret` (None: unsealed)."""
+        for name, body in built.items():
+            entry = json.loads(body)
+            entry["documents"] = entry["documents"][:1]
+            entry["digest"] = DesiredCache(workspace / FOLDER, secret=secret).seal(entry["key"], entry["documents"])
+            (workspace / FOLDER / name).write_text(json.dumps(entry))
+
+    with mock.patch.dict(os.environ, key):
+        secret = derived_key("desired-document cache")
+    plant(secret)  # what only a holder of the key can make: apply reads it, and the plan no longer matches
+    code, _, err = cli(workspace, "apply", str(workspace / "p.plan"), env=key)
+    assert code != 0 and "does not match the desired state of commit" in err, err
+    plant(None)  # what anyone who can write the workspace can make: ignored, the commit's files are parsed
+    code, _, err = cli(workspace, "apply", str(workspace / "p.plan"), env=key)
+    assert code == 0, err
+    assert all(json.loads(body)["digest"].startswith("hmac-sha256:") for body in entries(workspace).values())

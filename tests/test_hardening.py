@@ -10,14 +10,13 @@ from __future__ import annotations
 import json
 import signal
 import stat
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from conftest import local_rows
+from conftest import commit_all, local_rows
 
 from benchmarks.generate import promote
 
@@ -48,11 +47,6 @@ def cache_key(name: str, key: str, value: str, invalidate: list[str]) -> dict[st
 
 def history(cli: Any, workspace: Path) -> list[dict[str, Any]]:
     return json.loads(succeeded(cli(workspace, "history", "--json")))
-
-
-def git_commit(workspace: Path) -> None:
-    for args in (["init", "-q"], ["add", "-A"], ["-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "x"]):
-        subprocess.run(["git", *args], cwd=workspace, check=True)
 
 
 # 1. An invalidation pattern never deletes a key that another address manages ------------------------
@@ -164,7 +158,7 @@ def forged(plan: Path, edit: Any) -> None:
 @pytest.mark.parametrize("where", ["dataset record", "after value"])
 def test_a_forged_plan_with_a_recomputed_digest_is_refused(make_workspace, cli, where):
     workspace = make_workspace(n=2)
-    git_commit(workspace)
+    commit_all(workspace)
     plan = workspace / "plan.json"
     succeeded(cli(workspace, "plan", "--out", str(plan)))
 

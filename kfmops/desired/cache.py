@@ -7,6 +7,11 @@ recorded, and the digest of that payload; an entry that is unreadable, not JSON,
 whose payload does not match its digest is ignored (and rewritten). Only files without a problem are
 cached: every diagnostic still comes from parsing the file. The folder is safe to delete at any time.
 
+Anyone who can write the folder can compute a name and a digest, so an entry proves nothing about who
+made it. A cache opened with a `secret` (derived from KFMOPS_PLAN_KEY) seals each entry with an HMAC of
+its name and payload instead, and takes only entries sealed with that secret: apply reads the desired
+state of a plan's commit through such a cache alone, since that check is what catches a forged plan.
+
 Must not: make a read-only command create anything in a workspace never applied (the caller passes no
 cache then); fail a command because the cache cannot be read or written (a cache is never required).
 """
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import hmac
 import json
 import os
 import tempfile
@@ -47,11 +53,13 @@ def program_digest() -> str:
 
 
 class DesiredCache:
-    """Entries under `folder`, valid for `program` (default: this kfmops, see `program_digest`)."""
+    """Entries under `folder`, valid for `program` (default: this kfmops, see `program_digest`), and sealed
+    with `secret` when one is given (see the module's note)."""
 
-    def __init__(self, folder: Path, program: str | None = None):
+    def __init__(self, folder: Path, program: str | None = None, secret: bytes | None = None):
         self.folder = folder
         self.program = program or program_digest()
+        self.secret = secret
         self.used: set[str] = set()
 
     def key(self, text: str) -> str:
@@ -64,7 +72,7 @@ class DesiredCache:
         try:
             entry = json.loads((self.folder / f"{key}.json").read_bytes())
             payload = entry["documents"]
-            if entry["key"] != key or entry["digest"] != _digest(payload):
+            if entry["key"] != key or not hmac.compare_digest(entry["digest"], self.seal(key, payload)):
                 return None
             return [
                 Document(kind, name, _decode(spec), file, line, name_line)
@@ -81,7 +89,7 @@ class DesiredCache:
             payload = [[d.kind, d.name, _encode(d.spec), d.line, d.name_line] for d in documents]
         except _NotCacheable:
             return
-        body = json.dumps({"key": key, "digest": _digest(payload), "documents": payload}, separators=(",", ":"))
+        body = json.dumps({"key": key, "digest": self.seal(key, payload), "documents": payload}, separators=(",", ":"))
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             fd, temporary = tempfile.mkstemp(prefix=f".{key}.", dir=self.folder)
@@ -90,6 +98,13 @@ class DesiredCache:
             os.replace(temporary, self.folder / f"{key}.json")  # readers see the old entry or the new one
         except OSError:
             return  # a read-only or full disk: the next command parses the file again
+
+    def seal(self, key: str, payload: Any) -> str:
+        """The digest of an entry's payload: SHA-256, or an HMAC under `secret` over its name as well."""
+        text = json.dumps(payload, separators=(",", ":")).encode()
+        if self.secret is None:
+            return hashlib.sha256(text).hexdigest()
+        return "hmac-sha256:" + hmac.new(self.secret, key.encode() + b"\0" + text, hashlib.sha256).hexdigest()
 
     def prune(self) -> None:
         """Remove the entries (and leftover temporary files) not used since this cache was opened."""
@@ -101,10 +116,6 @@ class DesiredCache:
             if name.removeprefix(".").split(".")[0] not in self.used:
                 with contextlib.suppress(OSError):
                     os.unlink(self.folder / name)
-
-
-def _digest(payload: Any) -> str:
-    return hashlib.sha256(json.dumps(payload, separators=(",", ":")).encode()).hexdigest()
 
 
 def _encode(node: Any) -> Any:

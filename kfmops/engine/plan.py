@@ -19,6 +19,7 @@ from kfmops.errors import Diagnostic, InputError
 from kfmops.events import PlanMade
 from kfmops.gitops import repo
 from kfmops.io.clock import new_id, now
+from kfmops.plans import planfile
 from kfmops.plans.adopt import import_changes
 from kfmops.plans.diff import diff, drift, sort_changes
 from kfmops.plans.exposure import exposure_changes
@@ -43,11 +44,13 @@ def load_desired(workspace: Workspace, git_ref: str | None = None) -> DesiredSta
     """Validated, expanded desired state from the work tree, or from `git_ref` without a checkout.
 
     Files are parsed and validated once per content (the desired-document cache), in a workspace that was
-    applied before: looking at one never applied creates nothing in it."""
+    applied before: looking at one never applied creates nothing in it. A commit's files go through the
+    cache only when KFMOPS_PLAN_KEY seals it: apply checks a saved plan against them (see `review`)."""
+    secret = planfile.derived_key("desired-document cache")
+    cache = DesiredCache(workspace.root / FOLDER, secret=secret) if workspace.state_dir.is_dir() else None
     if git_ref:
-        documents = parse_documents(repo.files_at(workspace.desired_dir, git_ref))
+        documents = parse_documents(repo.files_at(workspace.desired_dir, git_ref), cache if secret else None)
     else:
-        cache = DesiredCache(workspace.root / FOLDER) if workspace.state_dir.is_dir() else None
         documents = load_documents_from(workspace.desired_dir, workspace.root, cache)
     return expand(documents, workspace.conventions, workspace.routes, set(workspace.backends))
 

@@ -84,6 +84,12 @@ def read(path: Path, *, require_signature: bool = False) -> Plan:
         raise _refused(str(path), "it is nested too deeply to be a plan") from None
 
 
+def derived_key(purpose: str) -> bytes | None:
+    """A key for `purpose` derived from KFMOPS_PLAN_KEY (None when it is unset), so that no two uses share one."""
+    key = os.environ.get(KEY_VARIABLE)
+    return hmac.new(key.encode(), f"kfmops {purpose}".encode(), hashlib.sha256).digest() if key else None
+
+
 def _sign(key: str, signed: str) -> str:
     return "hmac-sha256:" + hmac.new(key.encode(), signed.encode(), hashlib.sha256).hexdigest()
 
