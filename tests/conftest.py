@@ -61,6 +61,13 @@ KFMOPS = Path(sys.executable).parent / "kfmops"
 CliResult = tuple[int, str, str]
 
 
+def plan_changes(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every change of a plan document as an object, a no-op row (plan.schema.json#/$defs/unchanged) expanded."""
+    from kfmops.plans.codec import change_from_row, change_to_dict
+
+    return [change_to_dict(change_from_row(c)) if isinstance(c, list) else c for c in plan["changes"]]
+
+
 def commit_all(workspace: Path, subject: str = "desired state") -> str:
     """Commit everything in `workspace` (a git repository of its own from the first call); the commit's id."""
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import Cli, local_rows
+from conftest import Cli, local_rows, plan_changes
 
 DATASETS = {"roads": (["v1", "v2", "v3"], "v2"), "rivers": (["v1", "v2"], "v1"), "soils": (["v1", "v2", "v3"], "v3")}
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
@@ -147,9 +147,9 @@ def test_discover_import_promote_and_forget_on_a_scripted_local_backend(tmp_path
 
     code, plan = plan_json(cli, workspace)
     assert code == 2
-    assert {c["action"] for c in plan["changes"]} == {"import"}
+    assert {c["action"] for c in plan_changes(plan)} == {"import"}
     assert len(plan["changes"]) == 4 * len(DATASETS)
-    assert all(c["before"] == c["after"] is not None for c in plan["changes"])
+    assert all(c["before"] == c["after"] is not None for c in plan_changes(plan))
     assert plan["policy"]["decision"] == "allow"
 
     before = backend_state(workspace)
@@ -171,13 +171,13 @@ def test_discover_import_promote_and_forget_on_a_scripted_local_backend(tmp_path
     code, out, _ = cli(workspace, "state", "list", "--json")
     assert json.loads(out)["resources"] == []
     code, plan = plan_json(cli, workspace)
-    assert code == 2 and {c["action"] for c in plan["changes"]} == {"import"}  # the documents still ask for it
+    assert code == 2 and {c["action"] for c in plan_changes(plan)} == {"import"}  # the documents still ask for it
 
     code, _, err = cli(workspace, "apply", "--auto-approve")
     assert code == 0, err
     set_version(written, "roads", "v3")
     code, plan = plan_json(cli, workspace)
-    assert {(c["address"], c["action"]) for c in plan["changes"] if c["action"] != "no-op"} == {
+    assert {(c["address"], c["action"]) for c in plan_changes(plan) if c["action"] != "no-op"} == {
         (f"dataset.roads.{kind}", "update") for kind in ("stac", "graph", "search", "cache")
     }
     code, _, err = cli(workspace, "apply", "--auto-approve")
@@ -309,7 +309,7 @@ def test_discovery_on_the_planet_fusion_catalog(tmp_path: Path, cli: Cli) -> Non
     assert dataset["spec"]["version"] == "29E-188N"
     assert dataset["spec"]["version_links"] is False  # the published catalog carries no version links
     code, plan = plan_json(cli, workspace)
-    assert [(c["address"], c["action"]) for c in plan["changes"]] == [
+    assert [(c["address"], c["action"]) for c in plan_changes(plan)] == [
         ("dataset.planet-fusion-14n-29e-188n.stac", "import")
     ]
     assert plan["changes"][0]["after"] == {"catalog.json": {"child": ["fusion/14N/29E-188N/collection.json"]}}

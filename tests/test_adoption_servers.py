@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import redis
 import yaml
-from conftest import Cli
+from conftest import Cli, plan_changes
 from servers import (
     create_indices,
     create_nodes,
@@ -163,8 +163,8 @@ def test_discover_and_import_write_nothing_to_any_server(tmp_path: Path, cli: Cl
     assert all("backends" not in spec for spec in found.values())  # every part found live
 
     code, plan = plan_json(cli, workspace)
-    assert code == 2 and {c["action"] for c in plan["changes"]} == {"import"}
-    assert {c["backend"] for c in plan["changes"]} == {"local", "graph", "search", "cache"}
+    assert code == 2 and {c["action"] for c in plan_changes(plan)} == {"import"}
+    assert {c["backend"] for c in plan_changes(plan)} == {"local", "graph", "search", "cache"}
 
     counters, catalog = servers.counters(), file_times(workspace / "state" / "local")
     servers.listen()

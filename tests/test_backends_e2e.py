@@ -22,6 +22,7 @@ import neo4j
 import pytest
 import redis
 import yaml
+from conftest import plan_changes
 from pgstate import drop
 from servers import (
     aliases_of,
@@ -205,7 +206,7 @@ def set_version(root: Path, dataset: str, version: str) -> None:
 
 def changed_addresses(cli, kansas: KansasOnServers) -> dict[str, str]:
     out = ok(cli(kansas.root, "plan", "--format", "json", "--out", "plans/check.json", env=kansas.env))
-    return {c["address"]: c["action"] for c in json.loads(out)["changes"] if c["action"] != "no-op"}
+    return {c["address"]: c["action"] for c in plan_changes(json.loads(out)) if c["action"] != "no-op"}
 
 
 def expected_live(kansas: KansasOnServers, versions: dict[str, str]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from conftest import plan_changes
 
 from kfmops.io.canonical import digest
 
@@ -165,7 +166,7 @@ def test_a_failed_checksum_blocks_exactly_that_versions_changes(make_workspace, 
     assert code == 3, (out, err)
     assert f"checkpoint checksum FAILED: dataset.ds-000000@{bad}: asset 'data' (./data.bin) has sha256" in out, out
     saved = json.loads(plan.read_text())
-    moving = {c["address"]: c["dataset"] for c in saved["changes"] if c["action"] != "no-op"}
+    moving = {c["address"]: c["dataset"] for c in plan_changes(saved) if c["action"] != "no-op"}
     assert set(moving.values()) == {"ds-000000", "ds-000001"}
     [failed] = [r for r in saved["checks"] if not r["passed"]]
     assert failed["check"] == "checksum"

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from conftest import execute_sql
+from conftest import execute_sql, plan_changes
 
 from benchmarks.generate import promote
 
@@ -58,7 +58,7 @@ def test_a_plan_made_before_another_apply_moved_its_references_is_refused_but_on
     assert live_snapshot(workspace) == after_first
 
     assert "Apply complete! 0 created, 4 updated, 0 deleted" in succeeded(cli(workspace, "apply", str(elsewhere)))
-    planned = {c["address"]: c["after"] for p in (first, elsewhere) for c in json.loads(p.read_text())["changes"]}
+    planned = {c["address"]: c["after"] for p in (first, elsewhere) for c in plan_changes(json.loads(p.read_text()))}
     assert values(cli, workspace) == initial | planned, "ds-000002 was in no plan and kept its values"
 
 

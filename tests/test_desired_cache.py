@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from unittest import mock
 
-from conftest import commit_all
+from conftest import commit_all, plan_changes
 
 from benchmarks.generate import promote
 from kfmops.desired.cache import FOLDER, DesiredCache
@@ -25,7 +25,7 @@ def planned(cli, workspace: Path) -> dict[str, object]:
     code, _out, err = cli(workspace, "plan", "--format", "json", "--out", str(workspace / "p.json"))
     assert code == 0, err
     plan = json.loads((workspace / "p.json").read_text())
-    return {c["address"]: (c["action"], c["after"]) for c in plan["changes"]}
+    return {c["address"]: (c["action"], c["after"]) for c in plan_changes(plan)}
 
 
 def test_plan_of_a_workspace_never_applied_creates_no_cache(make_workspace, cli):

@@ -17,7 +17,7 @@ from typing import Any
 
 import h3
 import pytest
-from conftest import stac_links
+from conftest import plan_changes, stac_links
 
 ROOT = Path(__file__).resolve().parent.parent
 FUSION_ITEM = (
@@ -260,7 +260,7 @@ def test_removing_a_public_datasets_consent_moves_no_version_and_is_still_judged
     document = denied(cli, applied_kansas, "sovereignty.consent_required", "no consent is recorded")
     assert [e["dataset"] for e in document["exposure"]] == ["treaty-1854"]
     assert document["exposure"][0]["fields"] == ["consent"]
-    assert not [c for c in document["changes"] if c["action"] != "no-op"]
+    assert not [c for c in plan_changes(document) if c["action"] != "no-op"]
     code, out, _ = cli(applied_kansas, "plan")
     assert code == DENIED and "No changes" not in out and "1 change of exposure" in out
 
@@ -328,13 +328,13 @@ def test_a_revoked_consent_withdraws_the_dataset_at_the_next_plan(cli, applied_k
         'spec: {authority: Kaw Nation, reference: KN-THPO-2025-019, revoked: "2026-01-15", reason: council vote}\n'
     )
     document = allowed(cli, applied_kansas)
-    moves = {c["address"]: c["action"] for c in document["changes"] if c["action"] != "no-op"}
+    moves = {c["address"]: c["action"] for c in plan_changes(document) if c["action"] != "no-op"}
     assert moves == {"dataset.heritage-sites.stac": "update", "dataset.heritage-sites.search": "delete"}
     assert document["datasets"]["heritage-sites"]["care"]["consent"]["revoked"] == "2026-01-15"
     applied(cli, applied_kansas)
     assert not [c for c in stac_links(applied_kansas, "catalog.json", "child") if "heritage-sites" in c]
     code, _, document = plan(cli, applied_kansas)  # withdrawn: nothing left to do while it stays revoked
-    assert code == 0 and not [c for c in document["changes"] if c["action"] != "no-op"]
+    assert code == 0 and not [c for c in plan_changes(document) if c["action"] != "no-op"]
 
 
 # Rollback is judged today --------------------------------------------------------------------------------

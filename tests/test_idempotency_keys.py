@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Cli
+from conftest import Cli, plan_changes
 from servers import unique_tag
 from test_adoption import plan_json, set_version
 from test_adoption_servers import Servers, workspace_for
@@ -169,7 +169,7 @@ def test_the_same_move_made_by_someone_else_is_moved_and_left_as_found(adopted: 
         "dataset.roads.graph",
     ]
     code, plan = plan_json(cli, workspace)
-    assert sorted(c["address"] for c in plan["changes"] if c["action"] != "no-op") == [
+    assert sorted(c["address"] for c in plan_changes(plan) if c["action"] != "no-op") == [
         "dataset.roads.search",
         "dataset.roads.stac",
     ]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Background, execute_sql
+from conftest import Background, execute_sql, plan_changes
 
 from benchmarks.generate import promote
 from kfmops.stores.folder_lock import FolderLock
@@ -199,7 +199,7 @@ def refuse_writes(workspace: Path, key: str, value: str | None = None) -> None:
 def test_a_failed_apply_is_undone_and_frees_the_lock(promoted, cli, live_snapshot):
     workspace, before = promoted
     (plan,) = plans(cli, workspace, "promote")
-    target = next(c for c in json.loads(plan.read_text())["changes"] if c["kind"] == "cache")
+    target = next(c for c in plan_changes(json.loads(plan.read_text())) if c["kind"] == "cache")
     refuse_writes(workspace, target["locator"]["key"], target["after"])  # the last batch fails
 
     code, out, err = cli(workspace, "apply", str(plan))
@@ -218,7 +218,7 @@ def test_a_failed_apply_is_undone_and_frees_the_lock(promoted, cli, live_snapsho
 def test_an_apply_whose_undo_fails_too_frees_the_lock_and_leaves_the_rest_to_recover(promoted, cli, live_snapshot):
     workspace, before = promoted
     (plan,) = plans(cli, workspace, "promote")
-    target = next(c for c in json.loads(plan.read_text())["changes"] if c["kind"] == "cache")
+    target = next(c for c in plan_changes(json.loads(plan.read_text())) if c["kind"] == "cache")
     refuse_writes(workspace, target["locator"]["key"])  # neither the new value nor the old one
 
     code, out, err = cli(workspace, "apply", str(plan))

@@ -11,8 +11,12 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import ROOT, local_rows
+from conftest import ROOT, local_rows, plan_changes
 from jsonschema import Draft202012Validator, FormatChecker
+
+from benchmarks.generate import promote
+from kfmops.plans import codec, planfile
+from kfmops.plans.model import Action
 
 
 def canonical_digest(body: dict[str, Any]) -> str:
@@ -68,10 +72,10 @@ def test_plan_with_every_action_validates_against_the_schema(make_workspace, cli
     assert code == 0, err
     body = json.loads(out)
     assert body["summary"] == {"create": 1, "update": 4, "delete": 4, "no_op": 8}
-    assert {c["action"] for c in body["changes"]} == {"create", "update", "delete", "no-op"}
+    assert {c["action"] for c in plan_changes(body)} == {"create", "update", "delete", "no-op"}
     assert schema_errors(body) == []
     assert body["digest"] == canonical_digest(body)
-    for change in body["changes"]:
+    for change in plan_changes(body):
         expected = (
             "sha256:"
             + hashlib.sha256(
@@ -79,6 +83,36 @@ def test_plan_with_every_action_validates_against_the_schema(make_workspace, cli
             ).hexdigest()[:16]
         )
         assert change["precondition"] == expected
+
+
+def test_no_ops_are_stored_as_rows_and_read_back_as_the_same_changes(make_workspace, cli):
+    workspace = make_workspace(n=4)
+    assert cli(workspace, "apply", "--auto-approve")[0] == 0
+    assert 0 < promote(workspace, 0.5, 1) < 4
+    plan = workspace / "p.json"
+    code, _out, err = cli(workspace, "plan", "--out", str(plan))
+    assert code == 0, err
+    body = json.loads(plan.read_text())
+    rows = [c for c in body["changes"] if isinstance(c, list)]
+    objects = [c for c in body["changes"] if isinstance(c, dict)]
+    assert len(rows) == body["summary"]["no_op"] > 0 and all(len(row) == 10 for row in rows)
+    assert objects and all(c["action"] != "no-op" for c in objects)
+    assert schema_errors(body) == []
+    # read back: each row is a no-op whose before and after are its value, in its place among the changes
+    changes = planfile.read(plan).changes
+    assert [codec.change_to_dict(c) for c in changes] == plan_changes(body)
+    assert all(c.before == c.after for c in changes if c.action is Action.NOOP)
+
+    first = body["changes"].index(rows[0])
+    for where, forged in ((1, "volcano"), (4, "not a locator"), (9, 7)):  # kind, locator, before_version
+        edited = json.loads(plan.read_text())
+        edited["changes"][first][where] = forged
+        edited["digest"] = canonical_digest(edited)
+        copy = workspace / "forged.json"
+        copy.write_text(json.dumps(edited))
+        code, out, err = cli(workspace, "show", str(copy))
+        assert code == 1 and f"plan refused: changes/{first}/{where}: " in err, err
+        assert "Traceback" not in out + err
 
 
 def flip(text: str, anchor: str, offset: int = 0) -> str:
@@ -136,16 +170,16 @@ def test_unknown_format_version_is_refused_even_with_a_matching_digest(planned, 
     workspace, plan = planned
     body = json.loads(plan.read_text())
     commands = []
-    for version in (2, "1"):
+    for version in (1, 3, "2"):  # 1: a plan of an older kfmops, whose no-ops were objects
         body["format_version"] = version
         body["digest"] = canonical_digest(body)
         copy = workspace / f"format-{version}.json"
         copy.write_text(json.dumps(body, indent=2))
-        commands.append(("apply" if version == 2 else "show", str(copy)))
+        commands.append(("apply" if version == 3 else "show", str(copy)))
     for (_command, name), (code, _out, err) in zip(commands, cli.concurrently(workspace, *commands), strict=True):
         assert code == 1, name
         assert "plan refused" in err
-        assert "format_version" in err and "is not 1, the only one this kfmops" in err, err
+        assert "format_version" in err and "is not 2, the only one this kfmops" in err, err
 
 
 def test_a_recomputed_digest_hides_nothing_from_a_signed_plan(make_workspace, cli):

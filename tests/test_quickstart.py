@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import execute_sql, local_rows, remove_dataset, stac_document, stac_links
+from conftest import execute_sql, local_rows, plan_changes, remove_dataset, stac_document, stac_links
 
 KINDS = ("stac", "graph", "search", "cache")
 
@@ -51,7 +51,7 @@ def plan_json(cli, workspace: Path, *args: str) -> dict[str, Any]:
 
 
 def mutations(plan: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {c["address"]: c for c in plan["changes"] if c["action"] != "no-op"}
+    return {c["address"]: c for c in plan_changes(plan) if c["action"] != "no-op"}
 
 
 def applied(cli, workspace: Path, *args: str) -> None:
@@ -252,7 +252,7 @@ def test_live_references_kfmops_never_managed_are_never_touched(applied_workspac
 
     plan = plan_json(cli, workspace)
     assert plan["summary"]["update"] == plan["summary"]["delete"] == plan["summary"]["create"] == 0
-    assert not any("stranger" in json.dumps(c) for c in plan["changes"])
+    assert not any("stranger" in json.dumps(c) for c in plan_changes(plan))
 
     for dataset in versions:  # move every pointer, and remove one dataset
         set_version(workspace, dataset, other_version(versions[dataset]))
@@ -275,7 +275,7 @@ def test_target_and_exclude_restrict_the_plan(make_workspace, cli):
     assert set(only_one) == {f"dataset.ds-000001.{k}" for k in KINDS}
 
     one_part = plan_json(cli, workspace, "--target", "dataset.ds-000001.graph", "--target", "dataset.ds-000002.cache")
-    assert [c["address"] for c in one_part["changes"]] == ["dataset.ds-000001.graph", "dataset.ds-000002.cache"]
+    assert [c["address"] for c in plan_changes(one_part)] == ["dataset.ds-000001.graph", "dataset.ds-000002.cache"]
     assert one_part["origin"]["targets"] == ["dataset.ds-000001.graph", "dataset.ds-000002.cache"]
 
     without = mutations(
@@ -373,7 +373,7 @@ def test_moving_a_reference_to_another_address_does_not_delete_it(applied_worksp
 
     plan = plan_json(cli, workspace)
     assert mutations(plan) == {}
-    moved = next(c for c in plan["changes"] if c["address"] == f"dataset.{documents[0]['metadata']['name']}.search")
+    moved = next(c for c in plan_changes(plan) if c["address"] == f"dataset.{documents[0]['metadata']['name']}.search")
     assert "moved to search_alias." in moved["reason"]
 
     applied(cli, workspace)

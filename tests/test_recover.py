@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Background, remove_dataset
+from conftest import Background, plan_changes, remove_dataset
 
 from benchmarks.generate import generate, promote
 from kfmops.stores import wal
@@ -177,7 +177,7 @@ def prepare(build: Callable, cli: Callable, live_snapshot: Callable, folder: Pat
     summary = build(workspace, cli)
     plan = json_of(cli, workspace, "plan", "--format", "json", "--out", str(workspace / "plan.json"))
     assert plan["summary"] == summary
-    assert {c["kind"] for c in plan["changes"]} == set(KINDS)
+    assert {c["kind"] for c in plan_changes(plan)} == set(KINDS)
 
     uninterrupted = folder / "uninterrupted"
     shutil.copytree(workspace, uninterrupted)

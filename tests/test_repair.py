@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import execute_sql
+from conftest import execute_sql, plan_changes
 
 
 def succeeded(result: tuple[int, str, str]) -> str:
@@ -35,7 +35,7 @@ def test_repair_restores_drifted_references_and_refresh_only_accepts_them(make_w
     assert "dataset.ds-000001.cache" in out and "dataset.ds-000000" not in out
     saved = json.loads(plan.read_text())
     assert saved["operation"] == "repair"
-    assert [(c["address"], c["before"]) for c in saved["changes"]] == [("dataset.ds-000001.cache", "v-hand-1")]
+    assert [(c["address"], c["before"]) for c in plan_changes(saved)] == [("dataset.ds-000001.cache", "v-hand-1")]
     assert "Repair complete" in succeeded(cli(workspace, "apply", str(plan)))
     kv = dict(live_snapshot(workspace)["kv"])
     assert kv["kfm:dataset:ds-000001:current"] == dict(applied["kv"])["kfm:dataset:ds-000001:current"]

@@ -24,7 +24,7 @@ from kfmops.io.clock import now
 from kfmops.io.redact import Redactor, refuse_secrets
 from kfmops.plans.model import Action, Operation, Plan
 from kfmops.plans.transaction import Transaction
-from kfmops.schemas import validator
+from kfmops.schemas import record_problems
 from kfmops.stores.base import LedgerChain
 
 DEFAULT_PATH = Path("docs/reports/audit/data_provenance_ledger.jsonl")
@@ -82,12 +82,7 @@ class Ledger:
             raise ValueError(f"ledger entry is not plain JSON: {exc}") from None
         fields.setdefault("time", now())
         # Checked before the chain is touched; seq and hashes are placeholders of the right shape.
-        problems = sorted(
-            f"{'.'.join(str(part) for part in error.absolute_path) or 'entry'}: {error.message}"
-            for error in validator("ledger-entry").iter_errors(
-                {"seq": 1, **fields, "prev_hash": GENESIS, "hash": GENESIS}
-            )
-        )
+        problems = sorted(record_problems({"seq": 1, **fields, "prev_hash": GENESIS, "hash": GENESIS}, "ledger-entry"))
         if problems:
             raise ValueError("ledger entry does not match schemas/ledger-entry.schema.json: " + "; ".join(problems))
         return self.store.append(fields)

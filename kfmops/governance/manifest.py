@@ -18,7 +18,7 @@ from kfmops.governance.lineage import run_id_for
 from kfmops.io.files import write_atomic
 from kfmops.plans.model import Operation
 from kfmops.plans.transaction import Transaction
-from kfmops.schemas import validator
+from kfmops.schemas import record_problems
 
 
 class RollbackManifests:
@@ -67,7 +67,7 @@ class RollbackManifests:
                 "prov_document": str(self.prov_folder / f"{rollback.id}.json"),
             },
         }
-        problems = [error.message for error in validator("rollback-manifest").iter_errors(manifest)]
+        problems = list(record_problems(manifest, "rollback-manifest"))
         if problems:
             raise ValueError("rollback manifest does not match its schema: " + "; ".join(problems[:3]))
         path = self.folder / f"{rollback.id}.json"
