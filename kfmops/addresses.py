@@ -53,6 +53,8 @@ class Address:
 
 def select(addresses: list[str], targets: list[str], excludes: list[str]) -> list[str]:
     """Addresses kept by `--target` (any, or all when empty) and not removed by `--exclude`."""
+    if not targets and not excludes:
+        return list(addresses)
     wanted = [Address.parse(t) for t in targets]
     unwanted = [Address.parse(e) for e in excludes]
     kept = []

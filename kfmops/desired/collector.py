@@ -58,7 +58,8 @@ class Collector:
             first = self.references[reference.address].source
             self.named(document, f"duplicate address {reference.address}", detail=f"first defined at {first}")
             return
-        owner = self.owner_of(reference)
+        identities = reference.identities()
+        owner = self.owner_of(reference, identities)
         if owner is not None:
             self.named(
                 document,
@@ -66,7 +67,7 @@ class Collector:
                 detail="one live reference may have only one owner",
             )
             return
-        self.owners.update(dict.fromkeys(reference.identities(), reference.address))
+        self.owners.update(dict.fromkeys(identities, reference.address))
         if reference.kind is ReferenceKind.STAC:
             for slot in reference.locator["slots"]:
                 owners = self.stac_slots.setdefault((slot["document"], slot["field"]), {})
@@ -85,9 +86,9 @@ class Collector:
                 detail="narrow the pattern (kfmops.yaml datasets.cache.invalidate, or the CacheKey's invalidate)",
             )
 
-    def owner_of(self, reference: Reference) -> str | None:
-        """The address that already owns a live pointer `reference` would manage, if any."""
-        owned = [self.owners[identity] for identity in reference.identities() if identity in self.owners]
+    def owner_of(self, reference: Reference, identities: list[str]) -> str | None:
+        """The address that already owns a live pointer `reference` (whose `identities` are given) would manage."""
+        owned = [self.owners[identity] for identity in identities if identity in self.owners]
         if owned or reference.kind is not ReferenceKind.STAC:
             return owned[0] if owned else None
         for slot in reference.locator["slots"]:

@@ -76,7 +76,10 @@ def make_plan(session: Session, request: PlanRequest, desired: DesiredState | No
     kept = {a: m for a, m in managed.items() if a in chosen}
     references = [r.reference for r in wanted.values()] + [m[0] for a, m in kept.items() if a not in wanted]
     managed_only = [reference for address, (reference, _) in managed.items() if address not in desired.references]
-    conflicts = invalidation_conflicts([r.reference for r in desired.references.values()] + managed_only)
+    # expanding the desired state refused its own conflicts: only a key state alone manages can add one
+    conflicts = []
+    if managed_only:
+        conflicts = invalidation_conflicts([r.reference for r in desired.references.values()] + managed_only)
     if conflicts:
         raise InputError(
             [
@@ -164,6 +167,8 @@ def _accept_live(reference: Reference, found: dict[str, Any]) -> Change:
 
 
 def check_selectors(selectors: list[str], known: list[str]) -> None:
+    if not selectors:
+        return
     parsed = [Address.parse(address) for address in known]
     for selector in selectors:
         try:

@@ -23,11 +23,7 @@ def exposure_changes(
     applied records); a dataset never applied has nothing to compare with and is left out. `references`
     are the desired references and values: an entry lists its dataset's that can expose it (a STAC part
     only when it links the dataset from the catalog), so policy can tell whether it is exposed."""
-    parts: dict[str, list[dict[str, str]]] = {}
-    for reference, value in references:
-        if reference.dataset and (reference.kind is not ReferenceKind.STAC or lists_child(value)):
-            parts.setdefault(reference.dataset, []).append({"address": reference.address, "kind": str(reference.kind)})
-    changes = []
+    changes: list[dict[str, Any]] = []
     for name, record in sorted(desired.items()):
         last = applied.get(name)
         if last is None:
@@ -35,17 +31,13 @@ def exposure_changes(
         before, after = dict(last.get("care") or {}), dict(record.get("care") or {})
         fields = sorted(key for key in before.keys() | after.keys() if before.get(key) != after.get(key))
         if fields:
-            changes.append(
-                {
-                    "dataset": name,
-                    "address": str(record.get("address") or f"dataset.{name}"),
-                    "fields": fields,
-                    "before": before,
-                    "after": after,
-                    "references": sorted(parts.get(name, []), key=lambda p: p["address"]),
-                }
-            )
-    return changes
+            address = str(record.get("address") or f"dataset.{name}")
+            changes.append({"dataset": name, "address": address, "fields": fields, "before": before, "after": after})
+    parts: dict[str, list[dict[str, str]]] = {str(change["dataset"]): [] for change in changes}
+    for reference, value in references if parts else ():
+        if reference.dataset in parts and (reference.kind is not ReferenceKind.STAC or lists_child(value)):
+            parts[reference.dataset].append({"address": reference.address, "kind": str(reference.kind)})
+    return [change | {"references": sorted(parts[change["dataset"]], key=lambda p: p["address"])} for change in changes]
 
 
 def lists_child(value: Any) -> bool:
