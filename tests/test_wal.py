@@ -239,8 +239,13 @@ def test_the_state_store_reads_a_file_once_but_never_misses_a_replacement_or_an_
     again = store.load()
     assert first is not None and again is not None and again is not first
     assert again.resources.keys() == first.resources.keys() and again.serial == first.serial
-    first.serial = 99  # one load's state is its own to change
-    assert store.load().serial == again.serial
+    first.serial = 99  # one load's state is its own to change, as a commit changes it
+    first.resources.pop(next(iter(first.resources)))
+    first.applied_plans.append("plan-x")
+    first.hotfixes["dataset.x.cache"] = {"value": "v9"}
+    later = store.load()
+    assert later is not None and later.serial == again.serial and later.resources == again.resources
+    assert (later.applied_plans, later.hotfixes) == (again.applied_plans, again.hotfixes)
 
     path = workspace / "state" / "state.json"
     raw = json.loads(path.read_text())

@@ -37,9 +37,9 @@ class FolderStateStore(StateStore):
     def __init__(self, folder: Path, *, durable: bool = True):
         self.path = folder / "state.json"
         self.durable = durable
-        self._read: tuple[tuple[int, ...], dict[str, Any]] | None = None
-        """The file as last read and checked, by its identity: an apply reads it three times (plan, apply,
-        settle), and parsing 40,000 references costs seconds each time."""
+        self._read: tuple[tuple[int, ...], State] | None = None
+        """The state as last read and checked, by the file's identity: an apply loads it three times (plan,
+        apply, settle), and parsing 40,000 references costs seconds each time. Each load gets a copy."""
 
     def location(self) -> str:
         return str(self.path)
@@ -55,7 +55,7 @@ class FolderStateStore(StateStore):
         # its size or times. The same identity is the same content, read and checked already.
         identity = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
         if self._read is not None and self._read[0] == identity:
-            return _state_from(self._read[1])
+            return self._read[1].copy()
         try:
             raw = json.loads(self.path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -77,7 +77,7 @@ class FolderStateStore(StateStore):
             raise InputError(
                 [Diagnostic(f"state file lacks or mistypes a field ({exc!r})", file=str(self.path))]
             ) from None
-        self._read = (identity, raw)
+        self._read = (identity, state.copy())
         return state
 
     def save(self, state: State) -> None:

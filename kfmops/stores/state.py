@@ -7,7 +7,7 @@ persist it; this module knows no file or table.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kfmops.plans.model import Change, Operation
@@ -15,7 +15,7 @@ from kfmops.plans.transaction import Transaction
 from kfmops.references import Reference
 
 
-@dataclass
+@dataclass(frozen=True)
 class ManagedReference:
     reference: Reference
     value: Any
@@ -36,6 +36,16 @@ class State:
     def new(cls, lineage: str | None = None) -> State:
         """A state never applied: serial 0, a fresh lineage unless one is given."""
         return cls(lineage=lineage or str(uuid.uuid4()))
+
+    def copy(self) -> State:
+        """A copy to change apart from this one: `commit` replaces records in its dicts, never edits one."""
+        return replace(
+            self,
+            resources=dict(self.resources),
+            applied_plans=list(self.applied_plans),
+            hotfixes=dict(self.hotfixes),
+            datasets=dict(self.datasets),
+        )
 
     def managed(self) -> dict[str, tuple[Reference, Any]]:
         return {address: (m.reference, m.value) for address, m in self.resources.items()}
