@@ -1,6 +1,6 @@
 """Does an apply cost what it changes? A 1 % and a 10 % `kfmops apply PLAN` of one workspace, side by side.
 
-    python -m benchmarks.change_scaling --datasets 10000 [--runs 3] [--small 0.01 --large 0.1] [--record FILE]
+    python -m benchmarks.change_scaling --datasets 10000 [--runs 3] [--small 0.01 --large 0.1] [--record FILE --label X]
 
 Generates a workspace of N datasets in a git repository and applies it once (setup, not timed). Then, for
 each run, alternately for the small and the large fraction: promote that fraction of the datasets, commit,
@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--small", type=float, default=0.01)
     parser.add_argument("--large", type=float, default=0.1)
     parser.add_argument("--record", type=Path)
+    parser.add_argument("--label", default="", help="what was measured (a commit, before/after), kept in the record")
     args = parser.parse_args(argv)
     env = child_environment() | {"KFMOPS_PLAN_KEY": f"bench-{random.getrandbits(64):x}"}
     started = load()
@@ -69,29 +70,30 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 run, refs = promoted_apply(workspace, fraction, 1000 * number + int(fraction * 1000), env)
                 runs[fraction].append((run, refs))
                 print(f"  run {number + 1}: {fraction:.0%} ({refs} references) {run.wall:.2f}s wall", flush=True)
-    medians: dict[float, dict[str, float]] = {
-        fraction: {
-            "references": statistics.median(refs for _, refs in measured),
-            "wall": statistics.median(run.wall for run, _ in measured),
-            "cpu": statistics.median(run.cpu for run, _ in measured),
-            "rss_mib": max(run.rss_mib for run, _ in measured),
+        medians: dict[float, dict[str, float]] = {
+            fraction: {
+                "references": statistics.median(refs for _, refs in measured),
+                "wall": statistics.median(run.wall for run, _ in measured),
+                "cpu": statistics.median(run.cpu for run, _ in measured),
+                "rss_mib": max(run.rss_mib for run, _ in measured),
+            }
+            for fraction, measured in runs.items()
         }
-        for fraction, measured in runs.items()
-    }
-    small, large = medians[args.small], medians[args.large]
-    ratio = {what: small[what] / large[what] for what in ("wall", "cpu", "rss_mib")}
-    print(f"\napply PLAN of {args.datasets} datasets ({args.datasets * 4} references), median of {args.runs}")
-    print("| change | references | wall s | CPU s | peak RSS MiB |\n|---|---:|---:|---:|---:|")
-    for fraction, row in medians.items():
-        moved, wall, cpu, rss = row["references"], row["wall"], row["cpu"], row["rss_mib"]
-        print(f"| {fraction:.0%} | {moved:.0f} | {wall:.2f} | {cpu:.2f} | {rss:.0f} |")
-    print(f"| ratio | | {ratio['wall']:.2f} | {ratio['cpu']:.2f} | {ratio['rss_mib']:.2f} |")
-    print(f"load {started} before, {load()} after (1/5/15-minute, {os.cpu_count()} cores)")
-    result = {"datasets": args.datasets, "runs": args.runs, "medians": medians, "ratio": ratio}
-    if args.record:
-        record = result | {"date": datetime.datetime.now(datetime.UTC).isoformat(), "load": [started, load()]}
-        with args.record.open("a", encoding="utf-8") as out:
-            out.write(json.dumps({**record, "medians": {str(k): v for k, v in medians.items()}}) + "\n")
+        small, large = medians[args.small], medians[args.large]
+        ratio = {what: small[what] / large[what] for what in ("wall", "cpu", "rss_mib")}
+        print(f"\napply PLAN of {args.datasets} datasets ({args.datasets * 4} references), median of {args.runs}")
+        print("| change | references | wall s | CPU s | peak RSS MiB |\n|---|---:|---:|---:|---:|")
+        for fraction, row in medians.items():
+            moved, wall, cpu, rss = row["references"], row["wall"], row["cpu"], row["rss_mib"]
+            print(f"| {fraction:.0%} | {moved:.0f} | {wall:.2f} | {cpu:.2f} | {rss:.0f} |")
+        print(f"| ratio | | {ratio['wall']:.2f} | {ratio['cpu']:.2f} | {ratio['rss_mib']:.2f} |")
+        print(f"load {started} before, {load()} after (1/5/15-minute, {os.cpu_count()} cores)")
+        result = {"datasets": args.datasets, "runs": args.runs, "medians": medians, "ratio": ratio}
+        if args.record:
+            now = datetime.datetime.now(datetime.UTC).isoformat()
+            record = result | {"label": args.label, "date": now, "load": [started, load()]}
+            with args.record.open("a", encoding="utf-8") as out:
+                out.write(json.dumps({**record, "medians": {str(k): v for k, v in medians.items()}}) + "\n")
     return result
 
 
