@@ -4,9 +4,7 @@ cache is detected and rebuilt, with the plan unchanged. Through the real CLI, on
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-from unittest import mock
 
 from conftest import commit_all, plan_changes
 
@@ -111,7 +109,7 @@ def test_a_sealed_cache_takes_only_entries_sealed_with_its_own_secret(make_works
     assert len(load_documents_from(workspace / "desired", workspace, sealed)) == 1
 
 
-def test_apply_checks_a_signed_plan_against_its_commit_through_the_sealed_cache_only(make_workspace, cli):
+def test_apply_checks_a_signed_plan_against_its_commit_through_the_sealed_cache_only(make_workspace, cli, monkeypatch):
     """With KFMOPS_PLAN_KEY, apply reads the plan's commit through the cache, and only through entries sealed
     with that key: forged entries sealed with it are believed (and refuse the plan), others are ignored."""
     key = {"KFMOPS_PLAN_KEY": "s3cret-plan-key"}
@@ -134,8 +132,8 @@ def test_apply_checks_a_signed_plan_against_its_commit_through_the_sealed_cache_
             entry["digest"] = DesiredCache(workspace / FOLDER, secret=secret).seal(entry["key"], entry["documents"])
             (workspace / FOLDER / name).write_text(json.dumps(entry))
 
-    with mock.patch.dict(os.environ, key):
-        secret = derived_key("desired-document cache")
+    monkeypatch.setenv("KFMOPS_PLAN_KEY", key["KFMOPS_PLAN_KEY"])  # in this process only: the key's derivation
+    secret = derived_key("desired-document cache")
     plant(secret)  # what only a holder of the key can make: apply reads it, and the plan no longer matches
     code, _, err = cli(workspace, "apply", str(workspace / "p.plan"), env=key)
     assert code != 0 and "does not match the desired state of commit" in err, err

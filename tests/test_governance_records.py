@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import prov
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import ROOT, commit_all
 from jsonschema import Draft202012Validator, FormatChecker
 from prov.model import PROV, ProvDocument
 
@@ -54,12 +54,6 @@ def git(workspace: Path, *args: str) -> str:
     return done.stdout.strip()
 
 
-def commit(workspace: Path, subject: str) -> str:
-    git(workspace, "add", "-A")
-    git(workspace, "commit", "-q", "--allow-empty", "-m", subject)
-    return git(workspace, "rev-parse", "HEAD")
-
-
 @pytest.fixture
 def kansas(tmp_path: Path) -> Path:
     """examples/kansas in a git repository of its own, whose remote is a GitHub URL with credentials."""
@@ -68,7 +62,7 @@ def kansas(tmp_path: Path) -> Path:
     (workspace / ".gitignore").write_text("state/\nplans/\ndocs/\n")
     git(workspace, "init", "-q", "-b", "main")
     git(workspace, "remote", "add", "origin", "https://ci-bot:s3cr3t-t0ken@github.com/kfm/kansas-desired.git")
-    commit(workspace, "Kansas example")
+    commit_all(workspace, "Kansas example")
     return workspace
 
 
@@ -95,10 +89,10 @@ def ok(result: tuple[int, str, str]) -> str:
 
 
 def test_the_ledger_says_why_who_approved_from_which_commit_and_ci_run(cli, kansas: Path) -> None:
-    first = commit(kansas, "Publish the Kansas layers")  # nothing changed: the commit is only a subject
+    first = commit_all(kansas, "Publish the Kansas layers")  # nothing changed: the commit is only a subject
     ok(cli(kansas, "apply", "--auto-approve", "--approved-by", "mara@kfm", env=CI))
     set_version(kansas, "landcover", "v2021")
-    second = commit(kansas, "Promote land cover to NLCD 2021")
+    second = commit_all(kansas, "Promote land cover to NLCD 2021")
     ok(cli(kansas, "plan", "--out", "plans/promote.json"))
     ok(cli(kansas, "apply", "plans/promote.json"))
     ok(cli(kansas, "rollback", "--last", "--auto-approve", "--reason", "v2021 tiles misclassify wetlands, INC-77"))
@@ -137,7 +131,7 @@ def test_denied_attempts_are_ledgered_and_counted_by_rule_family(cli, kansas: Pa
         )
     )
     set_version(kansas, "soils", "v1")
-    commit(kansas, "Soils back to the 2020 survey")
+    commit_all(kansas, "Soils back to the 2020 survey")
     code, out, err = cli(kansas, "apply", "--auto-approve", "--reason", "try the old survey")
     assert code == 3, (out, err)
 
@@ -148,7 +142,7 @@ def test_denied_attempts_are_ledgered_and_counted_by_rule_family(cli, kansas: Pa
     config = yaml.safe_load((kansas / "kfmops.yaml").read_text())
     config["policy"] = {"paths": ["org-policies"]}
     (kansas / "kfmops.yaml").write_text(yaml.safe_dump(config))
-    commit(kansas, "Freeze changes")
+    commit_all(kansas, "Freeze changes")
     code, out, err = cli(kansas, "rollback", "--last", "--auto-approve")
     assert code == 3, (out, err)
     assert "org.frozen" in out + err
@@ -196,7 +190,7 @@ def test_a_keyed_ledger_cannot_be_re_hashed_without_the_key(cli, kansas: Path) -
     key = {"KFMOPS_LEDGER_KEY": "k3y-only-the-operators-hold"}
     ok(cli(kansas, "apply", "--auto-approve", env=key))
     set_version(kansas, "soils", "v1")
-    commit(kansas, "Soils back to the 2020 survey")
+    commit_all(kansas, "Soils back to the 2020 survey")
     ok(cli(kansas, "apply", "--auto-approve", env=key))
     ok(cli(kansas, "ledger", "verify", env=key))
     stored = entries(kansas)
@@ -237,25 +231,25 @@ def run_event_validator() -> Draft202012Validator:
 def test_ten_operations_merge_into_one_consistent_provenance(cli, kansas: Path) -> None:
     ok(cli(kansas, "apply", "--auto-approve"))  # 1 apply: create every reference
     set_version(kansas, "landcover", "v2021")
-    commit(kansas, "Promote land cover to NLCD 2021")
+    commit_all(kansas, "Promote land cover to NLCD 2021")
     ok(cli(kansas, "apply", "--auto-approve"))  # 2 apply: update
     ok(cli(kansas, "rollback", "--last", "--auto-approve"))  # 3 rollback of 2
     ok(cli(kansas, "rollback", "--last", "--auto-approve"))  # 4 rollback of the rollback
     ok(cli(kansas, "hotfix", "dataset.hydrography", "--set", "version=v2", "--reason", "NHD v3 reaches broken"))  # 5
     set_version(kansas, "hydrography", "v2")
     set_version(kansas, "soils", "v1")
-    commit(kansas, "Soils back to the 2020 survey")
+    commit_all(kansas, "Soils back to the 2020 survey")
     for mode in ((), ("--forward",)):  # 6 recover (undo), 7 recover --forward
         ok(cli(kansas, "plan", "--out", "plans/soils.json"))
         code, out, err = cli(kansas, "apply", "plans/soils.json", env={"KFMOPS_CRASH_AT": "write:0"})
         assert code != 0, (out, err)
         ok(cli(kansas, "recover", *mode))
     set_version(kansas, "county-boundaries", "v1")
-    commit(kansas, "County boundaries of 2010")
+    commit_all(kansas, "County boundaries of 2010")
     ok(cli(kansas, "apply", "--auto-approve", env=CI | {"KFMOPS_APPROVED_BY": "mara@kfm"}))  # 8 apply from CI
     ok(cli(kansas, "rollback", "--last", "--auto-approve"))  # 9 rollback of 8
     set_version(kansas, "precipitation-normals", "v1981-2010")
-    commit(kansas, "Older precipitation normals")
+    commit_all(kansas, "Older precipitation normals")
     ok(cli(kansas, "apply", "--auto-approve"))  # 10 apply
 
     ledger = entries(kansas)

@@ -15,7 +15,8 @@ from kfmops.plans.diff import diff
 from kfmops.plans.model import Action, Change, Plan, StateRef
 from kfmops.references import Reference
 from kfmops.render.comment import GITHUB_LIMIT, blocks_of, split_comment, write_comment, write_parts
-from kfmops.render.markdown import DIAGRAM_EDGES, render_blocks, render_plan
+from kfmops.render.markdown import render_blocks, render_plan
+from kfmops.render.mermaid import DIAGRAM_EDGES
 from kfmops.workspace import Conventions
 from kfmops.yamlio import LineDict
 

@@ -18,13 +18,12 @@ from typing import Any
 
 from kfmops.plans.model import Action, Change, Plan
 from kfmops.references import ReferenceKind
-from kfmops.render.markup import cell_text, code, mermaid_label, one_line
+from kfmops.render.markup import cell_text, code, one_line
+from kfmops.render.mermaid import diagram
 from kfmops.render.text import exposure_lines, summary_line
 from kfmops.render.values import MISSING, field_changes, short, show
-from kfmops.render.versions import dataset_versions, pointer_version, version_arrow, version_ids, version_move
+from kfmops.render.versions import dataset_versions, version_move
 
-DIAGRAM_EDGES = 200
-"""The Mermaid diagram draws at most this many changed references; a node says how many more there are."""
 PARTS = tuple(ReferenceKind)
 CHANGED_MARK = "✎"
 """Marks changes whose desired-state document changed in git (plan.git["changed_documents"])."""
@@ -220,34 +219,6 @@ def raw_rows(plan: Plan, raw: list[Change]) -> list[str]:
             f"| {code(c.address)} | {c.reference.kind} ({cell_text(c.reference.backend)}) | {c.action.symbol} "
             f"{c.action.value} | {value} | {_source(c.source, changed, removed=c.action is Action.DELETE)} |"
         )
-    return ["\n".join(lines)]
-
-
-def diagram(plan: Plan, datasets: dict[str, list[Change]], raw: list[Change]) -> list[str]:
-    """A Mermaid flowchart: each dataset (or raw kind) -> one node per changed reference, before -> after."""
-    edges: list[tuple[str, str, str]] = []  # (parent label, parent id, child label)
-    for i, (name, changes) in enumerate(datasets.items()):
-        versions = version_ids(plan, name)
-        for c in changes:
-            if not c.action.mutates:
-                continue
-            before, after = (pointer_version(c, value, versions) for value in (c.before, c.after))
-            edges.append((name, f"d{i}", f"{c.action.symbol} {c.reference.kind}: {version_arrow(before, after)}"))
-    kinds = {kind: f"k{i}" for i, kind in enumerate(sorted({c.address.split(".", 1)[0] for c in raw}))}
-    for c in raw:
-        kind, name = c.address.split(".", 1)
-        edges.append((kind, kinds[kind], f"{c.action.symbol} {name}: {version_arrow(short(c.before), short(c.after))}"))
-    if not edges:
-        return []
-    lines = ["#### What moves", "", "```mermaid", "flowchart LR"]
-    for n, (parent, parent_id, child) in enumerate(edges[:DIAGRAM_EDGES]):
-        lines.append(f'  {parent_id}["{mermaid_label(parent)}"] --> e{n}["{mermaid_label(child)}"]')
-    hidden = len(edges) - DIAGRAM_EDGES
-    if hidden > 0:
-        lines.append(f'  more["… and {hidden} more changed references"]')
-    lines.append("```")
-    if hidden > 0:
-        lines += ["", f"_The diagram shows {DIAGRAM_EDGES} of {len(edges)} changed references, and {hidden} more._"]
     return ["\n".join(lines)]
 
 
