@@ -23,6 +23,7 @@ import yaml
 from kfmops.errors import BackendError
 from kfmops.providers.base import Provider, Write, WriteKey, chunks
 from kfmops.providers.stac import StacCatalog
+from kfmops.providers.stac_index import StacIndex
 from kfmops.references import Reference, ReferenceKind
 from kfmops.workspace import BackendConfig, Conventions, Workspace, fill
 
@@ -55,7 +56,8 @@ class LocalProvider(Provider):
             self.db = sqlite3.connect(":memory:", isolation_level=None)
             self._seed(seed, workspace.conventions, copy_catalog=False)
             return
-        self.catalog = StacCatalog(self.path / "stac", config.name, durable=durable)
+        index = StacIndex.open_saved(workspace, config.name, (self.path / "stac").resolve()) if read_only else None
+        self.catalog = StacCatalog(self.path / "stac", config.name, durable=durable, index=index)
         fresh = not database.exists()
         self.path.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(database, isolation_level=None)
@@ -277,6 +279,7 @@ class LocalProvider(Provider):
 
     def close(self) -> None:
         self.db.close()
+        self.catalog.index.save()
 
 
 def _graph_key(reference: Reference) -> tuple[str, str, str, str, str]:

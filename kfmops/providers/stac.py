@@ -16,7 +16,7 @@ import json
 import os
 import posixpath
 import stat as stat_mode
-from collections import OrderedDict
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,26 +26,23 @@ from kfmops.errors import BackendError
 from kfmops.io.files import remove_stale_temporaries, write_atomic
 from kfmops.providers.base import Provider, Write, WriteKey
 from kfmops.providers.stac_check import broken_links, targets, unreached
-from kfmops.providers.stac_document import DEPRECATED, StacDocument
+from kfmops.providers.stac_document import DEPRECATED, Reading, StacDocument
 from kfmops.providers.stac_facts import version_facts
+from kfmops.providers.stac_index import StacIndex, stat_of
 from kfmops.references import Reference, ReferenceKind
 from kfmops.workspace import BackendConfig, Workspace
-
-RECENT_DOCUMENTS = 16
-REUSED_SIZE = 64 * 1024  # only large documents (a catalog with many children) are worth keeping
 
 
 class StacCatalog:
     """A static STAC catalog rooted at a folder; loads each document once per batch."""
 
-    def __init__(self, root: Path, backend: str, *, durable: bool = True):
+    def __init__(self, root: Path, backend: str, *, durable: bool = True, index: StacIndex | None = None):
         self.root = root
         self.backend = backend
         self.durable = durable
-        # Large documents read by earlier batches, keyed by path, valid while the file's (mtime, size,
-        # inode) is unchanged: a catalog with one child link per dataset is then parsed once per plan,
-        # not once per batch. Only reads use it; writes always load fresh copies.
-        self._recent: OrderedDict[str, tuple[tuple[int, int, int], StacDocument]] = OrderedDict()
+        # What reads took from documents whose stat has not changed since (see stac_index): a catalog with
+        # one child link per dataset is parsed once per plan, not once per batch. Writes always load.
+        self.index = index or StacIndex(root.resolve())
         self._facts: dict[str, dict[str, Any]] = {}  # by digest of a version's documents (bytes)
 
     def _file(self, path: str, root: Path | None = None, plain: set[str] | None = None) -> Path:
@@ -75,48 +72,63 @@ class StacCatalog:
         name = (outside or [self.root / path])[0].relative_to(self.root).as_posix()
         return real, f"STAC path {path!r} leads outside the catalog root through the symlink {name!r}; refused"
 
-    def _load(self, paths: set[str], *, reuse: bool = False) -> dict[str, StacDocument]:
+    def _load(self, paths: set[str]) -> dict[str, StacDocument]:
         documents = {}
         root = self.root.resolve()
         plain: set[str] = set()
         for path in paths:
-            file = self._file(path, root, plain)
             try:
-                stat = file.stat()
+                documents[path] = self._parse(path, self._file(path, root, plain))
             except FileNotFoundError:
                 continue
-            version = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
-            recent = self._recent.get(path) if reuse else None
-            if recent is not None and recent[0] == version:
-                documents[path] = recent[1]
-                continue
-            try:
-                documents[path] = StacDocument(path, file.read_bytes().decode("utf-8"))  # CRLF kept
-            except ValueError as exc:  # not JSON, not UTF-8, not an object, links not an array
-                raise BackendError(self.backend, f"{file} is not a valid STAC JSON document: {exc}") from None
-            if reuse and stat.st_size >= REUSED_SIZE:
-                self._recent[path] = (version, documents[path])
-                self._recent.move_to_end(path)
-                while len(self._recent) > RECENT_DOCUMENTS:
-                    self._recent.popitem(last=False)
         return documents
+
+    def _readings(self, paths: set[str]) -> dict[str, Reading]:
+        """What reads take from the documents at `paths` that exist: from the index when their stat has not
+        changed since it was entered, else parsed (and entered)."""
+        readings = {}
+        root = self.root.resolve()
+        plain: set[str] = set()
+        for path in paths:
+            file = self._file(path, root, plain)
+            read_at = time.time_ns()
+            try:
+                stat = stat_of(file.stat())
+            except FileNotFoundError:
+                self.index.forget(path)
+                continue
+            reading = self.index.get(path, stat)
+            if reading is None:
+                try:
+                    reading = self._parse(path, file).reading()
+                except FileNotFoundError:
+                    continue
+                self.index.put(path, stat, reading, read_at)
+            readings[path] = reading
+        return readings
+
+    def _parse(self, path: str, file: Path) -> StacDocument:
+        try:
+            return StacDocument(path, file.read_bytes().decode("utf-8"))  # CRLF kept
+        except ValueError as exc:  # not JSON, not UTF-8, not an object, links not an array
+            raise BackendError(self.backend, f"{file} is not a valid STAC JSON document: {exc}") from None
 
     def read(self, references: Sequence[Reference]) -> dict[str, Any]:
         paths = {slot["document"] for r in references for slot in r.locator["slots"]}
-        documents = self._load(paths, reuse=True)
+        readings = self._readings(paths)
         values = {}
         for reference in references:
             value: dict[str, dict[str, Any]] = {}
             for slot in reference.locator["slots"]:
-                document = documents.get(slot["document"])
-                if document is None:
+                reading = readings.get(slot["document"])
+                if reading is None:
                     continue
                 fields = value.setdefault(slot["document"], {})
                 if slot["field"] == DEPRECATED:
-                    fields[DEPRECATED] = document.deprecated()
+                    fields[DEPRECATED] = reading.deprecated
                 else:
                     scope = set(slot["scope"]) if slot["scope"] is not None else None
-                    fields[slot["field"]] = document.links_of(slot["field"], scope)
+                    fields[slot["field"]] = reading.links(slot["field"], scope)
             values[reference.address] = reference.normalize(value)
         return values
 
@@ -305,7 +317,9 @@ class StacProvider(Provider):
     def __init__(self, config: BackendConfig, workspace: Workspace, *, read_only: bool = False):
         super().__init__(config.name)
         root = workspace.root / config.settings.get("root", "catalog")
-        self.catalog = StacCatalog(root, config.name, durable=workspace.section("apply").get("fsync", True))
+        durable = workspace.section("apply").get("fsync", True)
+        index = StacIndex.open_saved(workspace, config.name, root.resolve()) if read_only else None
+        self.catalog = StacCatalog(root, config.name, durable=durable, index=index)
 
     def read(self, references: Sequence[Reference]) -> dict[str, Any]:
         self.round_trips += 1
@@ -326,3 +340,6 @@ class StacProvider(Provider):
 
     def data_file(self, path: str) -> Path:
         return self.catalog.data_file(path)
+
+    def close(self) -> None:
+        self.catalog.index.save()

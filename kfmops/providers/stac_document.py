@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -23,6 +24,26 @@ from kfmops.providers.stac_text import (
 
 DEPRECATED = "deprecated"
 LINK_TYPE = "application/json"
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What a read takes from a document: its `deprecated` value and the root-relative targets of its
+    links by rel (sorted, once each; links with a rel that is not a string or an href that leaves the
+    root are not references kfmops reads)."""
+
+    deprecated: Any
+    targets: dict[str, list[str]]
+    _sets: dict[str, set[str]] = field(default_factory=dict, compare=False, repr=False)
+
+    def links(self, rel: str, scope: set[str] | None) -> list[str]:
+        """The targets of the `rel` links (only those in `scope` when given), sorted: in the time of the
+        scope, not of the links (a catalog's one child link per dataset is read once per dataset)."""
+        if scope is None:
+            return list(self.targets.get(rel, []))
+        if rel not in self._sets:
+            self._sets[rel] = set(self.targets.get(rel, []))
+        return sorted(scope & self._sets[rel])
 
 
 class StacDocument:
@@ -45,7 +66,7 @@ class StacDocument:
         self.changed = False
         self._links_changed = False
         self._deprecated_changed = False
-        self._targets: dict[Any, set[str]] | None = None
+        self._reading: Reading | None = None
 
     @cached_property
     def top(self) -> JsonObject:
@@ -77,16 +98,20 @@ class StacDocument:
         relative = posixpath.relpath(target, self.folder or ".")
         return relative if relative.startswith("..") else f"./{relative}"
 
+    def reading(self) -> Reading:
+        """What a read takes from this document, as it is after the edits made so far."""
+        if self._reading is None:
+            targets: dict[str, set[str]] = {}
+            for link in self.data.get("links", []):
+                rel, target = _get(link, "rel"), self.resolve(_get(link, "href"))
+                if isinstance(rel, str) and target is not None:
+                    targets.setdefault(rel, set()).add(target)
+            self._reading = Reading(self.deprecated(), {rel: sorted(found) for rel, found in targets.items()})
+        return self._reading
+
     def links_of(self, rel: str, scope: set[str] | None) -> list[str]:
         """Root-relative targets of this document's `rel` links (only those in `scope` when given), once each."""
-        if self._targets is None:
-            self._targets = {}
-            for link in self.data.get("links", []):
-                target = self.resolve(_get(link, "href"))
-                if target is not None:
-                    self._targets.setdefault(_get(link, "rel"), set()).add(target)
-        found = self._targets.get(rel, set())
-        return sorted(found if scope is None else found & scope)
+        return self.reading().links(rel, scope)
 
     def set_links(self, rel: str, scope: set[str] | None, targets: set[str]) -> None:
         """Make the `rel` links within `scope` (all when None) exactly `targets`; other links stay as they are.
@@ -116,7 +141,7 @@ class StacDocument:
         if new or removed_at is not None:
             self.links = kept
             self.data["links"] = [element.value for element in kept]
-            self._targets = None
+            self._reading = None
             self._links_changed = self.changed = True
 
     def _key_order(self, rel: str) -> tuple[str, ...]:
@@ -157,6 +182,7 @@ class StacDocument:
             fields.pop(DEPRECATED, None)
         else:
             fields[DEPRECATED] = value
+        self._reading = None
         self._deprecated_changed = self.changed = True
 
     def _deprecated_edit(self, style: Style) -> Edit:
