@@ -11,12 +11,26 @@ from conftest import commit_all, plan_changes
 from benchmarks.generate import promote
 from kfmops.desired.cache import FOLDER, DesiredCache
 from kfmops.desired.load import load_documents_from
+from kfmops.io.sealed import write_sealed
 from kfmops.plans.planfile import derived_key
 
 
 def entries(workspace: Path) -> dict[str, bytes]:
     folder = workspace / FOLDER
     return {p.name: p.read_bytes() for p in sorted(folder.glob("*.json"))} if folder.is_dir() else {}
+
+
+def digest_of(body: bytes) -> str:
+    return str(json.loads(body.split(b"\n", 1)[0])["digest"])
+
+
+def forge(file: Path, secret: bytes | None) -> None:
+    """Rewrite a cache entry one document short, sealed with `secret` (None: unkeyed): what anyone who can
+    write the workspace can do, and with a secret what only its holder can."""
+    line, body = file.read_bytes().split(b"\n", 1)
+    header = json.loads(line)
+    del header["digest"]
+    write_sealed(file, header, json.dumps(json.loads(body)[:1]).encode(), secret)
 
 
 def planned(cli, workspace: Path) -> dict[str, object]:
@@ -49,9 +63,10 @@ def test_a_deleted_stale_or_corrupted_cache_is_rebuilt_and_the_plan_does_not_cha
     # corrupted: not JSON, or JSON whose payload no longer matches its digest
     first, second = sorted(built)[0], sorted(built)[-1]
     (workspace / FOLDER / first).write_bytes(b"\x00 not json")
-    entry = json.loads(built[second])
-    entry["documents"][0][1] = "ds-999999"  # another name, same digest: must not be believed
-    (workspace / FOLDER / second).write_text(json.dumps(entry))
+    line, body = built[second].split(b"\n", 1)
+    documents = json.loads(body)
+    documents[0][1] = "ds-999999"  # another name, same digest: must not be believed
+    (workspace / FOLDER / second).write_bytes(line + b"\n" + json.dumps(documents).encode())
     assert planned(cli, workspace) == expected
     assert entries(workspace) == built
 
@@ -70,10 +85,7 @@ def test_an_entry_of_another_kfmops_version_is_not_trusted(make_workspace, tmp_p
     assert len(entries_in(tmp_path / "cache")) == 1
     # the old version's entry holds a wrong document under its own key: the current version never reads it
     (name,) = entries_in(tmp_path / "cache")
-    entry = json.loads((tmp_path / "cache" / name).read_text())
-    entry["documents"] = entry["documents"][:1]
-    entry["digest"] = old.seal(entry["key"], entry["documents"])
-    (tmp_path / "cache" / name).write_text(json.dumps(entry))
+    forge(tmp_path / "cache" / name, None)
     assert len(load_documents_from(workspace / "desired", workspace, old)) == 1  # the old program trusts it
     current = DesiredCache(tmp_path / "cache")
     again = load_documents_from(workspace / "desired", workspace, current)
@@ -92,20 +104,13 @@ def test_a_sealed_cache_takes_only_entries_sealed_with_its_own_secret(make_works
     documents = load_documents_from(workspace / "desired", workspace, DesiredCache(folder))
     (name,) = entries_in(folder)
 
-    def plant(cache: DesiredCache) -> None:
-        """A forged entry, one document short, under the file's own key, with the digest `cache` computes."""
-        entry = json.loads((folder / name).read_text())
-        entry["documents"] = entry["documents"][:1]
-        entry["digest"] = cache.seal(entry["key"], entry["documents"])
-        (folder / name).write_text(json.dumps(entry))
-
     sealed = DesiredCache(folder, secret=b"the key")
-    for forger in (DesiredCache(folder), DesiredCache(folder, secret=b"another key")):
-        plant(forger)
+    for forger in (None, b"another key"):
+        forge(folder / name, forger)  # a forged entry, one document short, under the file's own key
         again = load_documents_from(workspace / "desired", workspace, sealed)
         assert [(d.name, d.spec) for d in again] == [(d.name, d.spec) for d in documents]
-    assert json.loads((folder / name).read_text())["digest"].startswith("hmac-sha256:")  # parsed and rewritten
-    plant(sealed)  # only a holder of the secret can make an entry the sealed cache takes
+    assert digest_of((folder / name).read_bytes()).startswith("hmac-sha256:")  # parsed and rewritten
+    forge(folder / name, b"the key")  # only a holder of the secret can make an entry the sealed cache takes
     assert len(load_documents_from(workspace / "desired", workspace, sealed)) == 1
 
 
@@ -122,15 +127,12 @@ def test_apply_checks_a_signed_plan_against_its_commit_through_the_sealed_cache_
     code, _, err = cli(workspace, "plan", "--out", str(workspace / "p.plan"), env=key)
     assert code == 0, err
     built = entries(workspace)
-    assert built and all(json.loads(body)["digest"].startswith("hmac-sha256:") for body in built.values())
+    assert built and all(digest_of(body).startswith("hmac-sha256:") for body in built.values())
 
     def plant(secret: bytes | None) -> None:
         """Each entry one document short, under the file's own key, sealed with `secret` (None: unsealed)."""
-        for name, body in built.items():
-            entry = json.loads(body)
-            entry["documents"] = entry["documents"][:1]
-            entry["digest"] = DesiredCache(workspace / FOLDER, secret=secret).seal(entry["key"], entry["documents"])
-            (workspace / FOLDER / name).write_text(json.dumps(entry))
+        for name in built:
+            forge(workspace / FOLDER / name, secret)
 
     monkeypatch.setenv("KFMOPS_PLAN_KEY", key["KFMOPS_PLAN_KEY"])  # in this process only: the key's derivation
     secret = derived_key("desired-document cache")
@@ -140,4 +142,4 @@ def test_apply_checks_a_signed_plan_against_its_commit_through_the_sealed_cache_
     plant(None)  # what anyone who can write the workspace can make: ignored, the commit's files are parsed
     code, _, err = cli(workspace, "apply", str(workspace / "p.plan"), env=key)
     assert code == 0, err
-    assert all(json.loads(body)["digest"].startswith("hmac-sha256:") for body in entries(workspace).values())
+    assert all(digest_of(body).startswith("hmac-sha256:") for body in entries(workspace).values())

@@ -156,7 +156,7 @@ def test_a_document_changed_within_the_racy_window_is_never_entered(catalog, tmp
         pytest.param(lambda file: file.write_bytes(b"not json\n{}"), id="not json"),
         pytest.param(lambda file: reseal(file, lambda entries: entries.update(x=[1])), id="another shape"),
         pytest.param(
-            lambda file: file.write_bytes(file.read_bytes().replace(b'"kfmops": "', b'"kfmops": "0.0.0-', 1)),
+            lambda file: file.write_bytes(file.read_bytes().replace(b'"kfmops":"', b'"kfmops":"0.0.0-', 1)),
             id="another kfmops",
         ),
         pytest.param(lambda file: file.write_bytes(file.read_bytes().replace(b"false", b"true ", 1)), id="forged"),

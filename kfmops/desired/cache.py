@@ -1,16 +1,16 @@
 """The desired-document cache: each desired-state file parsed and schema-checked once per content.
 
-One JSON file per desired file, named by the SHA-256 of (kfmops version, digest of the shipped schemas,
-file text): a changed file, a new kfmops or an edited schema names another entry, so an entry is never
-trusted across any of them. An entry holds the file's documents with every line number the loader
-recorded, and the digest of that payload; an entry that is unreadable, not JSON, of another shape or
-whose payload does not match its digest is ignored (and rewritten). Only files without a problem are
-cached: every diagnostic still comes from parsing the file. The folder is safe to delete at any time.
+One sealed file (io/sealed) per desired file, named by the SHA-256 of (kfmops version, digest of the
+shipped schemas, file text): a changed file, a new kfmops or an edited schema names another entry, so an
+entry is never trusted across any of them. An entry holds the file's documents with every line number
+the loader recorded; one that is unreadable, torn, of another shape, not sealed for its name or whose
+digest does not match is ignored (and rewritten). Only files without a problem are cached: every
+diagnostic still comes from parsing the file. The folder is safe to delete at any time.
 
 Anyone who can write the folder can compute a name and a digest, so an entry proves nothing about who
-made it. A cache opened with a `secret` (derived from KFMOPS_PLAN_KEY) seals each entry with an HMAC of
-its name and payload instead, and takes only entries sealed with that secret: apply reads the desired
-state of a plan's commit through such a cache alone, since that check is what catches a forged plan.
+made it. A cache opened with a `secret` (derived from KFMOPS_PLAN_KEY) seals each entry with an HMAC
+instead, and takes only entries sealed with that secret: apply reads the desired state of a plan's
+commit through such a cache alone, since that check is what catches a forged plan.
 
 Must not: make a read-only command create anything in a workspace never applied (the caller passes no
 cache then); fail a command because the cache cannot be read or written (a cache is never required).
@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import hmac
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
@@ -31,10 +29,11 @@ from typing import Any
 
 from kfmops import __version__
 from kfmops.desired.document import Document
+from kfmops.io.sealed import read_sealed, write_sealed
 from kfmops.schemas import SCHEMA_DIR
 from kfmops.yamlio import LineDict, LineList
 
-FORMAT = 1
+FORMAT = 2
 FOLDER = ".kfmops/cache/desired"
 """Where a workspace keeps the cache, relative to its root (beside kfmops.yaml; not under version control)."""
 
@@ -69,17 +68,16 @@ class DesiredCache:
         """The documents of a file with this `text` (named `file` in every diagnostic), or None."""
         key = self.key(text)
         self.used.add(key)
+        body = read_sealed(self.folder / f"{key}.json", {"format": FORMAT, "key": key}, self.secret)
+        if body is None:
+            return None  # absent or in doubt: parse the file again
         try:
-            entry = json.loads((self.folder / f"{key}.json").read_bytes())
-            payload = entry["documents"]
-            if entry["key"] != key or not hmac.compare_digest(entry["digest"], self.seal(key, payload)):
-                return None
             return [
                 Document(kind, name, _decode(spec), file, line, name_line)
-                for kind, name, spec, line, name_line in payload
+                for kind, name, spec, line, name_line in json.loads(body)
             ]
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            return None  # absent, unreadable, not JSON, another shape: parse the file again
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return None  # another shape
 
     def put(self, text: str, documents: Iterable[Document]) -> None:
         """Remember the documents of a file with this `text`; a value JSON cannot carry skips the file."""
@@ -89,22 +87,8 @@ class DesiredCache:
             payload = [[d.kind, d.name, _encode(d.spec), d.line, d.name_line] for d in documents]
         except _NotCacheable:
             return
-        body = json.dumps({"key": key, "digest": self.seal(key, payload), "documents": payload}, separators=(",", ":"))
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            fd, temporary = tempfile.mkstemp(prefix=f".{key}.", dir=self.folder)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(body)
-            os.replace(temporary, self.folder / f"{key}.json")  # readers see the old entry or the new one
-        except OSError:
-            return  # a read-only or full disk: the next command parses the file again
-
-    def seal(self, key: str, payload: Any) -> str:
-        """The digest of an entry's payload: SHA-256, or an HMAC under `secret` over its name as well."""
-        text = json.dumps(payload, separators=(",", ":")).encode()
-        if self.secret is None:
-            return hashlib.sha256(text).hexdigest()
-        return "hmac-sha256:" + hmac.new(self.secret, key.encode() + b"\0" + text, hashlib.sha256).hexdigest()
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        write_sealed(self.folder / f"{key}.json", {"format": FORMAT, "key": key}, body, self.secret)
 
     def prune(self) -> None:
         """Remove the entries (and leftover temporary files) not used since this cache was opened."""

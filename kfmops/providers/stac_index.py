@@ -21,16 +21,13 @@ written (the folder is safe to delete at any time); create anything in a workspa
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import hmac
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from kfmops import __version__
+from kfmops.io.sealed import read_sealed, write_sealed
 from kfmops.plans.planfile import derived_key
 from kfmops.providers.stac_document import Reading
 from kfmops.workspace import Workspace
@@ -93,40 +90,18 @@ class StacIndex:
         if self.file is None or not self.changed:
             return
         entries = {path: [*stat, reading.deprecated, reading.targets] for path, (stat, reading) in self.entries.items()}
-        body = json.dumps(entries, separators=(",", ":")).encode()
-        header = json.dumps(self._header() | {"digest": self._seal(body)}).encode()
-        try:
-            self.file.parent.mkdir(parents=True, exist_ok=True)
-            fd, temporary = tempfile.mkstemp(prefix=f".{self.file.name}.", dir=self.file.parent)
-        except OSError:
-            return  # a read-only workspace: the next plan parses the documents again
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(header + b"\n" + body)
-            os.replace(temporary, self.file)  # readers see the old file or the new one
-            self.changed = False
-        except OSError:  # a full disk
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
+        write_sealed(self.file, self._header(), json.dumps(entries, separators=(",", ":")).encode(), self.secret)
+        self.changed = False
 
     def _saved(self, file: Path) -> dict[str, tuple[Stat, Reading]]:
+        body = read_sealed(file, self._header(), self.secret)
         try:
-            header_line, body = file.read_bytes().split(b"\n", 1)
-            header = json.loads(header_line)
-            digest = header.pop("digest")
-            if header != self._header() or not hmac.compare_digest(digest, self._seal(body)):
-                return {}
             return {
                 path: ((dev, inode, size, mtime, ctime), Reading(deprecated, targets))
-                for path, (dev, inode, size, mtime, ctime, deprecated, targets) in json.loads(body).items()
+                for path, (dev, inode, size, mtime, ctime, deprecated, targets) in json.loads(body or b"{}").items()
             }
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            return {}  # absent, unreadable, torn, another shape: every document is parsed
+        except (ValueError, TypeError, AttributeError):
+            return {}  # another shape: every document is parsed
 
     def _header(self) -> dict[str, Any]:
         return {"format": FORMAT, "kfmops": __version__, "root": self.root}
-
-    def _seal(self, body: bytes) -> str:
-        if self.secret is None:
-            return "sha256:" + hashlib.sha256(body).hexdigest()
-        return "hmac-sha256:" + hmac.new(self.secret, body, hashlib.sha256).hexdigest()
