@@ -11,6 +11,7 @@ from conftest import commit_all, plan_changes
 from benchmarks.generate import promote
 from kfmops.desired.cache import FOLDER, DesiredCache
 from kfmops.desired.load import load_documents_from
+from kfmops.desired.state_cache import FILE as STATE_FILE
 from kfmops.io.sealed import write_sealed
 from kfmops.plans.planfile import derived_key
 
@@ -33,7 +34,14 @@ def forge(file: Path, secret: bytes | None) -> None:
     write_sealed(file, header, json.dumps(json.loads(body)[:1]).encode(), secret)
 
 
+def without_state_cache(workspace: Path) -> Path:
+    """The workspace with no desired-state cache, which would answer before this one is asked."""
+    (workspace / STATE_FILE).unlink(missing_ok=True)
+    return workspace
+
+
 def planned(cli, workspace: Path) -> dict[str, object]:
+    without_state_cache(workspace)
     code, _out, err = cli(workspace, "plan", "--format", "json", "--out", str(workspace / "p.json"))
     assert code == 0, err
     plan = json.loads((workspace / "p.json").read_text())
@@ -137,9 +145,9 @@ def test_apply_checks_a_signed_plan_against_its_commit_through_the_sealed_cache_
     monkeypatch.setenv("KFMOPS_PLAN_KEY", key["KFMOPS_PLAN_KEY"])  # in this process only: the key's derivation
     secret = derived_key("desired-document cache")
     plant(secret)  # what only a holder of the key can make: apply reads it, and the plan no longer matches
-    code, _, err = cli(workspace, "apply", str(workspace / "p.plan"), env=key)
+    code, _, err = cli(without_state_cache(workspace), "apply", str(workspace / "p.plan"), env=key)
     assert code != 0 and "does not match the desired state of commit" in err, err
     plant(None)  # what anyone who can write the workspace can make: ignored, the commit's files are parsed
-    code, _, err = cli(workspace, "apply", str(workspace / "p.plan"), env=key)
+    code, _, err = cli(without_state_cache(workspace), "apply", str(workspace / "p.plan"), env=key)
     assert code == 0, err
     assert all(digest_of(body).startswith("hmac-sha256:") for body in entries(workspace).values())

@@ -30,16 +30,19 @@ class DesiredState:
     datasets: dict[str, dict[str, Any]]
     documents: dict[str, str] = field(default_factory=dict)
     imports: dict[str, str] = field(default_factory=dict)
+    known_digest: str | None = field(default=None, repr=False, compare=False)
 
     def digest(self) -> str:
         """sha256 over every desired reference, dataset record and import: what the plan was made from."""
-        content: dict[str, Any] = {
-            "references": {a: [r.reference.locator, r.value] for a, r in sorted(self.references.items())},
-            "datasets": self.datasets,
-        }
-        if self.imports:
-            content["imports"] = sorted(self.imports)
-        return digest(content)
+        if self.known_digest is None:
+            content: dict[str, Any] = {
+                "references": {a: [r.reference.locator, r.value] for a, r in sorted(self.references.items())},
+                "datasets": self.datasets,
+            }
+            if self.imports:
+                content["imports"] = sorted(self.imports)
+            self.known_digest = digest(content)
+        return self.known_digest
 
     def imported(self, extra: Sequence[str] = ()) -> dict[str, str]:
         """Each desired address an Import document (or `extra`, from the command line) covers -> who asked."""

@@ -29,6 +29,13 @@ def load_documents_from(folder: Path, root: Path, cache: DesiredCache | None = N
 
     With a `cache`, a file whose text was parsed and found valid before is not parsed again, and the
     cache's entries of files no longer there (or changed) are removed."""
+    sources, unreadable = read_folder(folder, root)
+    return documents_of(sources, unreadable, cache, prune=True)
+
+
+def read_folder(folder: Path, root: Path) -> tuple[list[tuple[str, str]], list[Diagnostic]]:
+    """(name, text) of every YAML file under `folder` in path order, named relative to `root`, and a
+    problem for each file that cannot be read (a symbolic link out of the folder, text that is not UTF-8)."""
     if not folder.is_dir():
         raise InputError(
             [Diagnostic(f"desired-state folder {folder} does not exist", "check 'desired:' in kfmops.yaml")]
@@ -55,13 +62,21 @@ def load_documents_from(folder: Path, root: Path, cache: DesiredCache | None = N
         except UnicodeDecodeError as exc:
             line = exc.object[: exc.start].count(b"\n") + 1
             unreadable.append(Diagnostic("the file is not UTF-8 text", "save it as UTF-8", file=shown, line=line))
+    return sources, unreadable
+
+
+def documents_of(
+    sources: list[tuple[str, str]], unreadable: list[Diagnostic], cache: DesiredCache | None, *, prune: bool
+) -> list[Document]:
+    """The documents of `sources`; InputError with every problem, those of files that could not be read first.
+    `prune`: the sources are the whole folder, so the cache's entries of other texts go."""
     try:
         documents = parse_documents(sources, cache)
     except InputError as error:
         raise InputError([*unreadable, *error.diagnostics]) from None
     if unreadable:
         raise InputError(unreadable)
-    if cache is not None:
+    if cache is not None and prune:
         cache.prune()
     return documents
 

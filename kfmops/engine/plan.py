@@ -11,9 +11,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kfmops.addresses import Address, select
-from kfmops.desired import DesiredState, expand, load_documents_from, parse_documents
+from kfmops.desired import DesiredState, expand
 from kfmops.desired.cache import FOLDER, DesiredCache
 from kfmops.desired.collector import invalidation_conflicts
+from kfmops.desired.load import documents_of, read_folder
+from kfmops.desired.state_cache import FILE as STATE_FILE
+from kfmops.desired.state_cache import StateCache, state_key
 from kfmops.engine.session import Session
 from kfmops.errors import Diagnostic, InputError
 from kfmops.events import PlanMade
@@ -40,19 +43,44 @@ class PlanRequest:
     accept_live: bool = False  # import a live value that differs from the desired one, and update it
 
 
-def load_desired(workspace: Workspace, git_ref: str | None = None) -> DesiredState:
+def load_desired(workspace: Workspace, git_ref: str | None = None, *, review: bool = False) -> DesiredState:
     """Validated, expanded desired state from the work tree, or from `git_ref` without a checkout.
 
-    Files are parsed and validated once per content (the desired-document cache), in a workspace that was
-    applied before: looking at one never applied creates nothing in it. A commit's files go through the
-    cache only when KFMOPS_PLAN_KEY seals it: apply checks a saved plan against them (see `review`)."""
+    In a workspace applied before, each file is parsed once per content (the desired-document cache) and
+    an unchanged folder is not expanded again (the desired-state cache); looking at one never applied
+    creates nothing in it. A commit's files, and the desired state apply checks a plan against (`review`,
+    see engine/review), go through the caches only when KFMOPS_PLAN_KEY seals them. A review of a commit
+    reads the work tree when its files are the commit's, byte for byte (by git blob id), so that it finds
+    what the plan of that work tree kept; the names of the files in sources are then the work tree's."""
     secret = planfile.derived_key("desired-document cache")
-    cache = DesiredCache(workspace.root / FOLDER, secret=secret) if workspace.state_dir.is_dir() else None
-    if git_ref:
-        documents = parse_documents(repo.files_at(workspace.desired_dir, git_ref), cache if secret else None)
-    else:
-        documents = load_documents_from(workspace.desired_dir, workspace.root, cache)
-    return expand(documents, workspace.conventions, workspace.routes, set(workspace.backends))
+    sources, unreadable, from_commit = _desired_sources(workspace, git_ref, review=review)
+    cached = workspace.state_dir.is_dir() and (secret is not None or not (from_commit or review))
+    settings = (workspace.conventions, workspace.routes, set(workspace.backends))
+    states = StateCache(workspace.root / STATE_FILE, planfile.derived_key("desired-state cache"))
+    key = state_key(sources, *settings) if cached and not unreadable else None
+    desired = states.get(key) if key else None
+    if desired is None:
+        cache = DesiredCache(workspace.root / FOLDER, secret=secret) if cached else None
+        desired = expand(documents_of(sources, unreadable, cache, prune=not from_commit), *settings)
+        if key:
+            states.put(key, desired)
+    return desired
+
+
+def _desired_sources(
+    workspace: Workspace, git_ref: str | None, *, review: bool
+) -> tuple[list[tuple[str, str]], list[Diagnostic], bool]:
+    """(name, text) of the desired files, the problems of those that cannot be read, and whether they were
+    read from the commit (`git_ref`) rather than the work tree."""
+    if git_ref is None or review:
+        sources, unreadable = read_folder(workspace.desired_dir, workspace.root)
+        root = workspace.root.resolve()
+        if git_ref is None or (
+            not unreadable
+            and repo.holds(workspace.desired_dir, git_ref, [(root / name, text) for name, text in sources])
+        ):
+            return sources, unreadable, False
+    return repo.files_at(workspace.desired_dir, git_ref), [], True
 
 
 def plan(session: Session, request: PlanRequest, desired: DesiredState | None = None) -> Plan:

@@ -3,7 +3,8 @@
 A plan file's digest proves only that the file is whole; anyone who can write the file can recompute
 it. So apply re-derives the expected changes from the commit the plan names (or the work tree, for a
 plan of uncommitted desired state applied with --allow-dirty) and refuses any change, dataset record
-or desired digest that the commit does not give. Policy then judges records that git holds.
+or change of exposure that the commit does not give. Policy then judges records that git holds. The commit's
+desired files are read from the work tree when they are the same bytes (load_desired: by git blob id).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def check_against_desired(session: Session, plan: Plan, state: State) -> None:
     if plan.operation not in {Operation.APPLY, Operation.REFRESH}:
         return  # hotfix and recovery plans are made by kfmops itself, under the lock
     commit = plan.git.get("commit")
-    desired = load_desired(session.workspace, None if plan.git.get("dirty") or not commit else commit)
+    desired = load_desired(session.workspace, None if plan.git.get("dirty") or not commit else commit, review=True)
     where = f"commit {commit[:12]}" if commit and not plan.git.get("dirty") else "the work tree"
     problems = _differences(plan, desired, state)
     if problems:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +55,29 @@ def describe(path: Path) -> dict[str, Any]:
 
 def files_at(path: Path, ref: str) -> list[tuple[str, str]]:
     """(path, text) of every YAML file under `path` as it was at git `ref`, without a checkout."""
+    return sorted((f"{ref}:{blob.path}", blob.data_stream.read().decode("utf-8")) for blob in _yaml_blobs(path, ref))
+
+
+def holds(path: Path, ref: str, files: Sequence[tuple[Path, str]]) -> bool:
+    """Whether the YAML files under `path` at git `ref` are `files` ((path, text) in the work tree), no more, no
+    fewer, byte for byte: compared by git blob id, without reading the commit's files."""
+    try:
+        committed = {blob.path: blob.hexsha for blob in _yaml_blobs(path, ref)}
+    except InputError:
+        return False
+    repo = _repository(path)
+    assert repo is not None  # _yaml_blobs found it
+    top = _work_tree(repo).resolve()
+    present = {}
+    for file, text in files:
+        data = text.encode("utf-8")
+        present[file.resolve().relative_to(top).as_posix()] = hashlib.sha1(
+            b"blob %d\0%b" % (len(data), data)
+        ).hexdigest()
+    return present == committed
+
+
+def _yaml_blobs(path: Path, ref: str) -> list[Any]:
     repo = _repository(path)
     if repo is None:
         raise InputError([Diagnostic(f"{path} is not inside a git repository", "--git-ref needs one")])
@@ -66,11 +91,9 @@ def files_at(path: Path, ref: str) -> list[tuple[str, str]]:
         tree = commit.tree / prefix if prefix != "." else commit.tree
     except KeyError:
         raise InputError([Diagnostic(f"{prefix} does not exist at {ref}")]) from None
-    return sorted(
-        (f"{ref}:{blob.path}", blob.data_stream.read().decode("utf-8"))
-        for blob in tree.traverse()
-        if isinstance(blob, _git().Blob) and str(blob.path).endswith((".yaml", ".yml"))
-    )
+    return [
+        blob for blob in tree.traverse() if isinstance(blob, _git().Blob) and str(blob.path).endswith((".yaml", ".yml"))
+    ]
 
 
 def commit_of(path: Path, ref: str) -> str:
