@@ -9,6 +9,7 @@ files are the commit's, byte for byte. Through the real CLI on generated workspa
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from benchmarks.generate import promote
 from kfmops.desired.state_cache import FILE, StateCache
 from kfmops.engine.plan import load_desired
 from kfmops.gitops import repo
+from kfmops.io import sealed
 from kfmops.io.sealed import write_sealed
 from kfmops.plans.planfile import derived_key
 from kfmops.workspace import load_workspace
@@ -143,3 +145,22 @@ def test_a_state_json_would_not_give_back_exactly_is_not_kept(make_workspace, tm
         desired.datasets[name]["title"] = value
         cache.put("k", desired)
         assert not (tmp_path / "state.json").exists(), value
+
+
+def test_no_cache_outlives_a_change_to_the_program_that_wrote_it(tmp_path, monkeypatch):
+    """The program digest that names every cache entry covers the code and schemas, not only the version: a
+    development build that changes how documents are parsed or expanded never reads the entries of another."""
+    package = tmp_path / "kfmops"
+    shutil.copytree(sealed.PACKAGE, package, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(sealed, "PACKAGE", package)
+    digests = []
+    for change in (
+        lambda: None,
+        lambda: (package / "desired" / "datasets.py").write_text("# changed\n", encoding="utf-8"),
+        lambda: (package / "data" / "schemas" / "dataset.schema.json").write_text("{}", encoding="utf-8"),
+    ):
+        change()
+        sealed.program_digest.cache_clear()
+        digests.append(sealed.program_digest())
+    sealed.program_digest.cache_clear()
+    assert len(set(digests)) == 3

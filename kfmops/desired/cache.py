@@ -1,8 +1,8 @@
 """The desired-document cache: each desired-state file parsed and schema-checked once per content.
 
-One sealed file (io/sealed) per desired file, named by the SHA-256 of (kfmops version, digest of the
-shipped schemas, file text): a changed file, a new kfmops or an edited schema names another entry, so an
-entry is never trusted across any of them. An entry holds the file's documents with every line number
+One sealed file (io/sealed) per desired file, named by the SHA-256 of kfmops' program digest (io/sealed:
+its version, code and schemas) and the file's text: a changed file or any other kfmops names another
+entry, so an entry is never trusted across either. An entry holds the file's documents with every line number
 the loader recorded; one that is unreadable, torn, of another shape, not sealed for its name or whose
 digest does not match is ignored (and rewritten). Only files without a problem are cached: every
 diagnostic still comes from parsing the file. The folder is safe to delete at any time.
@@ -23,14 +23,11 @@ import hashlib
 import json
 import os
 from collections.abc import Iterable
-from functools import cache
 from pathlib import Path
 from typing import Any
 
-from kfmops import __version__
 from kfmops.desired.document import Document
-from kfmops.io.sealed import read_sealed, write_sealed
-from kfmops.schemas import SCHEMA_DIR
+from kfmops.io.sealed import program_digest, read_sealed, write_sealed
 from kfmops.yamlio import LineDict, LineList
 
 FORMAT = 2
@@ -42,22 +39,13 @@ class _NotCacheable(Exception):
     """A value JSON cannot carry exactly (a YAML date, binary, ordered map): the file is parsed every time."""
 
 
-@cache
-def program_digest() -> str:
-    """What an entry depends on besides the file: kfmops' version and the exact schemas it validates with."""
-    digest = hashlib.sha256(f"kfmops {__version__} cache {FORMAT}".encode())
-    for schema in sorted(SCHEMA_DIR.glob("*.schema.json")):
-        digest.update(schema.name.encode() + b"\0" + schema.read_bytes() + b"\0")
-    return digest.hexdigest()
-
-
 class DesiredCache:
-    """Entries under `folder`, valid for `program` (default: this kfmops, see `program_digest`), and sealed
+    """Entries under `folder`, valid for `program` (default: this kfmops, see io.sealed.program_digest), and sealed
     with `secret` when one is given (see the module's note)."""
 
     def __init__(self, folder: Path, program: str | None = None, secret: bytes | None = None):
         self.folder = folder
-        self.program = program or program_digest()
+        self.program = program or f"{program_digest()} cache {FORMAT}"
         self.secret = secret
         self.used: set[str] = set()
 

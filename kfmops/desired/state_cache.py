@@ -2,7 +2,7 @@
 so that a plan of unchanged desired state neither parses nor expands it again.
 
 One sealed file (io/sealed) per workspace, `.kfmops/cache/desired-state.json`, holding the last expansion
-under its key: the SHA-256 of kfmops' program digest (version, schemas), the expansion settings
+under its key: the SHA-256 of kfmops' program digest (version, code, schemas), the expansion settings
 (conventions, routes, backends) and every file's name and text in order. Any change to any of them names
 another key, and the entry is replaced. Only an expansion without a problem is kept, and only one that
 JSON gives back exactly (a YAML date or an integer key would not be: such a state is expanded every time).
@@ -22,10 +22,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from kfmops.desired.cache import program_digest
 from kfmops.desired.collector import DesiredReference
 from kfmops.desired.expand import DesiredState
-from kfmops.io.sealed import read_sealed, write_sealed
+from kfmops.io.sealed import program_digest, read_sealed, write_sealed
 from kfmops.references import Reference, ReferenceKind
 from kfmops.workspace import Conventions
 
@@ -38,7 +37,7 @@ def state_key(
     sources: Sequence[tuple[str, str]], conventions: Conventions, routes: dict[ReferenceKind, str], backends: set[str]
 ) -> str:
     """What an expansion depends on: kfmops, its settings, and every (file name, text) in order."""
-    digest = hashlib.sha256(program_digest().encode())
+    digest = hashlib.sha256(f"{program_digest()} state {FORMAT}".encode())
     settings = {"conventions": dataclasses.asdict(conventions), "routes": dict(routes), "backends": sorted(backends)}
     digest.update(json.dumps(settings, sort_keys=True).encode())
     for name, text in sources:

@@ -6,6 +6,9 @@ under `secret` (a key derived from KFMOPS_PLAN_KEY), so that only a key holder c
 reader believes. Anyone who can write the folder can compute an unkeyed digest: without a secret a file
 proves only that it is whole and was written for this reader.
 
+`program_digest` names the kfmops that wrote an entry: its version and the bytes of its code and schemas,
+so that no cache outlives any change to the program that made it, a development build's included.
+
 Must not: fail a command (a cache is never required: a file that cannot be written is skipped, one in
 any doubt reads as absent); leave a torn file (written to a temporary file and renamed).
 """
@@ -18,8 +21,23 @@ import hmac
 import json
 import os
 import tempfile
+from functools import cache
 from pathlib import Path
 from typing import Any
+
+from kfmops import __version__
+
+PACKAGE = Path(__file__).resolve().parents[1]
+
+
+@cache
+def program_digest() -> str:
+    """SHA-256 of kfmops' version and of every module and JSON schema of the package, by path."""
+    digest = hashlib.sha256(f"kfmops {__version__}".encode())
+    for file in sorted(PACKAGE.rglob("*")):
+        if file.suffix in {".py", ".json"}:
+            digest.update(b"\0" + file.relative_to(PACKAGE).as_posix().encode() + b"\0" + file.read_bytes())
+    return digest.hexdigest()
 
 
 def write_sealed(file: Path, header: dict[str, Any], body: bytes, secret: bytes | None = None) -> None:

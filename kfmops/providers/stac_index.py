@@ -10,7 +10,7 @@ rename, touch or chmod gives the file a ctime later than any entered, so a stat 
 
 Every catalog keeps its entries in memory for the run. Plans also keep them in a file (`open_saved`,
 `save`), `.kfmops/cache/stac/<backend>.json` in a workspace applied before: a header with the format,
-kfmops' version, the catalog's real root and the digest of the entries (an HMAC under a key derived
+kfmops' program digest (io/sealed), the catalog's real root and the digest of the entries (an HMAC under a key derived
 from KFMOPS_PLAN_KEY when that is set, as the desired-document cache), then the entries. A file with
 another header, or whose entries do not match its digest, is ignored and rewritten. Apply, recover and
 rollback never read the file: the values they compare with were parsed, or entered, in their own run.
@@ -26,8 +26,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from kfmops import __version__
-from kfmops.io.sealed import read_sealed, write_sealed
+from kfmops.io.sealed import program_digest, read_sealed, write_sealed
 from kfmops.plans.planfile import derived_key
 from kfmops.providers.stac_document import Reading
 from kfmops.workspace import Workspace
@@ -104,4 +103,4 @@ class StacIndex:
             return {}  # another shape: every document is parsed
 
     def _header(self) -> dict[str, Any]:
-        return {"format": FORMAT, "kfmops": __version__, "root": self.root}
+        return {"format": FORMAT, "kfmops": program_digest(), "root": self.root}
