@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 from conftest import commit_all
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from kfmops.providers import stac_index
 from kfmops.providers.stac import StacCatalog
@@ -222,3 +224,65 @@ def test_plans_keep_the_index_only_in_an_applied_workspace_and_see_an_edit_that_
     edit_in_place_keeping_size_and_mtime(catalog, f'"{href}"', f'"{other}"')
     code, out, err = cli(workspace, "plan", "--detailed-exitcode")
     assert code == 2 and "ds-000001" in out, (code, out, err)
+
+
+def flip_deprecated_in_place(file: Path) -> None:
+    """`"deprecated": false` and `"deprecated": true ` (one space: the same size) into each other."""
+    if file.exists():
+        text = file.read_text(encoding="utf-8")
+        old, new = ('"deprecated": false', '"deprecated": true ')
+        edit_in_place_keeping_size_and_mtime(file, *((old, new) if old in text else (new, old)))
+
+
+def collection(name: str, deprecated: bool) -> str:
+    text = json.dumps({"type": "Collection", "id": name, "deprecated": deprecated, "links": []}, indent=2)
+    return text.replace('"deprecated": true', '"deprecated": true ')
+
+
+def rename_over_flipped(file: Path) -> None:
+    if file.exists():
+        time.sleep(TICK)
+        deprecated = json.loads(file.read_text(encoding="utf-8"))["deprecated"]
+        file.with_suffix(".new").write_text(collection(file.parent.name, not deprecated), encoding="utf-8")
+        os.replace(file.with_suffix(".new"), file)
+
+
+def delete_or_create(file: Path) -> None:
+    time.sleep(TICK)
+    if file.exists():
+        file.unlink()
+    else:
+        file.write_text(collection(file.parent.name, False), encoding="utf-8")
+
+
+OPERATIONS = {
+    "flip deprecated in place, same size and mtime": flip_deprecated_in_place,
+    "rename over, flipped": rename_over_flipped,
+    "delete or create": delete_or_create,
+    "touch": lambda file: (time.sleep(TICK), file.exists() and os.utime(file)),
+    "swap the catalog's child links in place": lambda file: (
+        edit_in_place_keeping_size_and_mtime(file.parents[1] / "catalog.json", "./a/", "./b/")
+        if "./a/" in (file.parents[1] / "catalog.json").read_text(encoding="utf-8")
+        else edit_in_place_keeping_size_and_mtime(file.parents[1] / "catalog.json", "./b/", "./a/")
+    ),
+}
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(st.tuples(st.sampled_from(sorted(OPERATIONS)), st.sampled_from("ab")), min_size=1, max_size=5),
+)
+def test_any_sequence_of_edits_reads_through_the_saved_index_as_a_fresh_parse(tmp_path_factory, edits):
+    root = tmp_path_factory.mktemp("catalog")
+    links = [{"rel": "child", "href": f"./{name}/collection.json", "type": "application/json"} for name in "ab"]
+    write(root, "catalog.json", {"type": "Catalog", "id": "root", "links": links})
+    for name in "ab":
+        write(root, f"{name}/collection.json", {"type": "Collection", "id": name, "deprecated": False, "links": []})
+    saved = root.parent / f"{root.name}.index.json"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(stac_index, "RACY_NS", 0)
+        for operation, name in [("touch", "a"), *edits]:
+            index = StacIndex.load(root.resolve(), saved)
+            OPERATIONS[operation](root / name / "collection.json")
+            assert StacCatalog(root, "catalog", index=index).read(REFERENCES) == fresh_read(root), operation
+            index.save()
