@@ -16,6 +16,8 @@ from kfmops.yamlio import line_of, load_documents, plain
 CONFIG_NAME = "kfmops.yaml"
 SECRET_VARIABLES = ("KFMOPS_PLAN_KEY", "KFMOPS_LEDGER_KEY", "KFMOPS_STATE_DSN")
 LOCAL_BACKEND = "local"
+CACHE_DIR = ".kfmops/cache"
+"""Where a workspace applied before keeps its caches, relative to its root (not under version control)."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,12 @@ class Workspace:
     batch_size: int
     conventions: Conventions
     raw: dict[str, Any]
+
+    @property
+    def applied(self) -> bool:
+        """Whether the workspace was ever applied (its state folder exists). Looking at one never applied
+        creates nothing in it: no state, telemetry or cache (CACHE_DIR)."""
+        return self.state_dir.is_dir()
 
     def section(self, name: str) -> dict[str, Any]:
         """A free-form config section (policy, telemetry, ...) as plain data; empty when absent."""

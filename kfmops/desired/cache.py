@@ -28,11 +28,12 @@ from typing import Any
 
 from kfmops.desired.document import Document
 from kfmops.io.sealed import program_digest, read_sealed, write_sealed
+from kfmops.workspace import CACHE_DIR
 from kfmops.yamlio import LineDict, LineList
 
 FORMAT = 2
-FOLDER = ".kfmops/cache/desired"
-"""Where a workspace keeps the cache, relative to its root (beside kfmops.yaml; not under version control)."""
+FOLDER = f"{CACHE_DIR}/desired"
+"""Where a workspace keeps the cache, relative to its root."""
 
 
 class _NotCacheable(Exception):

@@ -26,10 +26,10 @@ from kfmops.desired.collector import DesiredReference
 from kfmops.desired.expand import DesiredState
 from kfmops.io.sealed import program_digest, read_sealed, write_sealed
 from kfmops.references import Reference, ReferenceKind
-from kfmops.workspace import Conventions
+from kfmops.workspace import CACHE_DIR, Conventions
 
 FORMAT = 1
-FILE = ".kfmops/cache/desired-state.json"
+FILE = f"{CACHE_DIR}/desired-state.json"
 """Where a workspace keeps the entry, relative to its root (beside the desired-document cache)."""
 
 

@@ -54,7 +54,7 @@ def load_desired(workspace: Workspace, git_ref: str | None = None, *, review: bo
     what the plan of that work tree kept; the names of the files in sources are then the work tree's."""
     secret = planfile.derived_key("desired-document cache")
     sources, unreadable, from_commit = _desired_sources(workspace, git_ref, review=review)
-    cached = workspace.state_dir.is_dir() and (secret is not None or not (from_commit or review))
+    cached = workspace.applied and (secret is not None or not (from_commit or review))
     settings = (workspace.conventions, workspace.routes, set(workspace.backends))
     states = StateCache(workspace.root / STATE_FILE, planfile.derived_key("desired-state cache"))
     key = state_key(sources, *settings) if cached and not unreadable else None

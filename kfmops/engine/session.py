@@ -52,7 +52,7 @@ class Session:
         redact = Redactor(workspace.secret_values())
         settings = workspace.section("telemetry")
         exporter = settings.get("exporter", "file")
-        if read_only and exporter == "file" and not workspace.state_dir.is_dir():
+        if read_only and exporter == "file" and not workspace.applied:
             exporter = "none"  # looking at a workspace never applied creates nothing in it, telemetry included
         self.telemetry = Telemetry(exporter, workspace.state_dir / "telemetry", settings, redact)
         self.metrics = Metrics(self.telemetry, command)

@@ -89,9 +89,9 @@ class StacCatalog:
         readings = {}
         root = self.root.resolve()
         plain: set[str] = set()
+        read_at = time.time_ns()  # before every stat of the batch: a document changed since is never entered
         for path in paths:
             file = self._file(path, root, plain)
-            read_at = time.time_ns()
             try:
                 stat = stat_of(file.stat())
             except FileNotFoundError:

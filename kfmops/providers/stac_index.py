@@ -29,10 +29,10 @@ from typing import Any
 from kfmops.io.sealed import program_digest, read_sealed, write_sealed
 from kfmops.plans.planfile import derived_key
 from kfmops.providers.stac_document import Reading
-from kfmops.workspace import Workspace
+from kfmops.workspace import CACHE_DIR, Workspace
 
 FORMAT = 1
-FOLDER = ".kfmops/cache/stac"
+FOLDER = f"{CACHE_DIR}/stac"
 RACY_NS = 2_000_000_000  # coarser than any file system's timestamps and the kernel's clock tick
 
 Stat = tuple[int, int, int, int, int]
@@ -56,7 +56,7 @@ class StacIndex:
     def open_saved(cls, workspace: Workspace, backend: str, root: Path) -> StacIndex:
         """The index of a plan's reads, with the entries saved by earlier plans (none in a workspace never
         applied, where nothing is saved either)."""
-        if not workspace.state_dir.is_dir():
+        if not workspace.applied:
             return cls(root)
         return cls.load(root, workspace.root / FOLDER / f"{backend}.json", derived_key("stac read index"))
 
