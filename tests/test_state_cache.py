@@ -164,3 +164,15 @@ def test_no_cache_outlives_a_change_to_the_program_that_wrote_it(tmp_path, monke
         digests.append(sealed.program_digest())
     sealed.program_digest.cache_clear()
     assert len(set(digests)) == 3
+
+
+def test_a_write_removes_what_a_writer_killed_before_its_rename_left(tmp_path):
+    file = tmp_path / "cache" / "desired-state.json"
+    file.parent.mkdir()
+    left = [file.parent / ".desired-state.json.k1ll3d_0", file.parent / ".desired-state.json.abcdefgh"]
+    kept = [file.parent / ".other.json.abcdefgh", file.parent / "desired-state.json.bak"]
+    for path in left + kept:
+        path.write_bytes(b'{"torn')
+    write_sealed(file, {"format": 1}, b"{}")
+    assert [path.exists() for path in left + kept] == [False, False, True, True]
+    assert file.read_bytes().endswith(b"\n{}")

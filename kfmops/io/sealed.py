@@ -10,7 +10,8 @@ proves only that it is whole and was written for this reader.
 so that no cache outlives any change to the program that made it, a development build's included.
 
 Must not: fail a command (a cache is never required: a file that cannot be written is skipped, one in
-any doubt reads as absent); leave a torn file (written to a temporary file and renamed).
+any doubt reads as absent); leave a torn file (written to a temporary file and renamed), or let the
+temporary files of writers killed before their rename pile up (the next write removes them).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from kfmops import __version__
+from kfmops.io.files import remove_stale_temporaries
 
 PACKAGE = Path(__file__).resolve().parents[1]
 
@@ -45,6 +47,7 @@ def write_sealed(file: Path, header: dict[str, Any], body: bytes, secret: bytes 
     line = json.dumps(header | {"digest": _digest(body, secret)}, separators=(",", ":")).encode()
     try:
         file.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries([file])  # what a writer killed before its rename left
         fd, temporary = tempfile.mkstemp(prefix=f".{file.name}.", dir=file.parent)
     except OSError:
         return  # a read-only workspace: the next command does the work again
