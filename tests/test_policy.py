@@ -593,6 +593,9 @@ def test_a_plan_judged_in_groups_gives_the_findings_of_one_query(monkeypatch):
     grouped = check(plan)
     assert grouped.findings == whole.findings
     assert grouped.decisions == whole.decisions
+    for cores in ({0}, set(range(4)), set(range(64))):  # the 9 groups on 1, 4 and 9 interpreters, in threads
+        monkeypatch.setattr(policy.os, "sched_getaffinity", lambda pid, cores=cores: cores)
+        assert check(plan) == grouped
 
 
 def test_a_rule_over_the_summary_sees_the_whole_plan_in_every_group(monkeypatch):
@@ -1007,3 +1010,61 @@ def test_the_policy_input_leaves_out_no_ops_but_still_counts_them():
     document = policy_input(plan)
     assert [c["address"] for c in document["changes"]] == ["dataset.a.cache"]
     assert document["summary"] == {"create": 0, "update": 1, "delete": 0, "no_op": 2}
+
+
+def test_a_signed_plan_carries_its_verdict_to_apply_which_judges_again_whatever_differs(tmp_path, monkeypatch):
+    """The verdict a plan records is sealed with the digest of what was judged; applying the plan, signed,
+    reuses it only while everything it depends on is the same under the lock: input (facts gathered again
+    included), settings, policies and day. A changed verdict, a changed input or an unsigned plan is judged."""
+    from dataclasses import replace
+
+    from benchmarks.generate import generate
+    from kfmops.engine.plan import PlanRequest, plan
+    from kfmops.engine.session import Session
+    from kfmops.governance import gate
+    from kfmops.io import clock
+    from kfmops.plans import planfile
+    from kfmops.workspace import load_workspace
+
+    generate(tmp_path / "ws", 3, 3, 1854)
+    workspace = load_workspace(tmp_path / "ws")
+    monkeypatch.setenv("KFMOPS_PLAN_KEY", "policy-seal-key")
+    with Session(workspace, "plan", read_only=True) as session:
+        made = plan(session, PlanRequest())
+    assert made.policy["decision"] == "allow" and made.policy["judged"].startswith("sha256:")
+    planfile.write(made, tmp_path / "p.plan")
+    signed = planfile.read(tmp_path / "p.plan")
+
+    queries: list[int] = []
+    evaluate = gate.evaluate
+    monkeypatch.setattr(gate, "evaluate", lambda *args: queries.append(1) or evaluate(*args))
+
+    def judged(plan_read, workspace=workspace):
+        """(decision, finding rules, queries run) of the gate of a new session over `plan_read`."""
+        queries.clear()
+        with Session(workspace, "apply", read_only=True) as session:
+            result = session.policy.check(plan_read)
+        return result.decision, sorted(f.rule for f in result.findings), len(queries)
+
+    assert judged(signed) == ("allow", [], 0)  # reused: no query ran
+    assert signed.policy["decisions"][0]["access"] == "public"
+    hidden = [{**signed.policy["decisions"][0], "access": "internal"}, *signed.policy["decisions"][1:]]
+    assert judged(replace(signed, policy={**signed.policy, "decisions": hidden})) == ("allow", [], 1)
+    warned = [{"rule": "warn", "address": None, "message": "m", "fix": "", "severity": "warn"}]
+    assert judged(replace(signed, policy={**signed.policy, "findings": warned})) == ("allow", [], 1)
+    unproven = {name: dict(record) for name, record in signed.datasets.items()}
+    for record in unproven.values():
+        record["target"] = {key: value for key, value in record["target"].items() if key != "provenance"}
+    decision, rules, ran = judged(replace(signed, datasets=unproven))  # an allow carried over another input
+    assert (decision, set(rules), ran) == ("deny", {"provenance.required"}, 1)
+
+    today = clock.today
+    monkeypatch.setattr(clock, "today", lambda: "2099-01-01")
+    assert judged(signed)[2] == 1  # another day: consents may have expired since
+    monkeypatch.setattr(clock, "today", today)
+    assert judged(signed)[2] == 0
+    settled = load_workspace(tmp_path / "ws")
+    settled.raw.setdefault("policy", {})["consent_warn_days"] = 5
+    assert judged(signed, settled)[2] == 1  # other settings
+    monkeypatch.delenv("KFMOPS_PLAN_KEY")
+    assert judged(signed)[2] == 1  # unsigned: anyone could have written the seal

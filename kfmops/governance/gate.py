@@ -2,11 +2,18 @@
 
 Fails closed: a deny (or an evaluation error, which is a deny) stops the operation before the WAL
 begins. The gate answers; the engine decides when to ask and emits what it heard.
+
+A verdict is sealed (`PolicyResult.judged`) with the digest of everything it depends on: the policy
+input (facts gathered then included), the policy files, the settings, kfmops' program and the UTC day
+(rules judge consent expiry against today). A plan file records it; applying a signed plan whose
+seal matches the input gathered under the lock reuses the verdict instead of running every query
+again. Unsigned plans are always judged again: anyone could write their seal.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import replace
 from typing import Any
 
@@ -14,9 +21,12 @@ from kfmops.errors import PolicyDenied
 from kfmops.governance.checkpoints import RULE_PREFIX
 from kfmops.governance.facts import gather
 from kfmops.governance.policy import DEFAULT_POLICY_DIR, PolicyResult, evaluate, load_policies
+from kfmops.io import clock
 from kfmops.io.canonical import canonical_json
+from kfmops.io.sealed import program_digest
 from kfmops.plans import codec
 from kfmops.plans.model import Action, Plan
+from kfmops.plans.planfile import KEY_VARIABLE
 from kfmops.providers.registry import Providers
 from kfmops.workspace import Workspace
 
@@ -38,15 +48,45 @@ class PolicyGate:
         facts gathered now from the data of the versions its datasets point at: the facts a plan file
         carries are never trusted. A plan this gate judged already, with the same input (facts included;
         its own earlier verdict aside), gets that decision again: `apply --auto-approve` judges its plan
-        when it is made and again under the lock."""
+        when it is made and again under the lock. So does a signed plan that records it (see the module)."""
         facts = gather(self.providers, plan.datasets)
         # checkpoint results are the session's to add (governance.checkpoints): a plan file's are never judged
         document = policy_input(replace(plan, facts=facts, checks=()))
-        judged = {key: value for key, value in document.items() if key != "policy"}
-        digest = hashlib.sha256(canonical_json(judged).encode()).hexdigest()
-        if digest not in self._judged:
-            self._judged[digest] = replace(evaluate(document, self.policies, self.settings), facts=facts)
-        return self._judged[digest]
+        key = self._key({name: value for name, value in document.items() if name != "policy"})
+        if key not in self._judged:
+            result = self._recorded(plan, key) or evaluate(document, self.policies, self.settings)
+            self._judged[key] = replace(result, facts=facts, judged=seal(key, result))
+        return self._judged[key]
+
+    def _key(self, judged: dict[str, Any]) -> str:
+        """The digest of everything a verdict over the policy input `judged` depends on."""
+        digest = hashlib.sha256()
+        for part in (
+            program_digest(),
+            clock.today(),
+            canonical_json([self.policies, self.settings]),
+            canonical_json(judged),
+        ):
+            digest.update(part.encode() + b"\0")
+        return digest.hexdigest()
+
+    def _recorded(self, plan: Plan, key: str) -> PolicyResult | None:
+        """The verdict `plan` records, when it is this gate's verdict over the input of `key`: the plan is signed
+        (with KFMOPS_PLAN_KEY set, planfile reads no other) and its seal is that of `key` and of the findings it
+        records, checkpoint findings aside (the session runs checkpoints again and adds its own)."""
+        if not os.environ.get(KEY_VARIABLE) or not plan.policy.get("judged"):
+            return None
+        recorded = PolicyResult.from_dict(plan.policy)
+        own = tuple(f for f in recorded.findings if not f.rule.startswith(RULE_PREFIX))
+        decision = "deny" if any(f.severity == "deny" for f in own) else "allow"
+        candidate = replace(recorded, decision=decision, findings=own, judged=None)
+        return candidate if seal(key, candidate) == recorded.judged else None
+
+
+def seal(key: str, result: PolicyResult) -> str:
+    """The seal of `result` (its findings and decisions, not its own seal) as the verdict over the input of `key`."""
+    found = {name: value for name, value in result.to_dict().items() if name != "judged"}
+    return "sha256:" + hashlib.sha256(f"{key}\0{canonical_json(found)}".encode()).hexdigest()
 
 
 def denied(result: PolicyResult, operation: str) -> PolicyDenied:

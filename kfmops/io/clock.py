@@ -12,6 +12,11 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def today() -> str:
+    """The current UTC date (YYYY-MM-DD): the day the default policies judge consent expiry against."""
+    return datetime.now(UTC).date().isoformat()
+
+
 def new_id(prefix: str) -> str:
     """A sortable, unique id such as `plan-20261126T153000Z-3f9a1c`."""
     return f"{prefix}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
