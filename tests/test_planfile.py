@@ -236,3 +236,27 @@ def test_a_plan_for_another_workspace_is_stale(make_workspace, cli):
     assert code == 5, (code, out, err)
     assert "lineage" in err
     assert local_rows(second)["kv"] == set()
+
+
+def test_a_plan_is_verified_over_its_bytes_and_a_member_after_the_seal_is_refused(planned, cli, monkeypatch):
+    """A plan file as `plan --out` wrote it is verified by hashing its bytes (the plan is not serialized again);
+    the same plan re-indented still verifies through its canonical JSON; a member appended after the seal,
+    which JSON would let override the signed one, is refused."""
+    workspace, plan = planned
+    text = plan.read_text(encoding="utf-8")
+    reindented = workspace / "indented.json"
+    reindented.write_text(json.dumps(json.loads(text), indent=2))
+    appended = workspace / "appended.json"
+    appended.write_text(text[:-2] + ',"changes":[]}\n')
+    assert json.loads(appended.read_text())["changes"] == []
+    code, _out, err = cli(workspace, "apply", str(appended))
+    assert code == 1 and "digest does not match" in err, err
+    assert cli(workspace, "show", str(reindented))[0] == 0
+
+    def serialized(value: Any) -> str:
+        raise AssertionError("the plan was serialized again to check its digest")
+
+    monkeypatch.setattr(planfile, "digest", serialized)
+    assert planfile.read(plan).plan_id == json.loads(text)["plan_id"]
+    with pytest.raises(AssertionError, match="serialized again"):
+        planfile.read(reindented)

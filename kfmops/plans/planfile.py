@@ -41,11 +41,12 @@ def _sealed(plan: Plan) -> tuple[dict[str, Any], str]:
     return body | seal, canonical[:-1] + "," + json.dumps(seal, separators=(",", ":"))[1:]
 
 
-def from_dict(body: Any, name: str = "plan", *, require_signature: bool = False) -> Plan:
+def from_dict(body: Any, name: str = "plan", *, require_signature: bool = False, text: str | None = None) -> Plan:
     """A verified Plan from its JSON document; raises InputError naming what does not match.
 
     `require_signature` (kfmops.yaml `apply.require_signed_plans`): refuse unless KFMOPS_PLAN_KEY is set,
-    so that only a plan signed with it is accepted.
+    so that only a plan signed with it is accepted. `text`: the file `body` was parsed from; when it holds
+    the bytes `write` writes, the digest is checked over them instead of serializing the plan again.
     """
     if require_signature and not os.environ.get(KEY_VARIABLE):
         raise _refused(name, f"apply.require_signed_plans is on, but {KEY_VARIABLE} (to verify the signature) is unset")
@@ -60,7 +61,7 @@ def from_dict(body: Any, name: str = "plan", *, require_signature: bool = False)
         )
     recorded = body.get("digest")
     unsigned = {k: v for k, v in body.items() if k not in {"digest", "signature"}}
-    if recorded != digest(unsigned):
+    if not (text is not None and _written(text, body)) and recorded != digest(unsigned):
         raise _refused(name, "its digest does not match its content (the file was changed after it was written)")
     key = os.environ.get(KEY_VARIABLE)
     if key and not hmac.compare_digest(str(body.get("signature", "")), _sign(key, recorded)):
@@ -80,15 +81,27 @@ def read(path: Path, *, require_signature: bool = False) -> Plan:
     if not path.is_file():
         raise InputError([Diagnostic(f"plan file {path} does not exist")])
     try:
-        body = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        body = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise _refused(str(path), f"it is not valid JSON ({exc})") from None
     except RecursionError:
         raise _refused(str(path), "it is nested too deeply to be a plan") from None
     try:
-        return from_dict(body, str(path), require_signature=require_signature)
+        return from_dict(body, str(path), require_signature=require_signature, text=text)
     except RecursionError:
         raise _refused(str(path), "it is nested too deeply to be a plan") from None
+
+
+def _written(text: str, body: dict[str, Any]) -> bool:
+    """Whether `text` is what `write` writes for `body`: a JSON text whose sha256 is the recorded digest, with
+    exactly the seal `body` holds appended (nothing after it could override a member). Then the digest holds:
+    the text parsed is the body hashed, byte for byte."""
+    seal = {name: body[name] for name in ("digest", "signature") if name in body}
+    tail = "," + json.dumps(seal, separators=(",", ":"))[1:] + "\n"
+    if not text.endswith(tail):
+        return False
+    return "sha256:" + hashlib.sha256((text[: -len(tail)] + "}").encode()).hexdigest() == body.get("digest")
 
 
 def derived_key(purpose: str) -> bytes | None:
