@@ -87,8 +87,9 @@ class LocalProvider(Provider):
             extra = yaml.load((seed / "targets.yaml").read_text(encoding="utf-8"), Loader=yaml.CSafeLoader) or {}
             nodes.update((n["label"], n.get("key", "id"), n["id"]) for n in extra.get("nodes", []))
             indices.update(extra.get("indices", []))
-        with self.db:
-            self.db.executescript(SCHEMA)
+        self.db.executescript(SCHEMA)
+        with self.db:  # one transaction: in autocommit mode each row was one, each fsynced (14 s at 10,000 datasets)
+            self.db.execute("BEGIN IMMEDIATE")
             self.db.executemany("INSERT OR IGNORE INTO nodes VALUES (?, ?, ?)", sorted(nodes))
             self.db.executemany("INSERT OR IGNORE INTO indices VALUES (?)", [(i,) for i in sorted(indices)])
 
