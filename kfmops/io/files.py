@@ -15,8 +15,9 @@ from kfmops.io import faults
 _TEMPORARY = re.compile(r"\.(.+)\.[a-z0-9_]{8}")  # what tempfile.mkstemp(prefix=f".{name}.") creates
 
 
-def write_atomic(path: Path, data: bytes, *, durable: bool = True, keep_metadata: bool = False) -> None:
-    """Replace `path` with `data` so that a crash leaves either the old or the new bytes, never a mix.
+def write_atomic(path: Path, *data: bytes | memoryview, durable: bool = True, keep_metadata: bool = False) -> None:
+    """Replace `path` with the bytes of `data` (one or more parts, written in order, never joined in memory)
+    so that a crash leaves either the old or the new bytes, never a mix.
 
     The new file is 0600 (kfmops' own files), unless `keep_metadata` asks to keep the mode, and the
     owner and group where permitted (as root), of the file it replaces (files kfmops edits for others).
@@ -32,7 +33,8 @@ def write_atomic(path: Path, data: bytes, *, durable: bool = True, keep_metadata
         with os.fdopen(fd, "wb") as handle:
             if existing is not None:
                 _copy_metadata(handle.fileno(), existing)
-            handle.write(data)
+            for part in data:
+                handle.write(part)
             handle.flush()
             if durable:
                 faults.check(path, "fsync")
