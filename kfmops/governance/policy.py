@@ -26,7 +26,10 @@ from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kfmops.governance.rego import Rego
 
 NAMESPACE = "kfmops"
 DEFAULT_POLICY_DIR = Path(__file__).resolve().parents[1] / "data" / "policies"
@@ -161,17 +164,16 @@ def evaluate(plan: Mapping[str, Any], policies: list[tuple[str, str]], settings:
         rego = Rego(modules, data)
         if problems:
             return _decide(problems)
-        # Through JSON first, so input is exactly what `kfmops show --format json` gives opa/conftest.
-        documents = groups(json.loads(json.dumps(plan, default=str)), GROUP_SIZE)
+        documents = groups(plan, GROUP_SIZE)
         workers = min(len(documents), len(os.sched_getaffinity(0)))
         if workers < 2:
-            answers = [rego.query(QUERY, document) for document in documents]
+            answers = [_query(rego, document) for document in documents]
         else:  # rego-cpp answers a query without holding the GIL: one interpreter per thread, on its own groups
             share = -(-len(documents) // workers)
             parts = [documents[start : start + share] for start in range(0, len(documents), share)]
             interpreters = [rego] + [Rego(modules, data) for _ in parts[1:]]
             with ThreadPoolExecutor(len(parts)) as pool:
-                found = pool.map(lambda r, part: [r.query(QUERY, document) for document in part], interpreters, parts)
+                found = pool.map(lambda r, part: [_query(r, document) for document in part], interpreters, parts)
                 answers = [answer for part in found for answer in part]
     except RegoFailure as failure:
         return _decide(problems + [_error(message, fix) for message, fix in failure.problems])
@@ -202,6 +204,12 @@ def evaluate(plan: Mapping[str, Any], policies: list[tuple[str, str]], settings:
         )
         decisions = []
     return replace(_decide(findings), decisions=tuple(sorted(decisions, key=lambda d: str(d["dataset"]))))
+
+
+def _query(rego: Rego, document: Mapping[str, Any]) -> list[list[Any]]:
+    """QUERY over one group's document, through JSON first: the input is exactly what `kfmops show --format
+    json` gives opa/conftest. One group at a time, so the whole plan is never held twice."""
+    return rego.query(QUERY, json.loads(json.dumps(document, default=str)))
 
 
 def groups(plan: Mapping[str, Any], size: int) -> list[dict[str, Any]]:
