@@ -653,6 +653,18 @@ def test_an_evaluation_error_denies():
     assert errors(evaluate(CLEAN, [*POLICIES, division], SETTINGS))
 
 
+def test_an_evaluation_error_in_one_group_of_many_denies(monkeypatch):
+    """Groups are queried in threads: an error in any worker's group is a deny, not a lost answer."""
+    last = sorted(varied_plan(60)["datasets"])[-1]
+    failing = (
+        "user.rego",
+        f'package kfmops\n\nimport rego.v1\n\ndeny contains msg if {{\n  input.datasets["{last}"]\n  msg := 1 / 0\n}}\n',
+    )
+    monkeypatch.setattr(policy, "GROUP_SIZE", 7)
+    monkeypatch.setattr(policy.os, "sched_getaffinity", lambda pid: set(range(4)))
+    assert errors(evaluate(varied_plan(60), [*POLICIES, failing], SETTINGS))
+
+
 @pytest.mark.parametrize(
     "rule",
     [
