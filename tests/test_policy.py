@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -594,7 +595,7 @@ def test_a_plan_judged_in_groups_gives_the_findings_of_one_query(monkeypatch):
     assert grouped.findings == whole.findings
     assert grouped.decisions == whole.decisions
     for cores in ({0}, set(range(4)), set(range(64))):  # the 9 groups on 1, 4 and 9 interpreters, in threads
-        monkeypatch.setattr(policy.os, "sched_getaffinity", lambda pid, cores=cores: cores)
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid, cores=cores: cores)
         assert check(plan) == grouped
 
 
@@ -658,10 +659,11 @@ def test_an_evaluation_error_in_one_group_of_many_denies(monkeypatch):
     last = sorted(varied_plan(60)["datasets"])[-1]
     failing = (
         "user.rego",
-        f'package kfmops\n\nimport rego.v1\n\ndeny contains msg if {{\n  input.datasets["{last}"]\n  msg := 1 / 0\n}}\n',
+        "package kfmops\n\nimport rego.v1\n\n"
+        f'deny contains msg if {{\n  input.datasets["{last}"]\n  msg := 1 / 0\n}}\n',
     )
     monkeypatch.setattr(policy, "GROUP_SIZE", 7)
-    monkeypatch.setattr(policy.os, "sched_getaffinity", lambda pid: set(range(4)))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(4)))
     assert errors(evaluate(varied_plan(60), [*POLICIES, failing], SETTINGS))
 
 

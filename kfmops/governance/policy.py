@@ -15,21 +15,16 @@ Invariants:
 - Rules never run per change: the plan is judged in groups of datasets (`groups`), one query each,
   every group a complete plan document carrying the whole plan's summary. The findings and decisions
   are the union over the groups; a plan of up to GROUP_SIZE datasets is one query. Groups are
-  queried in threads, one interpreter each, as many as there are cores.
+  queried in threads, one interpreter per core (Rego.query_each).
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from kfmops.governance.rego import Rego
+from typing import Any
 
 NAMESPACE = "kfmops"
 DEFAULT_POLICY_DIR = Path(__file__).resolve().parents[1] / "data" / "policies"
@@ -158,23 +153,14 @@ def evaluate(plan: Mapping[str, Any], policies: list[tuple[str, str]], settings:
     # Imported here: the commands that judge no plan (--help, validate, state ...) do not load rego-cpp.
     from kfmops.governance.rego import Rego, RegoFailure
 
-    modules = [entry for entry in policies if not entry[1].startswith(LOAD_ERROR)]
-    data = {NAMESPACE: {"config": settings}}
     try:
-        rego = Rego(modules, data)
+        rego = Rego(
+            [entry for entry in policies if not entry[1].startswith(LOAD_ERROR)], {NAMESPACE: {"config": settings}}
+        )
         if problems:
             return _decide(problems)
-        documents = groups(plan, GROUP_SIZE)
-        workers = min(len(documents), len(os.sched_getaffinity(0)))
-        if workers < 2:
-            answers = [_query(rego, document) for document in documents]
-        else:  # rego-cpp answers a query without holding the GIL: one interpreter per thread, on its own groups
-            share = -(-len(documents) // workers)
-            parts = [documents[start : start + share] for start in range(0, len(documents), share)]
-            interpreters = [rego] + [Rego(modules, data) for _ in parts[1:]]
-            with ThreadPoolExecutor(len(parts)) as pool:
-                found = pool.map(lambda r, part: [_query(r, document) for document in part], interpreters, parts)
-                answers = [answer for part in found for answer in part]
+        # Through JSON (in query_each), so input is exactly what `kfmops show --format json` gives opa/conftest.
+        answers = rego.query_each(QUERY, groups(plan, GROUP_SIZE))
     except RegoFailure as failure:
         return _decide(problems + [_error(message, fix) for message, fix in failure.problems])
     rules: dict[str, Any] = {}
@@ -204,12 +190,6 @@ def evaluate(plan: Mapping[str, Any], policies: list[tuple[str, str]], settings:
         )
         decisions = []
     return replace(_decide(findings), decisions=tuple(sorted(decisions, key=lambda d: str(d["dataset"]))))
-
-
-def _query(rego: Rego, document: Mapping[str, Any]) -> list[list[Any]]:
-    """QUERY over one group's document, through JSON first: the input is exactly what `kfmops show --format
-    json` gives opa/conftest. One group at a time, so the whole plan is never held twice."""
-    return rego.query(QUERY, json.loads(json.dumps(document, default=str)))
 
 
 def groups(plan: Mapping[str, Any], size: int) -> list[dict[str, Any]]:

@@ -7,8 +7,10 @@ the policy module turns them into a deny. Nothing here decides what a result mea
 from __future__ import annotations
 
 import json
+import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 # regopy ships neither type hints nor a py.typed marker, and PyPI has no stub package for it. This module
@@ -29,6 +31,7 @@ class Rego:
     def __init__(self, modules: list[tuple[str, str]], data: Mapping[str, Any]):
         """An interpreter holding `modules` ((file name, Rego text)) and `data`; RegoFailure names every
         module that does not load, with its file:line:column."""
+        self.modules, self.data = modules, data
         problems: list[tuple[str, str]] = []
         try:
             self._interpreter = Interpreter()
@@ -45,6 +48,21 @@ class Rego:
             raise _failure(error) from error
         if problems:
             raise RegoFailure(problems)
+
+    def query_each(self, query: str, documents: Sequence[Mapping[str, Any]]) -> list[list[list[Any]]]:
+        """`query` over each of `documents`, in order; each document goes through JSON on its own first (plain
+        data, exactly what JSON gives back), so that a caller's whole input is never held twice. rego-cpp
+        answers a query without holding the GIL: the documents are split over one interpreter per core,
+        each in a thread of its own, this one included."""
+        workers = min(len(documents), len(os.sched_getaffinity(0)))
+        if workers < 2:
+            return [self.query(query, _plain(document)) for document in documents]
+        share = -(-len(documents) // workers)
+        parts = [documents[start : start + share] for start in range(0, len(documents), share)]
+        interpreters = [self] + [Rego(self.modules, self.data) for _ in parts[1:]]
+        with ThreadPoolExecutor(len(parts)) as pool:
+            found = pool.map(lambda rego, part: [rego.query(query, _plain(d)) for d in part], interpreters, parts)
+            return [answer for part in found for answer in part]
 
     def query(self, query: str, document: Any) -> list[list[Any]]:
         """The expressions of each result of `query` with `document` (plain JSON data) as input."""
@@ -67,6 +85,10 @@ class Rego:
             raise
         except Exception as error:
             raise _failure(error) from error
+
+
+def _plain(document: Mapping[str, Any]) -> Any:
+    return json.loads(json.dumps(document, default=str))
 
 
 def _failure(error: Exception) -> RegoFailure:
