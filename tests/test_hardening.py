@@ -351,3 +351,17 @@ def test_an_unwritable_telemetry_folder_is_a_warning_not_a_traceback(make_worksp
     code, _, err = cli(workspace, "apply", "--auto-approve", env={"KFMOPS_FAULT": "*/telemetry/*@write:1+:EACCES"})
     assert code == 0, err
     assert "Traceback" not in err and "telemetry could not be written" in err
+
+
+def test_a_local_seed_killed_before_its_commit_is_done_again(make_workspace, cli):
+    """The local backend seeds its tables and rows in one transaction: killed half way (its catalog copied,
+    nothing committed), a plan still reads the seed in place and the next apply seeds again and applies.
+    In autocommit mode the tables stayed without rows, and every later write was refused."""
+    workspace = make_workspace(n=3)
+    code, _out, err = cli(workspace, "apply", "--auto-approve", env={"KFMOPS_CRASH_AT": "seed"})
+    assert code == -signal.SIGKILL, err
+    assert (workspace / "state" / "local" / "references.sqlite").is_file()
+    assert "12 to create" in succeeded(cli(workspace, "plan"))
+    succeeded(cli(workspace, "apply", "--auto-approve"))
+    assert cli(workspace, "plan", "--detailed-exitcode")[0] == 0
+    assert len(local_rows(workspace)["kv"]) == 3

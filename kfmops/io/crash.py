@@ -1,7 +1,8 @@
 """A crash hook for tests: off unless KFMOPS_CRASH_AT names a step, then the process dies by SIGKILL there.
 
-Steps are `wal:<seq>` (right after WAL record <seq> is durable) and `write:<batch>` (right after
-batch <batch> was written to its backend, before its DONE record).
+Steps are `wal:<seq>` (right after WAL record <seq> is durable), `write:<batch>` (right after
+batch <batch> was written to its backend, before its DONE record) and `seed` (the local backend's
+seed, its catalog copied, before its tables and rows commit).
 """
 
 from __future__ import annotations

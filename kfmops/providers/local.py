@@ -15,12 +15,14 @@ import json
 import shutil
 import sqlite3
 from collections.abc import Mapping, Sequence
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from kfmops.errors import BackendError
+from kfmops.io import crash
 from kfmops.providers.base import Provider, Write, WriteKey, chunks
 from kfmops.providers.stac import StacCatalog
 from kfmops.providers.stac_index import StacIndex
@@ -40,6 +42,15 @@ CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT);
 BATCH = 400
 
 
+def _seeded(database: Path) -> bool:
+    """Whether `database` holds its seed: it exists and has its tables, which the seed creates in the
+    transaction that commits its rows."""
+    if not database.is_file():
+        return False
+    with closing(sqlite3.connect(database, isolation_level=None)) as db:
+        return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'nodes'").fetchone() is not None
+
+
 class LocalProvider(Provider):
     kinds = frozenset(ReferenceKind)
 
@@ -50,7 +61,8 @@ class LocalProvider(Provider):
         durable = workspace.section("apply").get("fsync", True)
         seed = workspace.root / settings["seed"] if "seed" in settings else None
         database = self.path / "references.sqlite"
-        if read_only and not database.exists():
+        seeded = _seeded(database)
+        if read_only and not seeded:
             # Never written yet: its live state is its seed. Read that in place; create nothing.
             self.catalog = StacCatalog(seed / "catalog" if seed else self.path / "stac", config.name)
             self.db = sqlite3.connect(":memory:", isolation_level=None)
@@ -58,12 +70,11 @@ class LocalProvider(Provider):
             return
         index = StacIndex.open_saved(workspace, config.name, (self.path / "stac").resolve()) if read_only else None
         self.catalog = StacCatalog(self.path / "stac", config.name, durable=durable, index=index)
-        fresh = not database.exists()
         self.path.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(database, isolation_level=None)
         self.db.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
         self.db.execute("PRAGMA journal_mode=WAL")
-        if fresh:
+        if not seeded:
             self._seed(seed, workspace.conventions)
 
     def _seed(self, seed: Path | None, conventions: Conventions, *, copy_catalog: bool = True) -> None:
@@ -87,9 +98,13 @@ class LocalProvider(Provider):
             extra = yaml.load((seed / "targets.yaml").read_text(encoding="utf-8"), Loader=yaml.CSafeLoader) or {}
             nodes.update((n["label"], n.get("key", "id"), n["id"]) for n in extra.get("nodes", []))
             indices.update(extra.get("indices", []))
-        self.db.executescript(SCHEMA)
-        with self.db:  # one transaction: in autocommit mode each row was one, each fsynced (14 s at 10,000 datasets)
+        # One transaction, tables and rows: a seed killed half way leaves no table, and is done again (_seeded).
+        # (In autocommit mode each row was a transaction of its own, fsynced: 14 s at 10,000 datasets.)
+        with self.db:
             self.db.execute("BEGIN IMMEDIATE")
+            for statement in SCHEMA.split(";")[:-1]:
+                self.db.execute(statement)
+            crash.reached("seed")
             self.db.executemany("INSERT OR IGNORE INTO nodes VALUES (?, ?, ?)", sorted(nodes))
             self.db.executemany("INSERT OR IGNORE INTO indices VALUES (?)", [(i,) for i in sorted(indices)])
 
