@@ -20,7 +20,7 @@ from typing import Any
 from kfmops.errors import PolicyDenied
 from kfmops.governance.checkpoints import RULE_PREFIX
 from kfmops.governance.facts import gather
-from kfmops.governance.policy import DEFAULT_POLICY_DIR, PolicyResult, evaluate, load_policies
+from kfmops.governance.policy import DEFAULT_POLICY_DIR, PolicyResult, decide, evaluate, load_policies
 from kfmops.io import clock
 from kfmops.io.canonical import canonical_json
 from kfmops.io.sealed import program_digest
@@ -77,9 +77,8 @@ class PolicyGate:
         if not os.environ.get(KEY_VARIABLE) or not plan.policy.get("judged"):
             return None
         recorded = PolicyResult.from_dict(plan.policy)
-        own = tuple(f for f in recorded.findings if not f.rule.startswith(RULE_PREFIX))
-        decision = "deny" if any(f.severity == "deny" for f in own) else "allow"
-        candidate = replace(recorded, decision=decision, findings=own, judged=None)
+        own = decide(f for f in recorded.findings if not f.rule.startswith(RULE_PREFIX))
+        candidate = replace(own, decisions=recorded.decisions)
         return candidate if seal(key, candidate) == recorded.judged else None
 
 

@@ -158,15 +158,15 @@ def evaluate(plan: Mapping[str, Any], policies: list[tuple[str, str]], settings:
             [entry for entry in policies if not entry[1].startswith(LOAD_ERROR)], {NAMESPACE: {"config": settings}}
         )
         if problems:
-            return _decide(problems)
+            return decide(problems)
         # Through JSON (in query_each), so input is exactly what `kfmops show --format json` gives opa/conftest.
         answers = rego.query_each(QUERY, groups(plan, GROUP_SIZE))
     except RegoFailure as failure:
-        return _decide(problems + [_error(message, fix) for message, fix in failure.problems])
+        return decide(problems + [_error(message, fix) for message, fix in failure.problems])
     rules: dict[str, Any] = {}
     for results in answers:
         if len(results) != 1 or len(results[0]) != 1 or not isinstance(results[0][0], dict):
-            return _decide(
+            return decide(
                 [
                     _error(
                         f"the query {QUERY} was undefined or not an object: {results!r}",
@@ -189,7 +189,7 @@ def evaluate(plan: Mapping[str, Any], policies: list[tuple[str, str]], settings:
             )
         )
         decisions = []
-    return replace(_decide(findings), decisions=tuple(sorted(decisions, key=lambda d: str(d["dataset"]))))
+    return replace(decide(findings), decisions=tuple(sorted(decisions, key=lambda d: str(d["dataset"]))))
 
 
 def groups(plan: Mapping[str, Any], size: int) -> list[dict[str, Any]]:
@@ -312,7 +312,8 @@ def _well_formed_decisions(decisions: Any) -> bool:
     )
 
 
-def _decide(findings: Iterable[Finding]) -> PolicyResult:
+def decide(findings: Iterable[Finding]) -> PolicyResult:
+    """The result of `findings`, each once and in order: "deny" iff one of them denies."""
     unique = sorted(
         set(findings),
         key=lambda f: (SEVERITIES.index(f.severity), f.rule, f.address or "", f.message),
@@ -324,7 +325,7 @@ def _decide(findings: Iterable[Finding]) -> PolicyResult:
 def _empty(settings: Mapping[str, Any], why: str) -> PolicyResult:
     if settings.get("allow_empty") is True:
         return PolicyResult("allow", ())
-    return _decide(
+    return decide(
         [
             Finding(
                 "policy.empty",
