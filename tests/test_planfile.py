@@ -260,3 +260,16 @@ def test_a_plan_is_verified_over_its_bytes_and_a_member_after_the_seal_is_refuse
     assert planfile.read(plan).plan_id == json.loads(text)["plan_id"]
     with pytest.raises(AssertionError, match="serialized again"):
         planfile.read(reindented)
+
+
+def test_a_plan_file_that_cannot_be_written_is_a_clear_error_and_leaves_nothing(make_workspace, cli):
+    """A full disk (injected) or a folder that is a file: one message naming the file, exit 1, no temporary file."""
+    workspace = make_workspace(n=2)
+    full = cli(workspace, "plan", "--out", str(workspace / "p.plan"), env={"KFMOPS_FAULT": "*/p.plan@write:1:ENOSPC"})
+    (workspace / "afile").write_text("")
+    folder = cli(workspace, "plan", "--out", str(workspace / "afile" / "p.plan"))
+    for (code, out, err), name in ((full, "p.plan"), (folder, "afile/p.plan")):
+        assert code == 1, (code, out, err)
+        assert f"cannot write the plan file {workspace / name}" in err and "internal error" not in err, err
+    assert not [p.name for p in workspace.iterdir() if p.name.startswith(".p.plan")]
+    assert not (workspace / "p.plan").exists()

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from kfmops import __version__
-from kfmops.errors import Diagnostic, InputError
+from kfmops.errors import Diagnostic, InputError, KfmopsError
 from kfmops.io.canonical import canonical_json, digest
 from kfmops.io.files import write_atomic
 from kfmops.plans import codec
@@ -80,7 +80,10 @@ def write(plan: Plan, path: Path) -> dict[str, Any]:
     # Compact JSON: the C encoder is an order of magnitude faster on plans of 10,000s of changes;
     # `kfmops show FILE --format json` prints it indented.
     body, canonical, seal = _sealed(plan)
-    write_atomic(path, memoryview(canonical)[:-1], seal)
+    try:
+        write_atomic(path, memoryview(canonical)[:-1], seal)
+    except OSError as exc:  # a full disk, a read-only folder: nothing was written, nothing changed
+        raise KfmopsError(f"cannot write the plan file {path}: {exc.strerror or exc}; nothing was changed") from None
     return body
 
 
