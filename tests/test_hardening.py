@@ -19,6 +19,7 @@ import yaml
 from conftest import commit_all, local_rows
 
 from benchmarks.generate import promote
+from kfmops.stores.folder import FolderStateStore
 
 CANARY = "canary-Zq8vX2pL"  # a password no output may ever contain
 
@@ -336,6 +337,37 @@ def test_a_broken_state_file_is_one_clear_error(make_workspace, cli, content):
     (workspace / "state" / "state.json").write_text(content)
     code, _, err = cli(workspace, "plan")
     assert code == 1 and "state" in err and "Traceback" not in err and "internal error" not in err
+
+
+def test_a_state_file_names_the_field_it_mistypes_and_the_format_it_does_not_read(make_workspace, cli):
+    """The state file is decoded straight into its types: a field of the wrong type is named by its path in
+    the file, another format version by its number; and a state saved is the state loaded, exactly."""
+    workspace = make_workspace(n=1)
+    assert cli(workspace, "apply", "--auto-approve")[0] == 0
+    path = workspace / "state" / "state.json"
+    good = json.loads(path.read_text())
+    address = next(iter(good["resources"]))
+    cases = {
+        "backend": (lambda raw: raw["resources"][address].update(backend=7), f"$.resources['{address}'].backend"),
+        "kind": (lambda raw: raw["resources"][address].update(kind="ftp"), "kind"),
+        "serial": (lambda raw: raw.update(serial="one"), "$.serial"),
+        "format": (lambda raw: raw.update(format_version=2, resources=[]), "state format 2 is not supported"),
+    }
+    for name, (edit, named) in cases.items():
+        raw = json.loads(json.dumps(good))
+        edit(raw)
+        path.write_text(json.dumps(raw))
+        code, _, err = cli(workspace, "plan")
+        assert code == 1 and "state.json" in err and named in err, (name, err)
+        assert "Traceback" not in err and "internal error" not in err
+    store = FolderStateStore(workspace / "state")
+    path.write_text(json.dumps(good))
+    state = store.load()
+    assert state is not None
+    state.hotfixes[address] = {"value": "v9", "reason": "crème brûlée ✓", "nested": [1, 2.5, None, {"a": True}]}
+    state.datasets["odd"] = {"title": "\u0000 and \ud7ff", "versions": []}
+    store.save(state)
+    assert FolderStateStore(workspace / "state").load() == state
 
 
 def test_a_deeply_nested_plan_file_is_one_clear_error(make_workspace, cli):

