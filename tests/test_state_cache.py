@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 from conftest import commit_all, plan_changes
@@ -37,9 +38,10 @@ def planned(cli, workspace: Path, env: dict[str, str] | None = None) -> list[dic
     ] + [plan["desired_digest"], plan["datasets"]]
 
 
-def forge(workspace: Path, secret: bytes | None) -> None:
+def forge(workspace: Path, secret: bytes | None, digest: str | None = None) -> None:
     """Rewrite the entry so that every dataset's cache reference points at a version git never named, sealed
-    with `secret` (None: unkeyed, what anyone who can write the workspace can do)."""
+    with `secret` (None: unkeyed, what anyone who can write the workspace can do); `digest`: the digest of the
+    desired state it claims to hold (else the one it held)."""
     line, body = (workspace / FILE).read_bytes().split(b"\n", 1)
     header = json.loads(line)
     del header["digest"]
@@ -47,6 +49,7 @@ def forge(workspace: Path, secret: bytes | None) -> None:
     for reference in payload["references"]:
         if reference[1] == "cache":
             reference[5] = "v-forged"
+    payload["digest"] = digest or payload["digest"]
     write_sealed(workspace / FILE, header, json.dumps(payload).encode(), secret)
 
 
@@ -89,12 +92,64 @@ def test_apply_checks_a_signed_plan_through_sealed_entries_only(make_workspace, 
     assert code == 0, err
 
     monkeypatch.setenv("KFMOPS_PLAN_KEY", KEY["KFMOPS_PLAN_KEY"])  # in this process only: the key's derivation
-    forge(workspace, derived_key("desired-state cache"))  # only a key holder can: apply believes it, and refuses
+    # only a key holder can: apply believes it, and refuses (a plan whose desired digest it held would pass:
+    # the key holder could have signed that plan too)
+    forge(workspace, derived_key("desired-state cache"), "sha256:" + "0" * 64)
     code, _, err = cli(workspace, "apply", str(workspace / "p.plan"), env=KEY)
     assert code == 5 and "does not match the desired state of commit" in err, (code, err)
     forge(workspace, None)  # anyone can: ignored, and the plan is checked against the commit's files
     code, _, err = cli(workspace, "apply", str(workspace / "p.plan"), env=KEY)
     assert code == 0, err
+
+
+def test_a_signed_plan_made_at_this_state_is_checked_by_its_desired_digest_anything_else_in_full(
+    make_workspace, cli, monkeypatch
+):
+    """Apply derives a plan's changes again from its commit, unless kfmops vouches for them: the plan is signed,
+    the state has not moved since it was made, and the sealed desired-state entry of the commit names the
+    plan's desired digest. Then reading that digest is the whole check; in any other case it is made in full,
+    and a work tree changed since a plan of it is refused either way."""
+    from kfmops.engine import review
+    from kfmops.engine.session import Session
+    from kfmops.plans import planfile
+
+    workspace = make_workspace(n=6)
+    commit_all(workspace)
+    assert cli(workspace, "apply", "--auto-approve", env=KEY)[0] == 0
+    promote(workspace, 1.0, 7)
+    commit_all(workspace, "promote")
+    assert cli(workspace, "plan", "--out", str(workspace / "p.plan"), env=KEY)[0] == 0
+    monkeypatch.setenv("KFMOPS_PLAN_KEY", KEY["KFMOPS_PLAN_KEY"])
+    signed = planfile.read(workspace / "p.plan")
+    loads: list[int] = []
+    load = review.load_desired
+    monkeypatch.setattr(review, "load_desired", lambda *a, **k: loads.append(1) or load(*a, **k))
+
+    def derivations(plan=signed, moved: int = 0) -> int:
+        """How often checking `plan` (against the state moved by `moved` serials) expanded a desired state."""
+        loads.clear()
+        with Session(load_workspace(workspace), "apply", read_only=True) as session:
+            state = session.state()
+            state.serial += moved
+            review.check_against_desired(session, plan, state)
+        return len(loads)
+
+    assert derivations() == 0, "vouched for by the sealed digest"
+    assert derivations(moved=1) == 1, "the state moved since the plan"
+    assert derivations(replace(signed, desired_digest=None)) == 1
+    monkeypatch.delenv("KFMOPS_PLAN_KEY")
+    assert derivations() == 1, "unsigned: anyone could have written it"
+    monkeypatch.setenv("KFMOPS_PLAN_KEY", KEY["KFMOPS_PLAN_KEY"])
+    (workspace / FILE).unlink()
+    assert derivations() == 1, "no entry: derived from the files, and kept"
+    assert derivations() == 0
+
+    promote(workspace, 1.0, 8)  # a plan of the work tree, which is edited again before it is applied
+    assert cli(workspace, "plan", "--out", str(workspace / "d.plan"), env=KEY)[0] == 0
+    promote(workspace, 1.0, 9)
+    code, _, err = cli(workspace, "apply", str(workspace / "d.plan"), "--allow-dirty", env=KEY)
+    assert code == 5 and "does not match the desired state of the work tree" in err, (code, err)
+    assert cli(workspace, "apply", str(workspace / "p.plan"), env=KEY)[0] == 0
 
 
 def test_a_review_reads_the_work_tree_only_when_it_holds_the_commit_byte_for_byte(make_workspace):

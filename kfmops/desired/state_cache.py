@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from kfmops.desired.collector import DesiredReference
 from kfmops.desired.expand import DesiredState
 from kfmops.io.sealed import program_digest, read_sealed, write_sealed
@@ -57,9 +59,19 @@ class StateCache:
         if body is None:
             return None
         try:
-            return _state(json.loads(body))
-        except (ValueError, KeyError, TypeError, AttributeError):
+            return _state(msgspec.json.decode(body))
+        except (msgspec.MsgspecError, ValueError, KeyError, TypeError, AttributeError):
             return None  # another shape: expand again
+
+    def digest(self, key: str) -> str | None:
+        """The digest of the state kept under `key`, without decoding the state (msgspec skips the rest)."""
+        body = read_sealed(self.file, {"format": FORMAT, "key": key}, self.secret)
+        if body is None:
+            return None
+        try:
+            return msgspec.json.decode(body, type=_Stamp).digest
+        except msgspec.MsgspecError:
+            return None
 
     def put(self, key: str, state: DesiredState) -> None:
         """Keep `state` under `key`, unless JSON cannot give it back exactly."""
@@ -71,6 +83,10 @@ class StateCache:
         if json.loads(body) != payload:
             return  # a value JSON changes (an integer mapping key)
         write_sealed(self.file, {"format": FORMAT, "key": key}, body, self.secret)
+
+
+class _Stamp(msgspec.Struct):
+    digest: str
 
 
 def _payload(state: DesiredState) -> dict[str, Any]:

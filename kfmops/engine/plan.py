@@ -52,19 +52,46 @@ def load_desired(workspace: Workspace, git_ref: str | None = None, *, review: bo
     see engine/review), go through the caches only when KFMOPS_PLAN_KEY seals them. A review of a commit
     reads the work tree when its files are the commit's, byte for byte (by git blob id), so that it finds
     what the plan of that work tree kept; the names of the files in sources are then the work tree's."""
-    secret = planfile.derived_key("desired-document cache")
-    sources, unreadable, from_commit = _desired_sources(workspace, git_ref, review=review)
-    cached = workspace.applied and (secret is not None or not (from_commit or review))
-    settings = (workspace.conventions, workspace.routes, set(workspace.backends))
-    states = StateCache(workspace.root / STATE_FILE, planfile.derived_key("desired-state cache"))
-    key = state_key(sources, *settings) if cached and not unreadable else None
-    desired = states.get(key) if key else None
+    found = _Expansion.of(workspace, git_ref, review)
+    desired = found.states.get(found.key) if found.key else None
     if desired is None:
-        cache = DesiredCache(workspace.root / FOLDER, secret=secret) if cached else None
-        desired = expand(documents_of(sources, unreadable, cache, prune=not from_commit), *settings)
-        if key:
-            states.put(key, desired)
+        documents = DesiredCache(workspace.root / FOLDER, secret=found.secret) if found.cached else None
+        parsed = documents_of(found.sources, found.unreadable, documents, prune=not found.from_commit)
+        desired = expand(parsed, *found.settings)
+        if found.key:
+            found.states.put(found.key, desired)
     return desired
+
+
+def cached_digest(workspace: Workspace, git_ref: str | None = None, *, review: bool = False) -> str | None:
+    """The digest of what `load_desired` gives, when the desired-state cache holds it (None otherwise): read
+    without decoding the expansion."""
+    found = _Expansion.of(workspace, git_ref, review)
+    return found.states.digest(found.key) if found.key else None
+
+
+@dataclass(frozen=True)
+class _Expansion:
+    """Where the desired state of `git_ref` comes from, and the desired-state cache entry that may hold it."""
+
+    sources: list[tuple[str, str]]
+    unreadable: list[Diagnostic]
+    from_commit: bool
+    settings: tuple[Any, ...]
+    secret: bytes | None
+    cached: bool
+    states: StateCache
+    key: str | None
+
+    @classmethod
+    def of(cls, workspace: Workspace, git_ref: str | None, review: bool) -> _Expansion:
+        secret = planfile.derived_key("desired-document cache")
+        sources, unreadable, from_commit = _desired_sources(workspace, git_ref, review=review)
+        cached = workspace.applied and (secret is not None or not (from_commit or review))
+        settings = (workspace.conventions, workspace.routes, set(workspace.backends))
+        states = StateCache(workspace.root / STATE_FILE, planfile.derived_key("desired-state cache"))
+        key = state_key(sources, *settings) if cached and not unreadable else None
+        return cls(sources, unreadable, from_commit, settings, secret, cached, states, key)
 
 
 def _desired_sources(

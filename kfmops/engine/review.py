@@ -5,6 +5,7 @@ it. So apply re-derives the expected changes from the commit the plan names (or 
 plan of uncommitted desired state applied with --allow-dirty) and refuses any change, dataset record
 or change of exposure that the commit does not give. Policy then judges records that git holds. The commit's
 desired files are read from the work tree when they are the same bytes (load_desired: by git blob id).
+A signed plan made at the current state is checked by its desired digest alone (see `_vouched`).
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from kfmops.desired import DesiredState
-from kfmops.engine.plan import exposure_of, load_desired
+from kfmops.engine.plan import cached_digest, exposure_of, load_desired
 from kfmops.engine.session import Session
 from kfmops.errors import StalePlan
+from kfmops.plans import planfile
 from kfmops.plans.model import Action, Change, Operation, Plan
 from kfmops.plans.transaction import Transaction
 from kfmops.stores.state import State
@@ -31,7 +33,10 @@ def check_against_desired(session: Session, plan: Plan, state: State) -> None:
     if plan.operation not in {Operation.APPLY, Operation.REFRESH}:
         return  # hotfix and recovery plans are made by kfmops itself, under the lock
     commit = plan.git.get("commit")
-    desired = load_desired(session.workspace, None if plan.git.get("dirty") or not commit else commit, review=True)
+    git_ref = None if plan.git.get("dirty") or not commit else commit
+    if _vouched(plan, state) and plan.desired_digest == cached_digest(session.workspace, git_ref, review=True):
+        return
+    desired = load_desired(session.workspace, git_ref, review=True)
     where = f"commit {commit[:12]}" if commit and not plan.git.get("dirty") else "the work tree"
     problems = _differences(plan, desired, state)
     if problems:
@@ -41,6 +46,16 @@ def check_against_desired(session: Session, plan: Plan, state: State) -> None:
             + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
             + ". Make a new plan from the reviewed commit"
         )
+
+
+def _vouched(plan: Plan, state: State) -> bool:
+    """Whether kfmops made `plan` at this very state: it is signed (planfile read it only once its signature
+    verified) and the state has not moved since. Its changes, records and changes of exposure are then what
+    the desired state its digest names gives against this state: when that digest is the commit's, deriving
+    them again finds them equal, so the check costs a look at the sealed desired-state cache, not the
+    workspace. The cache's entries for a review are sealed with a key derived from the same KFMOPS_PLAN_KEY,
+    so this trusts no one the full check does not."""
+    return planfile.signed() and plan.desired_digest is not None and plan.state.serial == state.serial
 
 
 def _check_rollback(session: Session, plan: Plan) -> None:

@@ -13,7 +13,6 @@ again. Unsigned plans are always judged again: anyone could write their seal.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import replace
 from typing import Any
 
@@ -24,9 +23,8 @@ from kfmops.governance.policy import DEFAULT_POLICY_DIR, PolicyResult, decide, e
 from kfmops.io import clock
 from kfmops.io.canonical import canonical_json
 from kfmops.io.sealed import program_digest
-from kfmops.plans import codec
+from kfmops.plans import codec, planfile
 from kfmops.plans.model import Action, Plan
-from kfmops.plans.planfile import KEY_VARIABLE
 from kfmops.providers.registry import Providers
 from kfmops.workspace import Workspace
 
@@ -74,7 +72,7 @@ class PolicyGate:
         """The verdict `plan` records, when it is this gate's verdict over the input of `key`: the plan is signed
         (with KFMOPS_PLAN_KEY set, planfile reads no other) and its seal is that of `key` and of the findings it
         records, checkpoint findings aside (the session runs checkpoints again and adds its own)."""
-        if not os.environ.get(KEY_VARIABLE) or not plan.policy.get("judged"):
+        if not planfile.signed() or not plan.policy.get("judged"):
             return None
         recorded = PolicyResult.from_dict(plan.policy)
         own = decide(f for f in recorded.findings if not f.rule.startswith(RULE_PREFIX))

@@ -115,6 +115,12 @@ def _written(raw: bytes, body: dict[str, Any]) -> bool:
     return "sha256:" + hashed.hexdigest() == body.get("digest")
 
 
+def signed() -> bool:
+    """Whether plans are read only when signed with KFMOPS_PLAN_KEY (it is set): a plan read then was written by
+    a key holder, as kfmops made it."""
+    return bool(os.environ.get(KEY_VARIABLE))
+
+
 def derived_key(purpose: str) -> bytes | None:
     """A key for `purpose` derived from KFMOPS_PLAN_KEY (None when it is unset), so that no two uses share one."""
     key = os.environ.get(KEY_VARIABLE)
