@@ -60,7 +60,7 @@ class StateCache:
             return None
         try:
             return _state(msgspec.json.decode(body))
-        except (msgspec.MsgspecError, ValueError, KeyError, TypeError, AttributeError):
+        except (ValueError, KeyError, TypeError, AttributeError):  # msgspec.DecodeError is a ValueError
             return None  # another shape: expand again
 
     def digest(self, key: str) -> str | None:
@@ -70,7 +70,7 @@ class StateCache:
             return None
         try:
             return msgspec.json.decode(body, type=_Stamp).digest
-        except msgspec.MsgspecError:
+        except ValueError:  # not JSON, or no digest
             return None
 
     def put(self, key: str, state: DesiredState) -> None:
