@@ -77,11 +77,11 @@ class StateCache:
         """Keep `state` under `key`, unless JSON cannot give it back exactly."""
         payload = _payload(state)
         try:
-            body = json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
-        except (TypeError, ValueError):
-            return  # a value JSON cannot carry (a date, NaN)
-        if json.loads(body) != payload:
-            return  # a value JSON changes (an integer mapping key)
+            body = msgspec.json.encode(payload)
+        except (TypeError, ValueError, msgspec.MsgspecError):
+            return  # a value JSON cannot carry
+        if msgspec.json.decode(body) != payload:
+            return  # a value JSON changes (a date, NaN, an integer mapping key)
         write_sealed(self.file, {"format": FORMAT, "key": key}, body, self.secret)
 
 
